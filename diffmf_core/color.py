@@ -1,0 +1,49 @@
+"""Colour helpers shared by fusers, metrics and data loading.
+
+Contract:
+- ``bgr_to_ycrcb(bgr_u8) -> (y, cr, cb)``: float32 HxW each in [0, 1], BT.601 exactly as
+  OpenCV's ``COLOR_BGR2YCrCb`` on float input (Y = 0.299R + 0.587G + 0.114B,
+  Cr = 0.713(R - Y) + 0.5, Cb = 0.564(B - Y) + 0.5).
+- ``ycrcb_to_bgr(y, cr, cb) -> bgr u8``: the inverse, clipped to [0, 255] and rounded.
+- ``to_gray(img) -> HxW u8``: MATLAB ``rgb2gray`` weights 0.2989R + 0.5870G + 0.1140B, rounded.
+  Gray input (HxW, HxWx1, or HxWx3 with three equal channels) passes through unchanged.
+
+The fused-colour recipe of the paper (Sec. IV-B: fuse luminance, keep the visible chroma) is
+``ycrcb_to_bgr(fused_y, cr_vi, cb_vi)``.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_RGB2GRAY_BGR = np.array([0.1140, 0.5870, 0.2989], dtype=np.float64)  # B, G, R order
+
+
+def bgr_to_ycrcb(bgr_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BGR uint8 HxWx3 -> (Y, Cr, Cb), float32 HxW in [0, 1] (BT.601, OpenCV convention)."""
+    if bgr_u8.ndim != 3 or bgr_u8.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 BGR image, got shape {bgr_u8.shape}")
+    ycrcb = cv2.cvtColor(bgr_u8.astype(np.float32) / 255.0, cv2.COLOR_BGR2YCrCb)
+    return ycrcb[..., 0].copy(), ycrcb[..., 1].copy(), ycrcb[..., 2].copy()
+
+
+def ycrcb_to_bgr(y: np.ndarray, cr: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    """(Y, Cr, Cb) float HxW in [0, 1] -> BGR uint8 HxWx3 (clipped, rounded)."""
+    ycrcb = np.stack([y, cr, cb], axis=-1).astype(np.float32)
+    bgr = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
+    return np.clip(np.rint(bgr * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    """Any u8 image -> HxW u8 gray with MATLAB rgb2gray weights (rounded); gray passes through."""
+    if img.ndim == 2:
+        return img
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected HxW, HxWx1, HxWx3 or HxWx4 image, got shape {img.shape}")
+    if img.shape[2] == 1:
+        return img[..., 0]
+    bgr = img[..., :3]
+    if np.array_equal(bgr[..., 0], bgr[..., 1]) and np.array_equal(bgr[..., 1], bgr[..., 2]):
+        return np.ascontiguousarray(bgr[..., 0])
+    gray = bgr.astype(np.float64) @ _RGB2GRAY_BGR
+    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
