@@ -1,0 +1,99 @@
+"""Thermal 16 -> 8 bit gain control (diffmf_core.agc)."""
+import numpy as np
+import pytest
+
+from diffmf_core.agc import ThermalAGC
+
+
+def scene(level: float, seed: int = 0, size=(64, 80)) -> np.ndarray:
+    """A raw thermal frame: a ramp from level to level + 2000 counts plus a little noise."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(level, level + 2000, size[1])[None, :].repeat(size[0], 0)
+    return np.clip(ramp + rng.normal(0, 5, size), 0, 65535).astype(np.uint16)
+
+
+def test_fixed_mode_exact_values():
+    agc = ThermalAGC("fixed", low=1000, high=2020)
+    raw = np.array([[0, 1000, 1004, 1510, 2020, 65535]], dtype=np.uint16)
+    assert agc.apply(raw).tolist() == [[0, 0, 1, 128, 255, 255]]
+    agc.apply(scene(30000))  # frames never change a fixed mapping
+    agc.reset()
+    assert agc.range == (1000.0, 2020.0)
+    assert agc.apply(raw).tolist() == [[0, 0, 1, 128, 255, 255]]
+
+
+def test_big_endian_input_maps_like_native():
+    agc = ThermalAGC("fixed", low=0, high=4095)
+    raw = scene(1000)
+    np.testing.assert_array_equal(agc.apply(raw.astype(">u2")), agc.apply(raw))
+
+
+def test_auto_first_frame_uses_percentiles():
+    raw = scene(5000)
+    out = ThermalAGC("auto", percentiles=(1, 99)).apply(raw)
+    assert out.dtype == np.uint8 and out.shape == raw.shape
+    assert out.min() == 0 and out.max() == 255
+    assert 100 < np.median(out) < 155
+
+
+def mapped(agc: ThermalAGC, value: float) -> float:
+    low, high = agc.range
+    return float(np.clip((value - low) * 255.0 / (high - low), 0, 255))
+
+
+def test_one_outlier_frame_does_not_make_the_mapping_jump():
+    smoothed, unsmoothed = ThermalAGC("auto", smoothing=0.9), ThermalAGC("auto", smoothing=0.0)
+    for k in range(10):
+        for agc in (smoothed, unsmoothed):
+            agc.apply(scene(5000, seed=k))
+    before = mapped(smoothed, 6000)
+    outlier = scene(5000, seed=99)
+    outlier[:8, :20] = 9000  # a hot object (3 % of the frame) appears for one frame
+    for agc in (smoothed, unsmoothed):
+        agc.apply(outlier)
+    jump = abs(mapped(smoothed, 6000) - before)
+    assert abs(mapped(unsmoothed, 6000) - before) > 50  # per-frame percentiles would flicker
+    assert jump < 15
+    smoothed.apply(scene(5000, seed=20))
+    assert abs(mapped(smoothed, 6000) - before) < jump  # and it relaxes back
+
+
+def test_auto_converges_gradually_to_a_new_scene():
+    agc = ThermalAGC("auto", smoothing=0.5)
+    agc.apply(scene(1000))
+    highs = []
+    for k in range(14):
+        agc.apply(scene(20000, seed=k))
+        highs.append(agc.range[1])
+    assert all(b > a for a, b in zip(highs[:8], highs[1:8]))  # monotone approach, no jump
+    assert highs[0] < 13000
+    assert abs(highs[-1] - np.percentile(scene(20000), 99)) < 20
+
+
+def test_uniform_scene_keeps_min_span():
+    agc = ThermalAGC("auto", min_span=32)
+    out = agc.apply(np.full((8, 8), 3000, np.uint16))
+    low, high = agc.range
+    assert high - low == pytest.approx(32)
+    assert out.min() == out.max() == 128
+
+
+def test_reset_forgets_the_tracked_range():
+    agc = ThermalAGC("auto")
+    agc.apply(scene(1000))
+    agc.reset()
+    assert agc.range is None
+    agc.apply(scene(40000))
+    assert agc.range[0] > 39000
+
+
+@pytest.mark.parametrize("kwargs", [dict(mode="fixed"), dict(mode="fixed", low=5, high=5),
+                                    dict(mode="bogus"), dict(percentiles=(99, 1)), dict(smoothing=1.0)])
+def test_bad_parameters(kwargs):
+    with pytest.raises(ValueError):
+        ThermalAGC(**kwargs)
+
+
+def test_rejects_non_16bit_input():
+    with pytest.raises(ValueError):
+        ThermalAGC("fixed", low=0, high=10).apply(np.zeros((4, 4), np.float32))
