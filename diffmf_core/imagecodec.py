@@ -1,0 +1,235 @@
+"""sensor_msgs/Image and CompressedImage fields <-> numpy, without cv_bridge and without rclpy.
+
+Contract:
+- ``decode_image(encoding, height, width, step, is_bigendian, data, *, max_pixels, agc)`` returns
+  HxW uint8 (mono8, 8UC1; mono16, 16UC1 through ``agc``) or HxWx3 BGR uint8 (bgr8, 8UC3 as bgr,
+  rgb8, bgra8, rgba8; alpha dropped). Row padding (``step`` > row bytes) is honoured. mono8/8UC1,
+  bgr8/8UC3 are returned as zero-copy, possibly read-only views into ``data`` (copy before
+  writing); the other encodings produce one new contiguous array. 16-bit byte order follows
+  ``is_bigendian``.
+- ``data`` may be bytes, bytearray, memoryview, array.array or a numpy array (rclpy gives
+  array.array/bytes, rosbags gives uint8 numpy arrays); other types raise TypeError.
+- Bad input raises ``ImageDecodeError(kind, message)``; ``kind`` is a stable counter key:
+  "unknown_encoding", "empty", "too_large" (height*width > max_pixels, checked before any
+  allocation or decoding), "bad_step" (step < width * bytes per pixel), "short_data"
+  (len(data) < height*step), "needs_agc" (16-bit image without an AGC), "bad_compressed"
+  (corrupt or unrecognised JPEG/PNG).
+- ``decode_compressed(format, data, ...)`` reads JPEG/PNG (format strings "jpeg", "png",
+  "bgr8; jpeg compressed bgr8", "mono8; png compressed mono8", ...). The image size is read
+  from the PNG IHDR / JPEG SOF header first, so oversized images are refused before decoding.
+  Output is gray if the original encoding (before ';') is mono, BGR if it is a colour encoding,
+  else the decoded layout; 16-bit PNGs go through ``agc``.
+- ``encode_image(array, encoding)`` -> (height, width, encoding, step, bytes) for bgr8/rgb8
+  (input is BGR) and mono8; ``encode_compressed(array, fmt, quality)`` -> (format, bytes) with
+  image_transport style format strings.
+"""
+from __future__ import annotations
+
+import array as _array
+import struct
+
+import cv2
+import numpy as np
+
+from diffmf_core.agc import ThermalAGC
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+# encoding -> (channels, bytes per channel, conversion to BGR/gray or None)
+_ENCODINGS: dict[str, tuple[int, int, int | None]] = {
+    "mono8": (1, 1, None),
+    "8UC1": (1, 1, None),
+    "mono16": (1, 2, None),
+    "16UC1": (1, 2, None),
+    "bgr8": (3, 1, None),
+    "8UC3": (3, 1, None),
+    "rgb8": (3, 1, cv2.COLOR_RGB2BGR),
+    "bgra8": (4, 1, cv2.COLOR_BGRA2BGR),
+    "rgba8": (4, 1, cv2.COLOR_RGBA2BGR),
+}
+_MONO_ENCODINGS = {"mono8", "8UC1", "mono16", "16UC1"}
+_COLOUR_ENCODINGS = {"bgr8", "8UC3", "rgb8", "bgra8", "rgba8"}
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic variants)
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# markers that carry no length field
+_STANDALONE_MARKERS = {0x01, 0xD8} | set(range(0xD0, 0xD8))
+
+
+class ImageDecodeError(ValueError):
+    """An image message that cannot be decoded; ``kind`` is a short stable diagnostics key."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+def _as_bytes_view(data) -> np.ndarray:
+    """A flat uint8 view of ``data`` (no copy for contiguous buffers)."""
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    if isinstance(data, (bytes, bytearray, memoryview, _array.array)):
+        return np.frombuffer(data, dtype=np.uint8)
+    raise TypeError(f"image data must be bytes, bytearray, memoryview, array.array or numpy, "
+                    f"got {type(data).__name__}")
+
+
+def _check_size(height: int, width: int, max_pixels: int) -> None:
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError("empty", f"image has zero size ({width}x{height})")
+    if height * width > max_pixels:
+        raise ImageDecodeError("too_large", f"{width}x{height} exceeds max_pixels={max_pixels}")
+
+
+def _to_8bit(raw16: np.ndarray, agc: ThermalAGC | None, encoding: str) -> np.ndarray:
+    if agc is None:
+        raise ImageDecodeError("needs_agc", f"{encoding} is 16 bit and no ThermalAGC was given")
+    return agc.apply(raw16)
+
+
+def decode_image(encoding: str, height: int, width: int, step: int, is_bigendian, data, *,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, agc: ThermalAGC | None = None) -> np.ndarray:
+    """Decode sensor_msgs/Image fields to HxW uint8 or HxWx3 BGR uint8 (see module contract)."""
+    spec = _ENCODINGS.get(encoding)
+    if spec is None:
+        raise ImageDecodeError("unknown_encoding", f"unsupported encoding {encoding!r}")
+    height, width, step = int(height), int(width), int(step)
+    _check_size(height, width, max_pixels)
+    channels, depth, conversion = spec
+    row_bytes = width * channels * depth
+    if step < row_bytes:
+        raise ImageDecodeError("bad_step", f"step {step} < {row_bytes} bytes for {width} px of {encoding}")
+    buf = _as_bytes_view(data)
+    if buf.size < height * step:
+        raise ImageDecodeError("short_data", f"{buf.size} bytes < height*step = {height * step}")
+    if depth == 2:
+        dtype = np.dtype(">u2" if is_bigendian else "<u2")
+        raw = np.ndarray((height, width), dtype=dtype, buffer=buf, strides=(step, 2))
+        return _to_8bit(raw, agc, encoding)
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    strides = (step, 1) if channels == 1 else (step, channels, 1)
+    view = np.ndarray(shape, dtype=np.uint8, buffer=buf, strides=strides)
+    return view if conversion is None else cv2.cvtColor(view, conversion)
+
+
+def _png_size(data: memoryview) -> tuple[int, int]:
+    # signature (8) + IHDR length (4) + b"IHDR" (4) + width (4) + height (4)
+    if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
+        raise ImageDecodeError("bad_compressed", "PNG without a valid IHDR header")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_size(data: memoryview) -> tuple[int, int]:
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            raise ImageDecodeError("bad_compressed", f"JPEG marker expected at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if marker in _SOF_MARKERS:
+            if pos + 9 > n or length < 7:
+                break
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return width, height
+        pos += 2 + length
+    raise ImageDecodeError("bad_compressed", "JPEG without a frame header (SOF)")
+
+
+def _compressed_kind(fmt: str, head: bytes) -> str:
+    lowered = fmt.lower()
+    if "compresseddepth" in lowered:
+        raise ImageDecodeError("unknown_encoding", f"unsupported compressed format {fmt!r}")
+    words = set(lowered.replace(";", " ").split())
+    named = words & {"jpeg", "jpg", "png"}
+    if lowered.strip() and not named:
+        raise ImageDecodeError("unknown_encoding", f"unsupported compressed format {fmt!r}")
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    raise ImageDecodeError("bad_compressed", f"data is neither PNG nor JPEG (format {fmt!r})")
+
+
+def compressed_size(fmt: str, data) -> tuple[int, int]:
+    """(width, height) read from the PNG/JPEG header without decoding pixels."""
+    blob = memoryview(_as_bytes_view(data))
+    kind = _compressed_kind(fmt, bytes(blob[:8]))
+    return _png_size(blob) if kind == "png" else _jpeg_size(blob)
+
+
+def decode_compressed(format: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                      agc: ThermalAGC | None = None) -> np.ndarray:
+    """Decode sensor_msgs/CompressedImage (JPEG/PNG) to HxW uint8 or HxWx3 BGR uint8."""
+    buf = _as_bytes_view(data)
+    width, height = compressed_size(format, buf)
+    _check_size(height, width, max_pixels)
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageDecodeError("bad_compressed", f"decoder failed: {exc}") from None
+    if image is None or image.shape[:2] != (height, width):
+        raise ImageDecodeError("bad_compressed", f"corrupt {format!r} image data")
+    original = format.split(";")[0].strip()
+    if image.dtype == np.uint16:
+        if image.ndim != 2:
+            raise ImageDecodeError("unknown_encoding", "16-bit colour compressed images are not supported")
+        return _to_8bit(image, agc, original or "16-bit PNG")
+    if image.dtype != np.uint8:
+        raise ImageDecodeError("unknown_encoding", f"unsupported compressed pixel type {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if original in _MONO_ENCODINGS and image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if original in _COLOUR_ENCODINGS and image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return image
+
+
+def _check_u8(array: np.ndarray, channels: int, encoding: str) -> np.ndarray:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1 and channels == 1:
+        array = array[:, :, 0]
+    expected_ndim = 2 if channels == 1 else 3
+    if (array.dtype != np.uint8 or array.ndim != expected_ndim
+            or (channels == 3 and array.shape[2] != 3) or array.size == 0):
+        raise ValueError(f"{encoding} needs a non-empty {'HxW' if channels == 1 else 'HxWx3'} uint8 "
+                         f"array, got {array.dtype} {array.shape}")
+    return array
+
+
+def encode_image(array: np.ndarray, encoding: str = "bgr8") -> tuple[int, int, str, int, bytes]:
+    """(height, width, encoding, step, data bytes) for sensor_msgs/Image; input BGR or gray uint8."""
+    if encoding not in ("bgr8", "rgb8", "mono8"):
+        raise ValueError(f"encode_image supports bgr8, rgb8, mono8, not {encoding!r}")
+    channels = 1 if encoding == "mono8" else 3
+    array = _check_u8(array, channels, encoding)
+    if encoding == "rgb8":
+        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    height, width = array.shape[:2]
+    return height, width, encoding, width * channels, np.ascontiguousarray(array).tobytes()
+
+
+def encode_compressed(array: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> tuple[str, bytes]:
+    """(format string, bytes) for sensor_msgs/CompressedImage; ``quality`` applies to JPEG only."""
+    if fmt not in ("jpeg", "png"):
+        raise ValueError(f"encode_compressed supports 'jpeg' and 'png', not {fmt!r}")
+    array = np.asarray(array)
+    encoding = "mono8" if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1) else "bgr8"
+    array = _check_u8(array, 1 if encoding == "mono8" else 3, encoding)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", array, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {array.shape} image as {fmt}")
+    return f"{encoding}; {fmt} compressed {encoding}", encoded.tobytes()
