@@ -16,11 +16,15 @@ Contract:
 - ``load_pair(ir_path, vi_path, strip="auto")`` -> (ir gray u8 HxW, vi BGR u8 HxWx3) of equal size.
   Same-size pairs are cropped by the border common to both; if sizes still differ the infrared
   image is resized (bilinear) to the visible image's size (the visible frame is the reference).
+- ``write_image(path, img)``: atomic image write (encode, write a temporary file next to the target,
+  ``os.replace``), the format chosen by the suffix; creates parent folders.
 - ``PairDataset``: torch Dataset of luminance pairs (see its docstring).
 """
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -88,6 +92,24 @@ def read_image(path: str | Path, mode: str = "unchanged") -> np.ndarray:
     if mode == "color" and img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     return np.ascontiguousarray(img)
+
+
+def write_image(path: str | Path, img: np.ndarray) -> Path:
+    """Encode ``img`` by the suffix of ``path`` and write it atomically; returns ``path``."""
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix or ".png", img)
+    if not ok:
+        raise DataError(f"{path}: cannot encode a {img.dtype} {img.shape} image")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _natural_key(name: str) -> list:

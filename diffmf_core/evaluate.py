@@ -1,0 +1,153 @@
+"""``diffmf eval``: paper metrics (metrics.METRICS) for DIFF-MF and the classical baselines.
+
+For every dataset root (default: the shared TNO and DroneVehicle test sets; DroneVehicle's white
+border is stripped by ``data.load_pair``) it writes under ``--out/<dataset>/``:
+``<method>.csv`` (one row per image plus a ``mean`` row), ``results.md`` (methods x metrics, best
+per column in bold) and ``contact_sheet.png`` (rows: a few images; columns: ir | visible | each
+method | |fused - visible| of diffmf, or of the first method without diffmf). ``--out/results.md``
+collects all tables, which are also printed. ``evaluate_methods`` is reusable by training
+validation with any ``{name: object with .fuse(ir, vi)}``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from diffmf_core.color import to_gray
+from diffmf_core.data import DataError, find_pairs, load_pair, write_image
+from diffmf_core.fuse_cmd import FuserUnavailable, make_fuser
+from diffmf_core.metrics import METRICS, evaluate_pair
+from diffmf_core.paths import shared_data_dir
+
+DEFAULT_METHODS = "diffmf,mean,max,laplacian,gff"
+DEFAULT_TEST_SETS = ("test/TNO", "test/DroneVehicle")
+TILE_W, TILE_H, HEADER_H = 224, 176, 24
+
+
+def default_datasets() -> list[Path]:
+    """The shared test sets that exist on this machine."""
+    root = shared_data_dir()
+    return [] if root is None else [root / d for d in DEFAULT_TEST_SETS if (root / d).is_dir()]
+
+
+def _tile(img: np.ndarray, label: str) -> np.ndarray:
+    """Letterbox ``img`` into a TILE_W x TILE_H BGR tile with a caption bar on top."""
+    bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
+    scale = min(TILE_W / bgr.shape[1], TILE_H / bgr.shape[0])
+    w, h = max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))
+    tile = np.zeros((TILE_H + HEADER_H, TILE_W, 3), np.uint8)
+    y0, x0 = HEADER_H + (TILE_H - h) // 2, (TILE_W - w) // 2
+    tile[y0:y0 + h, x0:x0 + w] = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+    cv2.putText(tile, label[:30], (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return tile
+
+
+def _contact_row(name: str, ir: np.ndarray, vi: np.ndarray, fused: dict[str, np.ndarray], diff_method: str) -> np.ndarray:
+    diff = cv2.absdiff(to_gray(fused[diff_method]), to_gray(vi))
+    heat = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_INFERNO)
+    tiles = [_tile(ir, f"ir {name}"), _tile(vi, "visible")]
+    tiles += [_tile(img, m) for m, img in fused.items()]
+    tiles.append(_tile(heat, f"|{diff_method} - vi| x2"))
+    return np.hstack(tiles)
+
+
+def _write_csv(path: Path, rows: list[dict], mean: dict[str, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", *METRICS])
+        for row in rows + [{"image": "mean", **mean}]:
+            writer.writerow([row["image"], *(f"{row[k]:.6f}" for k in METRICS)])
+    tmp.replace(path)
+
+
+def markdown_table(means: dict[str, dict[str, float]], title: str) -> str:
+    """Methods x METRICS markdown table, the best (highest) value of each column in bold."""
+    best = {k: max(m[k] for m in means.values()) for k in METRICS}
+    lines = [f"### {title}", "", "| Method | " + " | ".join(METRICS) + " |",
+             "|---|" + "---:|" * len(METRICS)]
+    for method, m in means.items():
+        cells = [f"**{m[k]:.3f}**" if m[k] == best[k] else f"{m[k]:.3f}" for k in METRICS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path, limit: int | None = None,
+                     contact_rows: int = 4, strip: str = "auto") -> dict[str, dict[str, float]]:
+    """Fuse every pair of ``dataset_root`` with each fuser, score with evaluate_pair, write the CSVs,
+    results.md and contact_sheet.png into ``out_dir``; returns {method: {metric: mean}}."""
+    dataset_root, out_dir = Path(dataset_root), Path(out_dir)
+    pairs = find_pairs(dataset_root)[:limit]
+    sheet_at = set(np.linspace(0, len(pairs) - 1, min(contact_rows, len(pairs))).round().astype(int).tolist())
+    diff_method = "diffmf" if "diffmf" in fusers else next(iter(fusers))
+    rows: dict[str, list[dict]] = {m: [] for m in fusers}
+    sheet = []
+    for i, (name, ir_path, vi_path) in enumerate(tqdm(pairs, desc=f"eval {dataset_root.name}", unit="pair")):
+        ir, vi = load_pair(ir_path, vi_path, strip=strip)
+        fused_imgs = {}
+        for method, fuser in fusers.items():
+            fused = fuser.fuse(ir, vi)
+            rows[method].append({"image": name, **evaluate_pair(fused, ir, vi)})
+            if i in sheet_at:
+                fused_imgs[method] = fused
+        if i in sheet_at:
+            sheet.append(_contact_row(name, ir, vi, fused_imgs, diff_method))
+    means = {m: {k: float(np.mean([r[k] for r in rs])) for k in METRICS} for m, rs in rows.items()}
+    for method, rs in rows.items():
+        _write_csv(out_dir / f"{method}.csv", rs, means[method])
+    title = f"{dataset_root.name} ({len(pairs)} pairs)"
+    (out_dir / "results.md").write_text(markdown_table(means, title))
+    write_image(out_dir / "contact_sheet.png", np.vstack(sheet))
+    return means
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, nargs="+",
+                   help="dataset roots with ir/ + vi/ (default: shared test/TNO and test/DroneVehicle)")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma-separated: diffmf and/or mean,max,laplacian,gff (default: {DEFAULT_METHODS})")
+    p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
+    p.add_argument("--preset", help="DIFF-MF preset name (paper or live)")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N pairs of each dataset")
+
+
+def main(args: argparse.Namespace) -> int:
+    datasets = args.data or default_datasets()
+    if not datasets:
+        print("error: no --data given and the shared test sets were not found "
+              "(set DIFFMF_DATA or place them in ../shared/data)", file=sys.stderr)
+        return 2
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        fusers = {m: make_fuser(m, args.weights, args.preset) for m in methods}
+    except FuserUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not fusers:
+        print("error: --methods is empty", file=sys.stderr)
+        return 2
+    tables, used = [], set()
+    for root in datasets:
+        name = root.name
+        while name in used:
+            name += "_"
+        used.add(name)
+        try:
+            evaluate_methods(root, fusers, args.out / name, args.limit)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        tables.append((args.out / name / "results.md").read_text())
+    report = "\n".join(tables)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(report)
+    print(report)
+    return 0
