@@ -1,0 +1,653 @@
+"""rosbag2 tools (``diffmf bag``): build bags from image pairs, fuse bags offline, inspect bags.
+
+Pure Python over ``rosbags`` (no ROS runtime, no rclpy). Bags are rosbag2 directories (MCAP by
+default, sqlite3 selectable) with the ROS 2 kilted typestore (jazzy-compatible message layouts)
+plus ``diffmf_ros/msg/FusionInfo`` registered from ``msg/FusionInfo.msg``.
+
+- ``from-pairs``: ir/vi pairs -> ``/thermal/image_raw`` + ``/rgb/image_raw`` (sensor_msgs/Image
+  mono8/bgr8, or ``/compressed`` CompressedImage JPEG) with camera-like stamps: nominal
+  ``--rate``, independent uniform jitter, a constant thermal delay and random drops. Messages are
+  written in stamp order and each message's bag (receive) time equals its header stamp.
+- ``fuse``: decode -> PairSynchronizer -> FusionPipeline (the node's per-pair code) -> a new bag
+  with every original topic plus ``/fused/image`` and ``/fused/info``. The fused frame carries the
+  stamp the node gives it (newer of the pair's two stamps); its bag time is that of the message
+  that completed the pair. ``FusionInfo.latency_ms`` is the offline processing time of the pair
+  (decode + registration + fusion), since a recording has no live clock.
+- ``info``: topics, types, counts, rates, duration.
+
+Outputs are atomic: written into a hidden temporary folder next to the target and renamed when
+complete; on any error or Ctrl-C the partial output is removed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from diffmf_core.paths import repo_root
+
+THERMAL_TOPIC = "/thermal/image_raw"
+RGB_TOPIC = "/rgb/image_raw"
+FUSED_TOPIC = "/fused/image"
+INFO_TOPIC = "/fused/info"
+THERMAL_FRAME = "thermal_camera"
+RGB_FRAME = "rgb_camera"
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+FUSION_INFO_TYPE = "diffmf_ros/msg/FusionInfo"
+FUSION_INFO_MSG = repo_root() / "msg" / "FusionInfo.msg"
+STORAGES = ("mcap", "sqlite3")
+BAG_VERSION = 9  # rosbag2 metadata version written by jazzy and kilted
+MODE_NAMES = {0: "fused", 1: "rgb-only", 2: "thermal-only", 3: "classical"}  # FusionInfo.MODE_*
+
+
+class BagError(Exception):
+    """A bag that cannot be read or written as asked; the message says what and where."""
+
+
+# --------------------------------------------------------------------------------------------
+# typestore and message helpers
+
+
+def make_typestore():
+    """ROS 2 kilted typestore with ``diffmf_ros/msg/FusionInfo`` registered from its .msg file."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    if not FUSION_INFO_MSG.is_file():
+        raise BagError(f"{FUSION_INFO_MSG}: FusionInfo definition not found (source checkout expected)")
+    store.register(get_types_from_msg(FUSION_INFO_MSG.read_text(), FUSION_INFO_TYPE))
+    return store
+
+
+def ns_to_time(store, ns: int):
+    """builtin_interfaces/Time for a stamp in nanoseconds."""
+    return store.types["builtin_interfaces/msg/Time"](sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def time_to_ns(t) -> int:
+    """Nanoseconds of a builtin_interfaces/Time (rosbags or rclpy message)."""
+    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
+
+
+def header(store, stamp_ns: int, frame_id: str):
+    """std_msgs/Header."""
+    return store.types["std_msgs/msg/Header"](stamp=ns_to_time(store, stamp_ns), frame_id=frame_id)
+
+
+def image_msg(store, img: np.ndarray, stamp_ns: int, frame_id: str, encoding: str | None = None):
+    """sensor_msgs/Image (mono8 for HxW, bgr8 for HxWx3 unless ``encoding`` says otherwise)."""
+    from diffmf_core.imagecodec import encode_image
+
+    encoding = encoding or ("mono8" if img.ndim == 2 else "bgr8")
+    height, width, enc, step, data = encode_image(img, encoding)
+    return store.types[IMAGE_TYPE](
+        header=header(store, stamp_ns, frame_id), height=height, width=width, encoding=enc,
+        is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8))
+
+
+def compressed_msg(store, img: np.ndarray, stamp_ns: int, frame_id: str, fmt: str = "jpeg", quality: int = 90):
+    """sensor_msgs/CompressedImage."""
+    from diffmf_core.imagecodec import encode_compressed
+
+    format_str, data = encode_compressed(img, fmt, quality)
+    return store.types[COMPRESSED_TYPE](
+        header=header(store, stamp_ns, frame_id), format=format_str, data=np.frombuffer(data, np.uint8))
+
+
+def decode_msg(msg, msgtype: str, max_pixels: int, agc=None) -> np.ndarray:
+    """Pixels of a deserialised Image/CompressedImage; 16-bit thermal goes through ``agc``
+    (raises imagecodec.ImageDecodeError)."""
+    from diffmf_core.imagecodec import decode_compressed, decode_image
+
+    if msgtype == COMPRESSED_TYPE:
+        return decode_compressed(msg.format, msg.data, max_pixels=max_pixels, agc=agc)
+    return decode_image(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data,
+                        max_pixels=max_pixels, agc=agc)
+
+
+# --------------------------------------------------------------------------------------------
+# atomic output and reading
+
+
+@contextmanager
+def atomic_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write ``output`` into; rename on success, remove on failure."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise BagError(f"{output} exists already (use --overwrite to replace it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    try:
+        yield tmp / output.name
+        if output.exists():
+            shutil.rmtree(output) if output.is_dir() else output.unlink()
+        os.replace(tmp / output.name, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def open_writer(path: Path, storage: str):
+    """An opened rosbags Writer (rosbag2 version 9) for ``storage`` "mcap" or "sqlite3"."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    writer = Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin[storage.upper()])
+    writer.open()
+    return writer
+
+
+@contextmanager
+def open_reader(path: Path):
+    """An opened rosbags Reader; unreadable bags raise BagError."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"{path}: no such bag")
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as exc:  # rosbags raises ReaderError, OSError, YAML and storage errors
+        raise BagError(f"{path}: cannot open bag ({type(exc).__name__}: {exc}); "
+                       "is it a complete rosbag2 folder or .mcap/.db3 file?") from exc
+    try:
+        yield reader
+    finally:
+        try:
+            reader.close()
+        except Exception:  # closing a corrupt bag must not hide the original error
+            pass
+
+
+def iter_messages(reader, connections=()) -> Iterator[tuple]:
+    """reader.messages() with storage errors (truncated/corrupt bags) raised as BagError."""
+    messages = reader.messages(connections)
+    while True:
+        try:
+            item = next(messages)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise BagError(f"{reader.path}: bag is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+        yield item
+
+
+def copy_connection(writer, conn, store):
+    """Add ``conn`` (from a reader) to ``writer`` with its definition and QoS."""
+    kwargs = {"typestore": store} if not conn.digest or not conn.msgdef.data else {
+        "msgdef": conn.msgdef.data, "rihs01": conn.digest}
+    ext = conn.ext
+    return writer.add_connection(conn.topic, conn.msgtype, serialization_format=ext.serialization_format,
+                                 offered_qos_profiles=ext.offered_qos_profiles, **kwargs)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so partial outputs are cleaned up."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------------------------
+# from-pairs
+
+
+@dataclass
+class StampPlan:
+    """Which pair/camera goes into the bag at which stamp."""
+    stamp_ns: int
+    pair: int
+    camera: str  # "thermal" or "rgb"
+
+
+def plan_stamps(n_pairs: int, rate_hz: float, jitter_ms: float = 0.0, thermal_delay_ms: float = 0.0,
+                drop: float = 0.0, seed: int = 0, start_ns: int = 1_700_000_000_000_000_000) -> list[StampPlan]:
+    """Camera-like stamps for ``n_pairs`` frames, sorted by stamp.
+
+    Frame i is nominally at ``start + i / rate``; RGB adds uniform jitter in +-jitter_ms, thermal
+    adds ``thermal_delay_ms`` plus its own jitter; each message is dropped with probability ``drop``.
+    """
+    if rate_hz <= 0:
+        raise ValueError("rate must be > 0")
+    period_ms = 1000.0 / rate_hz
+    if not 0 <= jitter_ms < period_ms / 2:
+        raise ValueError(f"jitter must be in [0, {period_ms / 2:.1f}) ms at {rate_hz} Hz to keep frames in order")
+    if not 0 <= drop < 1:
+        raise ValueError("drop must be in [0, 1)")
+    rng = np.random.default_rng(seed)
+    plan = []
+    for i in range(n_pairs):
+        base_ms = i * period_ms
+        for camera, offset_ms in (("thermal", thermal_delay_ms), ("rgb", 0.0)):
+            jitter = rng.uniform(-jitter_ms, jitter_ms) if jitter_ms else 0.0
+            dropped = rng.random() < drop
+            if not dropped:
+                plan.append(StampPlan(start_ns + int(round((base_ms + offset_ms + jitter) * 1e6)), i, camera))
+    plan.sort(key=lambda p: (p.stamp_ns, p.camera))
+    return plan
+
+
+def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: bool = False,
+                    quality: int = 90, rate: float = 30.0, jitter_ms: float = 0.0,
+                    thermal_delay_ms: float = 0.0, drop: float = 0.0, seed: int = 0,
+                    start_ns: int = 1_700_000_000_000_000_000, strip="auto", overwrite: bool = False,
+                    progress: bool = True) -> dict:
+    """Write (name, ir_path, vi_path) pairs as a thermal+RGB bag; returns counts per topic."""
+    from tqdm import tqdm
+
+    from diffmf_core.data import load_pair
+
+    plan = plan_stamps(len(pairs), rate, jitter_ms, thermal_delay_ms, drop, seed, start_ns)
+    store = make_typestore()
+    suffix = "/compressed" if compressed else ""
+    msgtype = COMPRESSED_TYPE if compressed else IMAGE_TYPE
+    counts = {THERMAL_TOPIC + suffix: 0, RGB_TOPIC + suffix: 0}
+    remaining = {}  # pair index -> messages of it still to write
+    for p in plan:
+        remaining[p.pair] = remaining.get(p.pair, 0) + 1
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    with atomic_output(output, overwrite) as tmp_path:
+        writer = open_writer(tmp_path, storage)
+        try:
+            conns = {cam: writer.add_connection(topic + suffix, msgtype, typestore=store)
+                     for cam, topic in (("thermal", THERMAL_TOPIC), ("rgb", RGB_TOPIC))}
+            for p in tqdm(plan, desc="bag from-pairs", unit="msg", disable=not progress):
+                if p.pair not in cache:
+                    _, ir_path, vi_path = pairs[p.pair]
+                    cache[p.pair] = load_pair(ir_path, vi_path, strip)
+                img = cache[p.pair][0 if p.camera == "thermal" else 1]
+                frame = THERMAL_FRAME if p.camera == "thermal" else RGB_FRAME
+                msg = (compressed_msg(store, img, p.stamp_ns, frame, "jpeg", quality) if compressed
+                       else image_msg(store, img, p.stamp_ns, frame))
+                writer.write(conns[p.camera], p.stamp_ns, store.serialize_cdr(msg, msgtype))
+                counts[conns[p.camera].topic] += 1
+                remaining[p.pair] -= 1
+                if not remaining[p.pair]:
+                    del cache[p.pair]
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    return counts
+
+
+def _cmd_from_pairs(args) -> int:
+    from diffmf_core.data import find_pairs
+
+    pairs = find_pairs(args.pairs)
+    if args.limit:
+        pairs = pairs[: args.limit]
+    counts = write_pairs_bag(
+        pairs, Path(args.output), storage=args.storage, compressed=args.compressed, quality=args.quality,
+        rate=args.rate, jitter_ms=args.jitter_ms, thermal_delay_ms=args.thermal_delay_ms, drop=args.drop,
+        seed=args.seed, start_ns=int(round(args.start_time * 1e9)),
+        strip="none" if args.keep_border else "auto", overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {args.output} ({args.storage}): {len(pairs)} pairs, "
+          + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# fuse
+
+
+def load_node_params(path: Path | None = None) -> dict:
+    """The fusion node's ros__parameters from a params YAML (default: config/fuse.yaml)."""
+    import yaml
+
+    path = Path(path) if path else repo_root() / "config" / "fuse.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text())
+        return dict(next(iter(doc.values()))["ros__parameters"])
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, StopIteration, TypeError) as exc:
+        raise BagError(f"{path}: not a node parameters file ({exc})") from exc
+
+
+def pick_image_topic(topics: dict, source: str, requested: str | None, params: dict) -> tuple[str, str]:
+    """(topic, msgtype) of ``source`` ("thermal"/"rgb"): ``requested`` or the params' topic,
+    raw or /compressed, whichever the bag has."""
+    base = params.get(f"{source}_topic", THERMAL_TOPIC if source == "thermal" else RGB_TOPIC)
+    candidates = [requested] if requested else [base, base.rstrip("/") + "/compressed"]
+    for topic in candidates:
+        if topic in topics:
+            msgtype = topics[topic].msgtype
+            if msgtype not in (IMAGE_TYPE, COMPRESSED_TYPE):
+                raise BagError(f"topic {topic} has type {msgtype}, expected {IMAGE_TYPE} or {COMPRESSED_TYPE}")
+            return topic, msgtype
+    have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(topics.items())) or "no topics"
+    raise BagError(f"no {source} image topic ({' or '.join(candidates)}) in the bag; it has {have}. "
+                   f"Use --{source}-topic to choose one.")
+
+
+@dataclass
+class FuseSummary:
+    """Counts and timings of one offline fusion run."""
+    messages: int = 0
+    frames: dict = field(default_factory=lambda: {"thermal": 0, "rgb": 0})
+    fused: int = 0
+    modes: dict = field(default_factory=dict)
+    decode_errors: dict = field(default_factory=dict)
+    size_changes: int = 0
+    sync: dict = field(default_factory=dict)
+    latencies_ms: list = field(default_factory=list)
+    model_name: str = ""
+
+    def latency(self) -> dict:
+        lat = np.asarray(self.latencies_ms, float)
+        if not lat.size:
+            return {}
+        return {"mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
+                "p90": float(np.percentile(lat, 90)), "max": float(lat.max())}
+
+    def text(self) -> str:
+        lat = self.latency()
+        dropped = self.sync.get("dropped_thermal", 0) + self.sync.get("dropped_rgb", 0)
+        lines = [f"frames in: thermal {self.frames['thermal']}, rgb {self.frames['rgb']}",
+                 f"fused: {self.fused} ({', '.join(f'{m} {n}' for m, n in sorted(self.modes.items())) or '-'}) "
+                 f"with {self.model_name or '-'}",
+                 f"dropped (never paired): {dropped} (thermal {self.sync.get('dropped_thermal', 0)}, "
+                 f"rgb {self.sync.get('dropped_rgb', 0)})",
+                 "decode errors: " + (", ".join(f"{k} {n}" for k, n in sorted(self.decode_errors.items())) or "0")]
+        if self.size_changes:
+            lines.append(f"image size changes: {self.size_changes} (pairing restarted at each)")
+        if lat:
+            lines.append(f"latency per pair (decode+register+fuse): mean {lat['mean']:.1f} ms, "
+                         f"p90 {lat['p90']:.1f} ms, max {lat['max']:.1f} ms")
+        return "\n".join(lines)
+
+
+def build_pipeline(params: dict):
+    """(FusionPipeline, warning or None) from node parameters: registration from the calibration
+    file and output geometry, the DIFF-MF Fuser (classical fallback if it cannot load)."""
+    from diffmf_core.pipeline import FusionPipeline
+    from diffmf_core.registration import Registrar, load_calibration
+
+    calib = params.get("calibration_file") or repo_root() / "config" / "calibration" / "identity.yaml"
+    geometry = params.get("output_geometry", "rgb")
+    size = (params.get("output_width", 640), params.get("output_height", 512)) if geometry == "fixed" else None
+    registrar = Registrar.from_calibration(load_calibration(calib), output=geometry, output_size=size,
+                                           ecc_refine=bool(params.get("ecc_refine", False)))
+    model, warning = None, None
+    if params.get("fuser", "diffmf") == "diffmf":
+        try:
+            from diffmf_core.fuser import Fuser
+
+            model = Fuser(params.get("weights") or None, preset=params.get("preset") or None,
+                          device=params.get("device", "auto"), half=bool(params.get("half_precision", True)))
+        except Exception as exc:  # noqa: BLE001 - like the node: any load failure -> classical fallback
+            warning = f"DIFF-MF model unavailable ({type(exc).__name__}: {exc}); using classical fallback"
+    pipeline = FusionPipeline(model, registrar, fallback=params.get("fallback_fuser", "gff"),
+                              output_encoding=params.get("output_encoding", "bgr8"))
+    return pipeline, warning
+
+
+@dataclass
+class _Frame:
+    image: np.ndarray
+    stamp_ns: int
+    frame_id: str
+    decode_ms: float
+
+
+def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mcap",
+             thermal_topic: str | None = None, rgb_topic: str | None = None, copy_inputs: bool = True,
+             overwrite: bool = False, progress: bool = True, pipeline=None) -> FuseSummary:
+    """Fuse a thermal+RGB bag offline with the node's per-pair path (see module docstring).
+
+    As in the node: pairs come from PairSynchronizer on header stamps; a frame arriving while the
+    other camera has been silent for more than ``source_timeout_s`` (bag time) goes out alone
+    (RGB_ONLY / THERMAL_ONLY). Unlike the live node, no pair is skipped for lack of time.
+    Images may change size mid-stream: registration adapts the homography to each pair's sizes
+    (counted in ``size_changes``).
+    """
+    from tqdm import tqdm
+
+    from diffmf_core.agc import ThermalAGC
+    from diffmf_core.imagecodec import ImageDecodeError, encode_compressed
+    from diffmf_core.pipeline import MODE_RGB_ONLY, MODE_THERMAL_ONLY
+    from diffmf_core.sync import PairSynchronizer
+
+    store = make_typestore()
+    summary = FuseSummary()
+    if pipeline is None:
+        pipeline, warning = build_pipeline(params)
+        if warning:
+            print(f"diffmf bag fuse: warning: {warning}", file=sys.stderr)
+    interval = float(params.get("sync_min_interval_s", 0.0))
+    sync = PairSynchronizer(params.get("sync_queue_size", 10), params.get("sync_slop_s", 0.02),
+                            params.get("thermal_delay_s", 0.0), inter_message_lower_bound=(interval, interval))
+    agc = ThermalAGC(params.get("thermal_agc_mode", "auto"), params.get("agc_low"), params.get("agc_high"))
+    max_pixels = int(params.get("max_image_pixels", 4096 * 4096))
+    timeout_ns = float(params.get("source_timeout_s", 0.5)) * 1e9
+    geometry = params.get("output_geometry", "rgb")
+    out_encoding = params.get("output_encoding", "bgr8")
+    jpeg = bool(params.get("publish_compressed", False))
+    Info = store.types[FUSION_INFO_TYPE]
+
+    with open_reader(input_path) as reader:
+        topics = reader.topics
+        sources = {pick_image_topic(topics, "thermal", thermal_topic, params)[0]: "thermal",
+                   pick_image_topic(topics, "rgb", rgb_topic, params)[0]: "rgb"}
+        if len(sources) != 2:
+            raise BagError("the thermal and RGB topics must differ")
+        wanted = reader.connections if copy_inputs else [c for c in reader.connections if c.topic in sources]
+        total = sum(c.msgcount for c in wanted)
+        with atomic_output(output, overwrite) as tmp_path:
+            writer = open_writer(tmp_path, storage)
+            try:
+                out_conns = {c.id: copy_connection(writer, c, store) for c in wanted} if copy_inputs else {}
+                fused_conn = writer.add_connection(FUSED_TOPIC, IMAGE_TYPE, typestore=store)
+                info_conn = writer.add_connection(INFO_TOPIC, FUSION_INFO_TYPE, typestore=store)
+                jpeg_conn = (writer.add_connection(FUSED_TOPIC + "/compressed", COMPRESSED_TYPE, typestore=store)
+                             if jpeg else None)
+                last_seen: dict[str, int] = {}
+                sizes: dict[str, tuple] = {}
+                for conn, bag_ns, raw in tqdm(iter_messages(reader, wanted), total=total, desc="bag fuse",
+                                              unit="msg", disable=not progress):
+                    summary.messages += 1
+                    if copy_inputs:
+                        writer.write(out_conns[conn.id], bag_ns, raw)
+                    source = sources.get(conn.topic)
+                    if source is None:
+                        continue
+                    summary.frames[source] += 1
+                    start = time.perf_counter()
+                    try:
+                        msg = store.deserialize_cdr(raw, conn.msgtype)
+                    except Exception:  # noqa: BLE001 - one bad message must not stop the run
+                        summary.decode_errors["bad_cdr"] = summary.decode_errors.get("bad_cdr", 0) + 1
+                        continue
+                    try:
+                        img = decode_msg(msg, conn.msgtype, max_pixels, agc if source == "thermal" else None)
+                    except ImageDecodeError as exc:
+                        summary.decode_errors[exc.kind] = summary.decode_errors.get(exc.kind, 0) + 1
+                        continue
+                    if sizes.get(source) not in (None, img.shape[:2]):
+                        summary.size_changes += 1
+                    sizes[source] = img.shape[:2]
+                    frame = _Frame(img, time_to_ns(msg.header.stamp), msg.header.frame_id,
+                                   (time.perf_counter() - start) * 1e3)
+                    other = "rgb" if source == "thermal" else "thermal"
+                    last_seen.setdefault(other, bag_ns)
+                    last_seen[source] = bag_ns
+                    add = sync.add_thermal if source == "thermal" else sync.add_rgb
+                    pairs = add(frame.stamp_ns, frame)
+                    jobs = [(p.thermal, p.rgb) for p in pairs]
+                    if not pairs and bag_ns - last_seen[other] > timeout_ns:
+                        jobs = [(frame, None) if source == "thermal" else (None, frame)]
+                    for th, rgb in jobs:
+                        t0 = time.perf_counter()
+                        if th is not None and rgb is not None:
+                            result = pipeline.fuse_pair(th.image, rgb.image)
+                        else:
+                            result = pipeline.single_source(thermal=th.image if th else None,
+                                                            rgb=rgb.image if rgb else None)
+                        latency = sum(f.decode_ms for f in (th, rgb) if f) + (time.perf_counter() - t0) * 1e3
+                        ref = th if (geometry == "thermal" or rgb is None) else rgb
+                        frame_id = params.get("frame_id") or ref.frame_id
+                        fused_img = image_msg(store, result.image, ref.stamp_ns, frame_id, out_encoding)
+                        writer.write(fused_conn, bag_ns, store.serialize_cdr(fused_img, IMAGE_TYPE))
+                        if jpeg_conn is not None:
+                            cmsg = compressed_msg(store, result.image, ref.stamp_ns, frame_id, "jpeg",
+                                                  int(params.get("jpeg_quality", 90)))
+                            writer.write(jpeg_conn, bag_ns, store.serialize_cdr(cmsg, COMPRESSED_TYPE))
+                        info = Info(
+                            header=header(store, ref.stamp_ns, frame_id),
+                            thermal_stamp=ns_to_time(store, th.stamp_ns if th else 0),
+                            rgb_stamp=ns_to_time(store, rgb.stamp_ns if rgb else 0),
+                            homography=np.asarray(result.homography, np.float64).reshape(9),
+                            registration_quality=np.float32(result.quality), mode=int(result.mode),
+                            inference_ms=np.float32(result.inference_ms), latency_ms=np.float32(latency),
+                            model_name=result.model_name)
+                        writer.write(info_conn, bag_ns, store.serialize_cdr(info, FUSION_INFO_TYPE))
+                        summary.fused += 1
+                        summary.latencies_ms.append(latency)
+                        mode = MODE_NAMES.get(int(result.mode), str(result.mode))
+                        summary.modes[mode] = summary.modes.get(mode, 0) + 1
+                        if result.mode not in (MODE_RGB_ONLY, MODE_THERMAL_ONLY):
+                            summary.model_name = result.model_name
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+    summary.sync = sync.stats.as_dict()
+    return summary
+
+
+def _cmd_fuse(args) -> int:
+    params = load_node_params(args.params_file)
+    for key, value in (("fuser", args.fuser), ("device", args.device), ("weights", args.weights)):
+        if value is not None:
+            params[key] = value
+    if args.slop_ms is not None:
+        params["sync_slop_s"] = args.slop_ms / 1000.0
+    if args.thermal_delay_ms is not None:
+        params["thermal_delay_s"] = args.thermal_delay_ms / 1000.0
+    summary = fuse_bag(Path(args.input), Path(args.output), params, storage=args.storage,
+                       thermal_topic=args.thermal_topic, rgb_topic=args.rgb_topic,
+                       copy_inputs=not args.only_fused, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {args.output}\n{summary.text()}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# info
+
+
+def bag_info(path: Path) -> dict:
+    """Topics (type, count, rate), message count, start/end/duration of a bag."""
+    with open_reader(path) as reader:
+        duration_s = reader.duration / 1e9 if reader.message_count else 0.0
+        topics = {
+            name: {"type": t.msgtype, "count": t.msgcount,
+                   "rate_hz": round((t.msgcount - 1) / duration_s, 3) if duration_s > 0 and t.msgcount > 1 else None}
+            for name, t in reader.topics.items()}
+        return {"path": str(path), "messages": reader.message_count, "duration_s": duration_s,
+                "start_ns": reader.start_time if reader.message_count else None,
+                "end_ns": reader.end_time if reader.message_count else None, "topics": topics}
+
+
+def _cmd_info(args) -> int:
+    info = bag_info(Path(args.bag))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"bag:       {info['path']}")
+    print(f"messages:  {info['messages']}")
+    print(f"duration:  {info['duration_s']:.3f} s")
+    if info["start_ns"] is not None:
+        print(f"start/end: {info['start_ns'] / 1e9:.6f} / {info['end_ns'] / 1e9:.6f} s")
+    width = max([len(t) for t in info["topics"]] + [5])
+    for name, t in sorted(info["topics"].items()):
+        rate = f"{t['rate_hz']:.2f} Hz" if t["rate_hz"] else "-"
+        print(f"  {name:<{width}}  {t['count']:>6}  {rate:>10}  {t['type']}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
+
+    fp = sub.add_parser("from-pairs", help="write a thermal+RGB bag from a folder of ir/vi pairs",
+                        description="Write a thermal+RGB rosbag2 from ir/+vi/ (or DroneVehicle "
+                                    "trainimgr/+trainimg/) pairs with camera-like stamps.")
+    fp.add_argument("pairs", help="folder with ir/+vi/ or DroneVehicle trainimgr/+trainimg/")
+    fp.add_argument("output", help="output bag folder")
+    fp.add_argument("--storage", choices=STORAGES, default="mcap")
+    fp.add_argument("--compressed", action="store_true",
+                    help="CompressedImage JPEG on <topic>/compressed instead of raw Image")
+    fp.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    fp.add_argument("--rate", type=float, default=30.0, help="frame rate, Hz (default 30)")
+    fp.add_argument("--jitter-ms", type=float, default=0.0, help="uniform stamp jitter per message, +- ms")
+    fp.add_argument("--thermal-delay-ms", type=float, default=0.0, help="constant thermal stamp delay, ms")
+    fp.add_argument("--drop", type=float, default=0.0, help="probability of dropping each message")
+    fp.add_argument("--seed", type=int, default=0, help="random seed for jitter and drops")
+    fp.add_argument("--start-time", type=float, default=1_700_000_000.0, help="first stamp, s since epoch")
+    fp.add_argument("--limit", type=int, default=0, help="use only the first N pairs")
+    fp.add_argument("--keep-border", action="store_true", help="do not strip a DroneVehicle-style white border")
+    fp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    fp.add_argument("--quiet", action="store_true", help="no progress bar")
+    fp.set_defaults(_bag_func=_cmd_from_pairs)
+
+    fu = sub.add_parser("fuse", help="fuse a thermal+RGB bag offline into a new bag",
+                        description="Decode, pair, register and fuse a bag with the node's code; "
+                                    "write the original topics plus /fused/image and /fused/info.")
+    fu.add_argument("input", help="input bag (folder, .mcap or .db3)")
+    fu.add_argument("output", help="output bag folder")
+    fu.add_argument("--storage", choices=STORAGES, default="mcap")
+    fu.add_argument("--thermal-topic", help="default: /thermal/image_raw or its /compressed")
+    fu.add_argument("--rgb-topic", help="default: /rgb/image_raw or its /compressed")
+    fu.add_argument("--params-file", help="node parameters YAML (default: config/fuse.yaml)")
+    fu.add_argument("--fuser", choices=("diffmf", "classical"), help="override the fuser parameter")
+    fu.add_argument("--device", help="override the device parameter (auto, cpu, cuda)")
+    fu.add_argument("--weights", help="override the weights parameter (.safetensors)")
+    fu.add_argument("--slop-ms", type=float, help="override sync_slop_s (milliseconds)")
+    fu.add_argument("--thermal-delay-ms", type=float, help="override thermal_delay_s (milliseconds)")
+    fu.add_argument("--only-fused", action="store_true", help="do not copy the input topics")
+    fu.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    fu.add_argument("--quiet", action="store_true", help="no progress bar")
+    fu.set_defaults(_bag_func=_cmd_fuse)
+
+    inf = sub.add_parser("info", help="topics, counts and duration of a bag")
+    inf.add_argument("bag")
+    inf.add_argument("--json", action="store_true", help="machine-readable output")
+    inf.set_defaults(_bag_func=_cmd_info)
+
+
+def main(args) -> int:
+    """Run one ``diffmf bag`` action; errors print one clear line and return non-zero."""
+    from diffmf_core.data import DataError
+
+    try:
+        with sigterm_as_interrupt():
+            return args._bag_func(args)
+    except KeyboardInterrupt:
+        print("diffmf bag: interrupted; partial output removed", file=sys.stderr)
+        return 130
+    except (BagError, DataError, ValueError) as exc:
+        print(f"diffmf bag: error: {exc}", file=sys.stderr)
+        return 2

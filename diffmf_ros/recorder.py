@@ -1,0 +1,168 @@
+"""diffmf bag recorder: record the fusion node's output (and optionally its inputs) to a rosbag2.
+
+    python -m diffmf_ros.recorder OUTPUT [--inputs] [--max-frames N] [--duration S] [--idle-timeout S]
+
+Subscribes with ``raw=True`` (messages arrive as serialised CDR, written unchanged with rosbags:
+the same bytes ``rclpy.serialization.serialize_message`` produces) to /fused/image and
+/fused/info, plus /thermal/image_raw and /rgb/image_raw (raw and /compressed) with ``--inputs``,
+or ``--topics``. A topic's type is taken from the ROS graph once a publisher appears; its
+reliability follows the publishers' (reliable if all are, else best effort), KEEP_LAST ``--depth``.
+Bag time = wall-clock receive time. ``--ready-file`` is created once every topic has a matched
+publisher (for scripts that must not start the data flow before the recorder listens).
+
+Stops on SIGINT/SIGTERM, after ``--max-frames`` messages on the first topic, after ``--duration``
+seconds, or ``--idle-timeout`` seconds after the last message; then closes the bag (metadata
+written) and prints a summary. Exit status: 0 ok, 1 error (including nothing recorded with
+``--require-messages``).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
+
+from diffmf_core.bags import (FUSED_TOPIC, INFO_TOPIC, RGB_TOPIC, STORAGES, THERMAL_TOPIC, BagError,
+                              make_typestore, open_writer)
+from diffmf_ros.player import message_class
+
+INPUT_TOPICS = [THERMAL_TOPIC, RGB_TOPIC, THERMAL_TOPIC + "/compressed", RGB_TOPIC + "/compressed"]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m diffmf_ros.recorder", description=__doc__.split("\n\n")[0])
+    p.add_argument("output", help="bag folder to create")
+    p.add_argument("--topics", nargs="+", default=[FUSED_TOPIC, INFO_TOPIC],
+                   help="topics to record (default: /fused/image /fused/info)")
+    p.add_argument("--inputs", action="store_true", help="also record the camera topics")
+    p.add_argument("--storage", choices=STORAGES, default="mcap")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N messages on the first topic")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds")
+    p.add_argument("--idle-timeout", type=float, default=0.0,
+                   help="stop S seconds after the last message (once something was recorded)")
+    p.add_argument("--depth", type=int, default=100, help="subscription queue depth (default 100)")
+    p.add_argument("--ready-file", help="create this file once every topic has a matched publisher")
+    p.add_argument("--require-messages", action="store_true", help="exit 1 if nothing was recorded")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    args = p.parse_args(argv)
+    if args.inputs:
+        args.topics += [t for t in INPUT_TOPICS if t not in args.topics]
+    return args
+
+
+class Recorder:
+    """Subscribes to topics as they appear and writes every message to an open rosbags Writer."""
+
+    def __init__(self, node, writer, topics: list[str], depth: int):
+        self.node, self.writer, self.depth = node, writer, depth
+        self.store = make_typestore()
+        self.topics = topics
+        self.subs: dict[str, object] = {}
+        self.conns: dict[str, object] = {}
+        self.counts = {t: 0 for t in topics}
+        self.first_ns = self.last_ns = None
+        self.last_rx = None
+
+    def discover(self) -> None:
+        """Subscribe to every wanted topic that now has a publisher."""
+        types = dict(self.node.get_topic_names_and_types())
+        for topic in self.topics:
+            if topic in self.subs or topic not in types:
+                continue
+            infos = self.node.get_publishers_info_by_topic(topic)
+            if not infos:
+                continue
+            msgtype = types[topic][0]
+            reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth,
+                             reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
+            self.subs[topic] = self.node.create_subscription(
+                message_class(msgtype), topic, lambda raw, t=topic: self._on_message(t, raw), qos, raw=True)
+            self.node.get_logger().info(f"recording {topic} ({msgtype}, {'reliable' if reliable else 'best effort'})")
+
+    def ready(self) -> bool:
+        """Every topic subscribed and matched with at least one publisher."""
+        return len(self.subs) == len(self.topics) and all(s.get_publisher_count() > 0 for s in self.subs.values())
+
+    def _on_message(self, topic: str, raw: bytes) -> None:
+        now = time.time_ns()
+        self.writer.write(self.conns[topic], now, raw)
+        self.counts[topic] += 1
+        self.first_ns = self.first_ns or now
+        self.last_ns = now
+        self.last_rx = time.monotonic()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv if argv is None else ["recorder", *argv]
+    args = parse_args(remove_ros_args(argv)[1:])
+    output = Path(args.output)
+    if output.exists():
+        if not args.overwrite:
+            print(f"recorder: error: {output} exists already (use --overwrite)", file=sys.stderr)
+            return 1
+        import shutil
+
+        shutil.rmtree(output)
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = {"reason": None}
+
+    def request_stop(signum, frame):
+        stop["reason"] = signal.Signals(signum).name
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    node = rclpy.create_node("diffmf_bag_recorder")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = open_writer(output, args.storage)
+    except Exception as exc:  # noqa: BLE001 - report any writer error in one line
+        print(f"recorder: error: cannot create {output}: {exc}", file=sys.stderr)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
+    rec = Recorder(node, writer, args.topics, args.depth)
+    started = time.monotonic()
+    announced = False
+    first = args.topics[0]
+    try:
+        while stop["reason"] is None:
+            rclpy.spin_once(node, timeout_sec=0.05)
+            now = time.monotonic()
+            if not announced:
+                rec.discover()
+                if rec.ready():
+                    announced = True
+                    if args.ready_file:
+                        Path(args.ready_file).write_text("ready\n")
+                    print(f"recorder: ready, recording {', '.join(args.topics)} to {output}", flush=True)
+            if args.max_frames and rec.counts[first] >= args.max_frames:
+                stop["reason"] = f"{args.max_frames} frames on {first}"
+            elif args.duration and now - started >= args.duration:
+                stop["reason"] = f"duration {args.duration} s"
+            elif args.idle_timeout and rec.last_rx is not None and now - rec.last_rx >= args.idle_timeout:
+                stop["reason"] = f"idle for {args.idle_timeout} s"
+    finally:
+        for sub in rec.subs.values():
+            node.destroy_subscription(sub)
+        writer.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    span = (rec.last_ns - rec.first_ns) / 1e9 if rec.first_ns else 0.0
+    print(f"recorder: stopped ({stop['reason']}); wrote {output}: "
+          + ", ".join(f"{t} {n}" for t, n in rec.counts.items()) + f" over {span:.2f} s", flush=True)
+    if args.require_messages and not any(rec.counts.values()):
+        print("recorder: error: nothing was recorded", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
