@@ -1,0 +1,158 @@
+"""Selective state-space scan with scalar per-head decay (the SSD form of Mamba-2).
+
+For every batch b, head h (head dim P) and token t, with a state H_t in R^{N x P}:
+
+    H_t = exp(dt_t * A_h) * H_{t-1} + B_t (dt_t x_t)^T        (paper Eq. 3, ZOH with scalar A)
+    y_t = C_t^T H_t + D_h x_t
+
+Shapes (the ``mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined`` convention):
+    x (b, l, h, p), dt (b, l, h) > 0, A (h,) < 0, B and C (b, l, g, n) with h % g == 0
+    (head ``i`` reads group ``i // (h // g)``), D (h,) or None  ->  y (b, l, h, p).
+
+Three implementations of one algorithm:
+- ``selective_scan_naive``: token-by-token loop; the reference, used only in tests.
+- ``selective_scan_chunked``: portable PyTorch. Chunks of Q tokens; inside a chunk the scan is a
+  masked (Q x Q) decay matrix times C B^T (matrix products, SSD duality); chunk states are carried
+  between chunks by the same algorithm one level up, so the cost stays O(L * Q) and there is no
+  Python loop over tokens or chunks. All exponents are differences of cumulative log-decays taken
+  inside one chunk with the mask applied before ``exp``, so they are <= 0: no overflow, no NaN.
+- ``mamba_ssm``'s fused Triton kernel, used when it imports and the tensors are on CUDA.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("auto", "chunked", "mamba_ssm", "naive")
+
+
+def selective_scan_naive(x, dt, A, B, C, D=None):
+    """Reference recurrence, one token at a time (slow; for tests)."""
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    Bh = B.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+    Ch = C.repeat_interleave(h // g, dim=2)
+    decay = torch.exp(dt * A)  # (b, l, h)
+    state = x.new_zeros(b, h, n, p)
+    ys = []
+    for t in range(l):
+        state = decay[:, t, :, None, None] * state + Bh[:, t, :, :, None] * (dt[:, t, :, None] * x[:, t])[:, :, None, :]
+        ys.append(torch.einsum("bhn,bhnp->bhp", Ch[:, t], state))
+    y = torch.stack(ys, dim=1)
+    return y if D is None else y + D[:, None] * x
+
+
+def _chunk_scan(xdt, log_a, B, C, chunk):
+    """Core of the chunked scan without the D skip, in head-major layout.
+
+    xdt (b, g, r, l, p): inputs already multiplied by dt; log_a (b, g, r, l) <= 0;
+    B, C (b, g, l, n). Returns y (b, g, r, l, p).
+    """
+    b, g, r, l, p = xdt.shape
+    n = B.shape[-1]
+    pad = (-l) % chunk
+    if pad:  # trailing zero tokens: zero input, zero log-decay; they cannot reach earlier outputs
+        xdt = F.pad(xdt, (0, 0, 0, pad))
+        log_a = F.pad(log_a, (0, pad))
+        B = F.pad(B, (0, 0, 0, pad))
+        C = F.pad(C, (0, 0, 0, pad))
+    c = xdt.shape[3] // chunk
+    xdt = xdt.reshape(b, g, r, c, chunk, p)
+    B = B.reshape(b, g, 1, c, chunk, n)
+    C = C.reshape(b, g, 1, c, chunk, n)
+    acum = log_a.reshape(b, g, r, c, chunk).cumsum(-1)
+
+    # Intra-chunk: y_t = sum_{s<=t} (C_t . B_s) exp(acum_t - acum_s) xdt_s
+    causal = _causal_mask(chunk, acum.device)
+    seg = (acum[..., :, None] - acum[..., None, :]).masked_fill_(~causal, float("-inf")).exp_()
+    y = (seg * (C @ B.transpose(-1, -2))) @ xdt  # (b, g, r, c, Q, p)
+
+    # State at the end of each chunk (from its own tokens only): sum_s exp(acum_end - acum_s) B_s xdt_s
+    to_end = (acum[..., -1:] - acum).exp_()
+    states = B.transpose(-1, -2) @ (xdt * to_end[..., None])  # (b, g, r, c, n, p)
+    # States entering each chunk: the same recurrence over chunks, one level up.
+    entering = _carry_states(states, acum[..., -1], chunk)
+    y = y + (C @ entering) * acum.exp_()[..., None]
+    return y.reshape(b, g, r, c * chunk, p)[..., :l, :]
+
+
+def _carry_states(states, chunk_log_a, chunk):
+    """Exclusive scan over chunks: entering_c = sum_{k<c} exp(sum_{k<j<c} a_j) states_k.
+
+    states (b, g, r, c, n, p); chunk_log_a (b, g, r, c) is each chunk's total log-decay.
+    """
+    b, g, r, c, n, p = states.shape
+    if c == 1:
+        return torch.zeros_like(states)
+    if c <= chunk:  # small: one masked decay matrix over chunks
+        cum = chunk_log_a.cumsum(-1)  # P_c
+        prev = F.pad(cum[..., :-1], (1, 0))  # P_{c-1}, with P_{-1} = 0
+        strict = _causal_mask(c, cum.device).tril(-1)
+        seg = (prev[..., :, None] - cum[..., None, :]).masked_fill_(~strict, float("-inf")).exp_()
+        return (seg @ states.reshape(b, g, r, c, n * p)).reshape(b, g, r, c, n, p)
+    # Many chunks: chunk states follow the same linear recurrence, so reuse the chunked scan with
+    # B = C = 1 (a single state row) and the N x P state matrix flattened as the head width.
+    ones = states.new_ones(b, g, c, 1)
+    inclusive = _chunk_scan(states.reshape(b, g, r, c, n * p), chunk_log_a, ones, ones, chunk)
+    entering = F.pad(inclusive[..., :-1, :], (0, 0, 1, 0))  # entering_c = inclusive_{c-1}
+    return entering.reshape(b, g, r, c, n, p)
+
+
+@functools.lru_cache(maxsize=32)
+def _causal_mask_cpu(size: int) -> torch.Tensor:
+    return torch.ones(size, size, dtype=torch.bool).tril()
+
+
+def _causal_mask(size: int, device: torch.device) -> torch.Tensor:
+    mask = _causal_mask_cpu(size)
+    return mask if device.type == "cpu" else mask.to(device)
+
+
+def selective_scan_chunked(x, dt, A, B, C, D=None, chunk_size: int = 64):
+    """Portable chunked SSD scan (same contract as ``selective_scan_naive``)."""
+    b, l, h, p = x.shape
+    g = B.shape[2]
+    r = h // g
+    xdt = (x * dt[..., None]).reshape(b, l, g, r, p).permute(0, 2, 3, 1, 4)
+    log_a = (dt * A).reshape(b, l, g, r).permute(0, 2, 3, 1)
+    y = _chunk_scan(xdt, log_a, B.transpose(1, 2), C.transpose(1, 2), chunk_size)
+    y = y.permute(0, 3, 1, 2, 4).reshape(b, l, h, p)
+    return y if D is None else y + D[:, None] * x
+
+
+@functools.lru_cache(maxsize=1)
+def mamba_ssm_scan():
+    """mamba_ssm's fused SSD kernel, or None when mamba_ssm (or a GPU for it) is unavailable."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except Exception:  # not installed, or built without kernels
+        return None
+    return mamba_chunk_scan_combined
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend that will actually run for tensors on ``device``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; choose from {BACKENDS}")
+    if backend == "auto":
+        return "mamba_ssm" if device.type == "cuda" and mamba_ssm_scan() is not None else "chunked"
+    if backend == "mamba_ssm" and (device.type != "cuda" or mamba_ssm_scan() is None):
+        raise RuntimeError("scan backend 'mamba_ssm' needs CUDA tensors and an importable mamba_ssm")
+    return backend
+
+
+def selective_scan(x, dt, A, B, C, D=None, *, backend: str = "auto", chunk_size: int = 64):
+    """Dispatch to the naive, chunked or mamba_ssm implementation (see ``resolve_backend``)."""
+    chosen = resolve_backend(backend, x.device)
+    if chosen == "mamba_ssm":
+        dtype = x.dtype
+        y = mamba_ssm_scan()(x.contiguous(), dt.contiguous(), A.float(), B.contiguous(), C.contiguous(),
+                             chunk_size=chunk_size, D=None if D is None else D.float())
+        return y.to(dtype)
+    if chosen == "naive":
+        return selective_scan_naive(x, dt, A, B, C, D)
+    return selective_scan_chunked(x, dt, A, B, C, D, chunk_size)
