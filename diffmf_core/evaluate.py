@@ -85,6 +85,8 @@ def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path
     results.md and contact_sheet.png into ``out_dir``; returns {method: {metric: mean}}."""
     dataset_root, out_dir = Path(dataset_root), Path(out_dir)
     pairs = find_pairs(dataset_root)[:limit]
+    if not pairs or not fusers:
+        raise DataError(f"{dataset_root}: nothing to evaluate ({len(pairs)} pairs, {len(fusers)} methods)")
     sheet_at = set(np.linspace(0, len(pairs) - 1, min(contact_rows, len(pairs))).round().astype(int).tolist())
     diff_method = "diffmf" if "diffmf" in fusers else next(iter(fusers))
     rows: dict[str, list[dict]] = {m: [] for m in fusers}
@@ -108,6 +110,13 @@ def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path
     return means
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, nargs="+",
                    help="dataset roots with ir/ + vi/ (default: shared test/TNO and test/DroneVehicle)")
@@ -116,7 +125,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
     p.add_argument("--preset", help="DIFF-MF preset name (paper or live)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N pairs of each dataset")
+    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N pairs of each dataset")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -126,13 +135,13 @@ def main(args: argparse.Namespace) -> int:
               "(set DIFFMF_DATA or place them in ../shared/data)", file=sys.stderr)
         return 2
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        print("error: --methods is empty", file=sys.stderr)
+        return 2
     try:
         fusers = {m: make_fuser(m, args.weights, args.preset) for m in methods}
     except FuserUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not fusers:
-        print("error: --methods is empty", file=sys.stderr)
         return 2
     tables, used = [], set()
     for root in datasets:
