@@ -88,7 +88,8 @@ def test_arguments_become_overrides_and_remappings(monkeypatch, tmp_path):
 
 
 def test_executable_and_config_are_installed_by_the_package():
-    assert (ROOT / "scripts" / "ros" / "fusion_node").is_file()
+    script = ROOT / "scripts" / "ros" / "fusion_node"  # installed as lib/diffmf_ros/fusion_node
+    assert "from diffmf_ros.fusion_node import main" in script.read_text()
     cmake = (ROOT / "CMakeLists.txt").read_text()
     assert "scripts/ros/fusion_node" in cmake and "launch config" in cmake
     params = yaml.safe_load((ROOT / "config" / "fuse.yaml").read_text())["diffmf_fusion"]["ros__parameters"]
