@@ -1,0 +1,163 @@
+"""Thermal/RGB pairing with ApproximateTime semantics (diffmf_core.sync)."""
+import pytest
+
+from diffmf_core.sync import MatchedPair, PairSynchronizer
+
+MS = 1_000_000
+
+
+def feed(sync: PairSynchronizer, events):
+    """events: (stamp_ms, 't'|'r'[, item]) in arrival order -> list of emitted pairs."""
+    out = []
+    for ev in events:
+        stamp, who = ev[0], ev[1]
+        item = ev[2] if len(ev) > 2 else f"{who}{stamp}"
+        add = sync.add_thermal if who == "t" else sync.add_rgb
+        out += add(round(stamp * MS), item)
+        assert max(sync.queue_lengths()) <= sync.queue_size
+    return out
+
+
+def stamps(pairs):
+    return [(p.thermal_stamp_ns / MS, p.rgb_stamp_ns / MS) for p in pairs]
+
+
+def test_exact_pairs_are_matched_one_to_one():
+    sync = PairSynchronizer(queue_size=5, slop=0.01)
+    events = []
+    for k in range(10):
+        events += [(k * 100, "t"), (k * 100, "r")]
+    pairs = feed(sync, events)
+    # a zero-spread set cannot be beaten, so each pair is emitted as soon as it is complete
+    assert stamps(pairs) == [(k * 100, k * 100) for k in range(10)]
+    assert pairs[0] == MatchedPair(0, 0, "t0", "r0", 0)
+    assert sync.stats.matched == 10 and sync.queue_lengths() == (0, 0)
+
+
+def test_output_stamp_is_the_rgb_stamp():
+    sync = PairSynchronizer(slop=0.02)
+    pairs = feed(sync, [(0, "t"), (5, "r"), (100, "t"), (104, "r"), (200, "t")])
+    assert [(p.stamp_ns, p.rgb_stamp_ns) for p in pairs] == [(5 * MS, 5 * MS), (104 * MS, 104 * MS)]
+
+
+def test_jitter_within_slop_pairs_nearest_neighbours():
+    sync = PairSynchronizer(queue_size=10, slop=0.015)
+    jitter = [3, -4, 7, 0, -6, 5, -2, 6, -7, 1]
+    events = []
+    for k, j in enumerate(jitter):
+        events += [(k * 50 + j, "t"), (k * 50, "r")]
+    pairs = feed(sync, events + [(500, "t"), (500, "r")])
+    assert stamps(pairs) == [(k * 50 + j, k * 50) for k, j in enumerate(jitter)] + [(500, 500)]
+
+
+def test_pairs_outside_slop_are_never_emitted():
+    sync = PairSynchronizer(slop=0.01)
+    pairs = feed(sync, [(0, "t"), (30, "r"), (60, "t"), (90, "r"), (120, "t"), (125, "r"), (200, "t"), (200, "r")])
+    assert stamps(pairs) == [(120, 125), (200, 200)]
+    assert sync.stats.dropped_thermal >= 2 and sync.stats.dropped_rgb >= 2
+
+
+def test_thermal_offset_shifts_matching_but_keeps_stamps():
+    sync = PairSynchronizer(slop=0.005, thermal_offset=0.03)  # thermal stamped 30 ms late
+    events = []
+    for k in range(6):
+        events += [(k * 100, "r"), (k * 100 + 30, "t")]
+    pairs = feed(sync, events + [(600, "r"), (630, "t")])
+    assert stamps(pairs) == [(k * 100 + 30, k * 100) for k in range(7)]
+
+
+def test_faster_stream_pairs_each_slow_frame_with_its_closest():
+    sync = PairSynchronizer(queue_size=10, slop=0.02)
+    events = [(k * 10, "t") for k in range(61)] + [(k * 33 + 1, "r") for k in range(19)]
+    events.sort()
+    pairs = feed(sync, events)
+    assert [r for _, r in stamps(pairs)] == [k * 33 + 1 for k in range(19)]
+    for t, r in stamps(pairs):
+        assert abs(t - r) <= 5  # the nearest 10 ms thermal frame
+    assert sync.stats.dropped_rgb == 0 and sync.stats.dropped_thermal > 30
+
+
+def test_candidate_waits_for_a_better_partner():
+    sync = PairSynchronizer(slop=0.05)
+    # thermal 0 could pair with rgb 30, but rgb 2 (late arrival, still in order) is closer
+    assert feed(sync, [(0, "t"), (30, "t")]) == []
+    pairs = feed(sync, [(2, "r"), (31, "r"), (60, "t"), (61, "r"), (100, "t"), (100, "r")])
+    assert stamps(pairs)[:2] == [(0, 2), (30, 31)]
+
+
+def test_duplicates_are_ignored_and_counted():
+    sync = PairSynchronizer(slop=0.01)
+    pairs = feed(sync, [(0, "t", "first"), (0, "t", "second"), (0, "r"), (0, "r", "dup"), (100, "t"), (100, "r"),
+                        (100, "r", "dup2"), (200, "t")])
+    assert [(p.thermal, p.rgb) for p in pairs] == [("first", "r0"), ("t100", "r100")]
+    assert sync.stats.duplicates == 3
+
+
+def test_out_of_order_message_is_inserted_sorted():
+    sync = PairSynchronizer(slop=0.01)
+    pairs = feed(sync, [(0, "t"), (100, "t"), (50, "t"), (52, "r"), (98, "r"), (200, "t"), (200, "r")])
+    assert stamps(pairs) == [(50, 52), (100, 98), (200, 200)]
+    assert sync.stats.out_of_order == 1
+
+
+def test_out_of_order_older_than_consumed_is_dropped():
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(100, "t"), (100, "r"), (200, "t"), (200, "r")])
+    dropped = sync.stats.dropped_thermal
+    assert feed(sync, [(150, "t"), (50, "t")]) == []
+    assert sync.stats.out_of_order == 2 and sync.stats.dropped_thermal == dropped + 2
+
+
+def test_queue_is_bounded_when_one_input_is_silent():
+    sync = PairSynchronizer(queue_size=4, slop=0.01)
+    feed(sync, [(k * 10, "t") for k in range(50)])
+    assert sync.queue_lengths() == (4, 0)
+    assert sync.stats.dropped_thermal == 46
+    pairs = feed(sync, [(490, "r"), (500, "t"), (500, "r"), (600, "t")])
+    assert stamps(pairs) == [(490, 490), (500, 500)]
+
+
+def test_bag_loop_resets_and_keeps_pairing():
+    sync = PairSynchronizer(queue_size=5, slop=0.01)
+    first = []
+    for k in range(30):
+        first += [(1000 + k * 100, "t"), (1000 + k * 100, "r")]
+    pairs = feed(sync, first)
+    assert len(pairs) == 30
+    # the thermal stream loops first; the RGB stream still sends two old frames, then loops too
+    loop = [(1000, "t"), (4000, "r"), (1100, "t"), (4100, "r"), (1000, "r"), (1100, "r"), (1200, "t"),
+            (1200, "r"), (1300, "t"), (1300, "r")]
+    pairs = feed(sync, loop)
+    assert sync.stats.resets == 1
+    assert stamps(pairs) == [(1000, 1000), (1100, 1100), (1200, 1200), (1300, 1300)]
+    assert sync.stats.dropped_rgb == 2  # the old-epoch RGB frames 4000 and 4100
+
+
+def test_single_backwards_glitch_does_not_stall():
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(10_000 + k * 100, w) for k in range(10) for w in "tr"])
+    pairs = feed(sync, [(0, "t")] + [(11_000 + k * 100, w) for k in range(10) for w in "tr"])
+    assert sync.stats.resets == 1
+    assert len(pairs) >= 8
+
+
+def test_explicit_reset_clears_queues():
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(0, "t"), (5, "t"), (100, "r")])
+    sync.reset()
+    assert sync.queue_lengths() == (0, 0) and sync.stats.resets == 1
+    assert stamps(feed(sync, [(0, "t"), (0, "r"), (100, "t"), (100, "r"), (200, "t")])) == [(0, 0), (100, 100)]
+
+
+def test_inter_message_lower_bound_emits_without_waiting():
+    # with a known 100 ms frame period, the pair is provably optimal as soon as both are here
+    sync = PairSynchronizer(slop=0.01, inter_message_lower_bound=(0.09, 0.09))
+    assert stamps(feed(sync, [(0, "t"), (2, "r")])) == [(0, 2)]
+    plain = PairSynchronizer(slop=0.01)
+    assert feed(plain, [(0, "t"), (2, "r")]) == []
+
+
+@pytest.mark.parametrize("kwargs", [dict(queue_size=0), dict(slop=-1), dict(max_backjump=0)])
+def test_bad_parameters(kwargs):
+    with pytest.raises(ValueError):
+        PairSynchronizer(**kwargs)
