@@ -1,0 +1,85 @@
+"""Shared pytest setup for diffmf.
+
+At import (before any test, so every child process inherits it) the ROS test environment is
+applied to ``os.environ``: a ROS_DOMAIN_ID private to this session, Fast DDS profile, LOCALHOST
+discovery, rmw_fastrtps_cpp, ROS_PYTHON_CHECK_FIELDS=1 (see rosutil.apply_ros_env).
+
+Markers: ``slow`` (long soak/overload runs; ``make test`` runs ``-m "not slow"``, ``make soak``
+runs them), ``ros`` (needs rclpy and the middleware).
+
+Fixtures:
+* ``ros_domain_id``: the session's domain id.
+* ``ros_process``: factory ``ros_process(module, *args, env=None, cwd=None)`` -> RosProcess;
+  every process it started is stopped (SIGINT, SIGTERM, SIGKILL on its process group) at
+  teardown and its output is printed (shown by pytest when the test fails).
+* ``rclpy_node``: a fresh rclpy Context + Node + SingleThreadedExecutor ``(node, executor)``,
+  shut down at teardown.
+* ``shared_data``: Path of ../shared/data (or $DIFFMF_DATA); skips, naming the path, when absent.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import rosutil
+
+ROS_DOMAIN_ID = rosutil.apply_ros_env()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: long soak/overload runs; excluded from `make test`, run by `make soak`")
+    config.addinivalue_line("markers", "ros: needs rclpy and the ROS 2 middleware")
+
+
+def pytest_report_header(config):
+    return f"diffmf: ROS_DOMAIN_ID={ROS_DOMAIN_ID}, Fast DDS profile {rosutil.FASTDDS_PROFILE.name}"
+
+
+@pytest.fixture(scope="session")
+def ros_domain_id() -> int:
+    return ROS_DOMAIN_ID
+
+
+@pytest.fixture
+def ros_process(tmp_path):
+    started: list[rosutil.RosProcess] = []
+
+    def start(module: str, *args: str, env=None, cwd=None) -> rosutil.RosProcess:
+        proc = rosutil.start_python_module(module, *args, env=env, cwd=cwd, log_dir=tmp_path)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
+        print(proc.describe())
+
+
+@pytest.fixture
+def rclpy_node(request):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("diffmf_test_" + re.sub(r"\W", "_", request.node.name)[:40], context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    from diffmf_core.paths import repo_root, shared_data_dir
+
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip(f"shared data not found ({repo_root().parent / 'shared' / 'data'} or $DIFFMF_DATA)")
+    return path
