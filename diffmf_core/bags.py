@@ -160,7 +160,7 @@ def open_reader(path: Path):
         reader.open()
     except Exception as exc:  # rosbags raises ReaderError, OSError, YAML and storage errors
         raise BagError(f"{path}: cannot open bag ({type(exc).__name__}: {exc}); "
-                       "is it a complete rosbag2 folder or .mcap/.db3 file?") from exc
+                       "the bag is truncated or corrupt, or not a rosbag2 folder / .mcap / .db3 file") from exc
     try:
         yield reader
     finally:
@@ -345,6 +345,8 @@ class FuseSummary:
     """Counts and timings of one offline fusion run."""
     messages: int = 0
     frames: dict = field(default_factory=lambda: {"thermal": 0, "rgb": 0})
+    decoded: dict = field(default_factory=lambda: {"thermal": 0, "rgb": 0})
+    used: dict = field(default_factory=lambda: {"thermal": 0, "rgb": 0})
     fused: int = 0
     modes: dict = field(default_factory=dict)
     decode_errors: dict = field(default_factory=dict)
@@ -360,14 +362,18 @@ class FuseSummary:
         return {"mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
                 "p90": float(np.percentile(lat, 90)), "max": float(lat.max())}
 
+    def dropped(self) -> dict:
+        """Decoded frames that went into no output frame (never paired), per camera."""
+        return {s: self.decoded[s] - self.used[s] for s in self.decoded}
+
     def text(self) -> str:
         lat = self.latency()
-        dropped = self.sync.get("dropped_thermal", 0) + self.sync.get("dropped_rgb", 0)
+        dropped = self.dropped()
         lines = [f"frames in: thermal {self.frames['thermal']}, rgb {self.frames['rgb']}",
                  f"fused: {self.fused} ({', '.join(f'{m} {n}' for m, n in sorted(self.modes.items())) or '-'}) "
                  f"with {self.model_name or '-'}",
-                 f"dropped (never paired): {dropped} (thermal {self.sync.get('dropped_thermal', 0)}, "
-                 f"rgb {self.sync.get('dropped_rgb', 0)})",
+                 f"dropped (never paired): {sum(dropped.values())} (thermal {dropped['thermal']}, "
+                 f"rgb {dropped['rgb']})",
                  "decode errors: " + (", ".join(f"{k} {n}" for k, n in sorted(self.decode_errors.items())) or "0")]
         if self.size_changes:
             lines.append(f"image size changes: {self.size_changes} (pairing restarted at each)")
@@ -430,10 +436,6 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
 
     store = make_typestore()
     summary = FuseSummary()
-    if pipeline is None:
-        pipeline, warning = build_pipeline(params)
-        if warning:
-            print(f"diffmf bag fuse: warning: {warning}", file=sys.stderr)
     interval = float(params.get("sync_min_interval_s", 0.0))
     sync = PairSynchronizer(params.get("sync_queue_size", 10), params.get("sync_slop_s", 0.02),
                             params.get("thermal_delay_s", 0.0), inter_message_lower_bound=(interval, interval))
@@ -451,6 +453,10 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                    pick_image_topic(topics, "rgb", rgb_topic, params)[0]: "rgb"}
         if len(sources) != 2:
             raise BagError("the thermal and RGB topics must differ")
+        if pipeline is None:
+            pipeline, warning = build_pipeline(params)
+            if warning:
+                print(f"diffmf bag fuse: warning: {warning}", file=sys.stderr)
         wanted = reader.connections if copy_inputs else [c for c in reader.connections if c.topic in sources]
         total = sum(c.msgcount for c in wanted)
         with atomic_output(output, overwrite) as tmp_path:
@@ -483,6 +489,7 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                     except ImageDecodeError as exc:
                         summary.decode_errors[exc.kind] = summary.decode_errors.get(exc.kind, 0) + 1
                         continue
+                    summary.decoded[source] += 1
                     if sizes.get(source) not in (None, img.shape[:2]):
                         summary.size_changes += 1
                     sizes[source] = img.shape[:2]
@@ -522,6 +529,8 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                             model_name=result.model_name)
                         writer.write(info_conn, bag_ns, store.serialize_cdr(info, FUSION_INFO_TYPE))
                         summary.fused += 1
+                        summary.used["thermal"] += th is not None
+                        summary.used["rgb"] += rgb is not None
                         summary.latencies_ms.append(latency)
                         mode = MODE_NAMES.get(int(result.mode), str(result.mode))
                         summary.modes[mode] = summary.modes.get(mode, 0) + 1

@@ -34,13 +34,13 @@ def make_pairs(root: Path, n: int = N_PAIRS, size=SIZE, ir_dir="ir", vi_dir="vi"
     return out
 
 
-def read_bag(path: Path) -> dict[str, list[tuple[int, int, str, np.ndarray]]]:
-    """topic -> [(bag time, header stamp, frame_id, pixels)] for every image topic."""
+def read_bag(path: Path, topics=None) -> dict[str, list[tuple[int, int, str, np.ndarray]]]:
+    """topic -> [(bag time, header stamp, frame_id, pixels)] for every (or every listed) image topic."""
     store = bags.make_typestore()
     out: dict[str, list] = {}
     with bags.open_reader(path) as reader:
         for conn, t, raw in bags.iter_messages(reader):
-            if conn.msgtype not in (bags.IMAGE_TYPE, bags.COMPRESSED_TYPE):
+            if conn.msgtype not in (bags.IMAGE_TYPE, bags.COMPRESSED_TYPE) or (topics and conn.topic not in topics):
                 continue
             msg = store.deserialize_cdr(raw, conn.msgtype)
             out.setdefault(conn.topic, []).append(
@@ -171,3 +171,151 @@ def test_from_pairs_failure_midway_leaves_no_output(tmp_path, capsys):
     assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(out), "--quiet"]) == 2
     assert "00002.png" in capsys.readouterr().err
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------ offline fusion
+
+CLASSICAL = ["--fuser", "classical", "--quiet"]
+
+
+def classical_pipeline():
+    from diffmf_core.pipeline import FusionPipeline
+
+    params = bags.load_node_params()
+    return FusionPipeline(None, fallback=params["fallback_fuser"], output_encoding=params["output_encoding"])
+
+
+def read_infos(path: Path) -> list:
+    store = bags.make_typestore()
+    with bags.open_reader(path) as reader:
+        conns = [c for c in reader.connections if c.topic == bags.INFO_TOPIC]
+        return [store.deserialize_cdr(raw, bags.FUSION_INFO_TYPE) for _, _, raw in bags.iter_messages(reader, conns)]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_fuse_bag_equals_pipeline_on_same_pairs(tmp_path, compressed):
+    src = make_pairs(tmp_path / "pairs")
+    bag, fused = tmp_path / "in", tmp_path / "out"
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(bag), "--jitter-ms", "3", "--thermal-delay-ms", "5",
+                "--quiet"] + (["--compressed"] if compressed else [])) == 0
+    assert cli(["bag", "fuse", str(bag), str(fused), "--storage", "sqlite3"] + CLASSICAL) == 0
+    got = read_bag(fused)
+    suffix = "/compressed" if compressed else ""
+    inputs = read_bag(bag)
+    assert {t: len(v) for t, v in got.items() if t != bags.FUSED_TOPIC} == {t: len(v) for t, v in inputs.items()}
+    out = got[bags.FUSED_TOPIC]
+    assert len(out) == N_PAIRS
+    pipeline = classical_pipeline()
+    for i, (_, stamp, frame_id, img) in enumerate(out):
+        # the node's path on the pixels it would have received
+        th, rgb = inputs[bags.THERMAL_TOPIC + suffix][i], inputs[bags.RGB_TOPIC + suffix][i]
+        expected = pipeline.fuse_pair(th[3], rgb[3]).image
+        assert np.array_equal(img, expected)
+        assert stamp == rgb[1] and frame_id == "rgb_camera"
+        if not compressed:
+            assert np.array_equal(expected, pipeline.fuse_pair(*src[i]).image)
+    infos = read_infos(fused)
+    assert [bags.time_to_ns(i.thermal_stamp) for i in infos] == [m[1] for m in inputs[bags.THERMAL_TOPIC + suffix]]
+    assert [bags.time_to_ns(i.rgb_stamp) for i in infos] == [m[1] for m in out]
+    assert {i.mode for i in infos} == {3} and all(i.latency_ms > 0 for i in infos)
+    assert leftovers(tmp_path) == []
+
+
+def test_fuse_counts_drops_and_single_source_frames(tmp_path, capsys):
+    make_pairs(tmp_path / "pairs", n=12)
+    bag, fused = tmp_path / "in", tmp_path / "out"
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(bag), "--drop", "0.3", "--seed", "5",
+                "--rate", "5", "--quiet"]) == 0
+    plan = bags.plan_stamps(12, 5, drop=0.3, seed=5)
+    both = {i for i in range(12) if sum(p.pair == i for p in plan) == 2}
+    capsys.readouterr()
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("diffmf_fusion:\n  ros__parameters:\n    source_timeout_s: 10.0\n")
+    assert cli(["bag", "fuse", str(bag), str(fused), "--params-file", str(params_file)] + CLASSICAL) == 0
+    text = capsys.readouterr().out
+    assert f"fused: {len(both)} (classical {len(both)})" in text
+    assert f"dropped (never paired): {len(plan) - 2 * len(both)}" in text
+    # with a short source timeout a lone frame after a silent camera goes out alone
+    params_file.write_text("diffmf_fusion:\n  ros__parameters:\n    source_timeout_s: 0.05\n")
+    assert cli(["bag", "fuse", str(bag), str(tmp_path / "out2"), "--params-file", str(params_file)] + CLASSICAL) == 0
+    modes = {i.mode for i in read_infos(tmp_path / "out2")}
+    assert 3 in modes and modes & {1, 2}
+
+
+def write_bag(path: Path, messages: list[tuple[str, str, object, int]]) -> None:
+    store = bags.make_typestore()
+    writer = bags.open_writer(path, "mcap")
+    conns = {}
+    for topic, msgtype, msg, t in messages:
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
+        writer.write(conns[topic], t, store.serialize_cdr(msg, msgtype))
+    writer.close()
+
+
+def test_fuse_image_size_change_midstream_and_decode_errors(tmp_path):
+    store = bags.make_typestore()
+    msgs = []
+    for i in range(6):
+        h, w = (48, 64) if i < 3 else (36, 80)
+        t = 1_000_000_000 + i * 100_000_000
+        ir = RNG.integers(0, 256, (h, w), np.uint8)
+        vi = RNG.integers(0, 256, (h, w, 3), np.uint8)
+        msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, ir, t, "thermal_camera"), t))
+        msgs.append((bags.RGB_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, vi, t, "rgb_camera"), t))
+    bad = bags.image_msg(store, np.zeros((4, 4), np.uint8), 2_000_000_000, "thermal_camera")
+    bad.encoding = "yuv422_weird"
+    msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bad, 2_000_000_000))
+    write_bag(tmp_path / "in", msgs)
+    summary = bags.fuse_bag(tmp_path / "in", tmp_path / "out", {"fuser": "classical"}, progress=False)
+    assert summary.fused == 6 and summary.size_changes == 2
+    assert summary.decode_errors == {"unknown_encoding": 1}
+    shapes = [img.shape for *_, img in read_bag(tmp_path / "out", [bags.FUSED_TOPIC])[bags.FUSED_TOPIC]]
+    assert shapes == [(48, 64, 3)] * 3 + [(36, 80, 3)] * 3
+
+
+def test_fuse_bag_without_image_topics(tmp_path, capsys):
+    store = bags.make_typestore()
+    write_bag(tmp_path / "in", [("/chatter", "std_msgs/msg/String", store.types["std_msgs/msg/String"](data="hi"), 1)])
+    assert cli(["bag", "fuse", str(tmp_path / "in"), str(tmp_path / "out")] + CLASSICAL) == 2
+    err = capsys.readouterr().err
+    assert "no thermal image topic" in err and "/chatter (std_msgs/msg/String)" in err and "--thermal-topic" in err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("storage", bags.STORAGES)
+def test_fuse_truncated_or_corrupt_bag(tmp_path, capsys, storage):
+    make_pairs(tmp_path / "pairs", n=4)
+    bag = tmp_path / "in"
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(bag), "--storage", storage, "--quiet"]) == 0
+    data_file = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+    size = data_file.stat().st_size
+    with open(data_file, "r+b") as f:
+        f.truncate(size // 2)
+    capsys.readouterr()
+    assert cli(["bag", "fuse", str(bag), str(tmp_path / "out")] + CLASSICAL) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    (tmp_path / "junk.mcap").write_bytes(b"\x89MCAP0\r\n" + bytes(100))
+    assert cli(["bag", "info", str(tmp_path / "junk.mcap")]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_fuse_interrupted_removes_partial_output(tmp_path, monkeypatch, capsys):
+    make_pairs(tmp_path / "pairs", n=5)
+    bag = tmp_path / "in"
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(bag), "--quiet"]) == 0
+    pipeline = classical_pipeline()
+    calls = []
+
+    def fuse_pair(ir, vi):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return type(pipeline).fuse_pair(pipeline, ir, vi)
+
+    pipeline.fuse_pair = fuse_pair
+    monkeypatch.setattr(bags, "build_pipeline", lambda params: (pipeline, None))
+    assert cli(["bag", "fuse", str(bag), str(tmp_path / "out"), "--quiet"]) == 130
+    assert "partial output removed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
