@@ -440,7 +440,7 @@ class FusionNode(LifecycleNode):
                           half=self.p["half_precision"])
             if self.p["warmup"]:
                 width, height = size or (640, 512)
-                fuser.fuse(np.zeros((height, width), np.uint8), np.zeros((height, width, 3), np.uint8))
+                fuser.warmup(height, width)
         except Exception as exc:  # noqa: BLE001 - missing/corrupt weights, OOM, ...: classical fallback
             self._load_error = f"model {self.p['preset']!r} not loaded ({type(exc).__name__}: {exc})"
             return None

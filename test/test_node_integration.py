@@ -30,16 +30,33 @@ pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 ROOT = Path(__file__).resolve().parent.parent
 FPS = 10.0
 SOURCE_TIMEOUT_S = 0.4
-SIZE = (256, 320)  # output_geometry fixed: keeps CPU inference short on 2 cores
+SIZE = (128, 160)  # output_geometry fixed: keeps CPU inference of the network short on 2 cores
 FUSED_TOPIC = "/test/fused"  # the launch file's fused_topic argument, i.e. a remapping
 NODE_PARAMS = {"output_geometry": "fixed", "output_width": SIZE[1], "output_height": SIZE[0],
                "source_timeout_s": SOURCE_TIMEOUT_S, "diagnostics_period_s": 0.5}
-# thermal -> RGB calibration used by the node; fixed output halves the 640x512 RGB frame
+# thermal -> RGB calibration used by the node; the fixed output scales the 640x512 RGB frame by 1/4
 CALIBRATION = np.array([[1.0, 0.0, 4.0], [0.0, 1.0, -2.0], [0.0, 0.0, 1.0]])
-RGB_TO_OUTPUT = np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25], [0.0, 0.0, 1.0]])  # cv2.resize convention
-MODEL_READY = importlib.util.find_spec("diffmf_core.fuser") is not None and default_weights_path().is_file()
-# The real DIFF-MF model when it is there; until then the classical fuser, said so explicitly.
-FUSED_MODE = FUSED_MODE if MODEL_READY else FusionInfo.MODE_CLASSICAL
+RGB_TO_OUTPUT = np.array([[0.25, 0.0, -0.375], [0.0, 0.25, -0.375], [0.0, 0.0, 1.0]])  # cv2.resize convention
+MODEL_READY = importlib.util.find_spec("diffmf_core.fuser") is not None
+# The DIFF-MF network (shipped weights, else a freshly initialised network of the live preset:
+# the node path is the same); the classical fuser, said so explicitly, only without the model code.
+FUSED_MODE = FusionInfo.MODE_FUSED if MODEL_READY else FusionInfo.MODE_CLASSICAL
+
+
+def model_params(tmp: Path) -> dict:
+    """Node parameters selecting the model for this run."""
+    if not MODEL_READY:
+        return {"fuser": "classical"}
+    if default_weights_path("live").is_file():
+        return {"preset": "live"}
+    import torch
+
+    from diffmf_core.config import get_preset
+    from diffmf_core.models.diffmf import DiffMF
+    from diffmf_core.weights import save_weights
+
+    torch.manual_seed(0)
+    return {"preset": "live", "weights": save_weights(DiffMF(get_preset("live")), tmp / "live_init.safetensors")}
 
 
 def launch_settings(**launch_args) -> dict:
@@ -170,7 +187,7 @@ def node_process(tmp_path_factory):
     calibration = tmp / "calibration.yaml"
     calibration.write_text(f"homography: {CALIBRATION.tolist()}\n")
     settings = launch_settings(device="cpu", fused_topic=FUSED_TOPIC)
-    params = {**NODE_PARAMS, "calibration_file": calibration, **({} if MODEL_READY else {"fuser": "classical"})}
+    params = {**NODE_PARAMS, "calibration_file": calibration, **model_params(tmp)}
     proc = rosutil.start_python_module(f"diffmf_ros.{settings['executable']}", *node_ros_args(settings, params),
                                        cwd=ROOT, log_dir=tmp)
     yield proc
@@ -214,7 +231,7 @@ def test_fuses_pairs_with_pair_stamps_and_provenance(rig):
     assert image.header.frame_id == info.header.frame_id == "rgb_camera"
     np.testing.assert_allclose(np.asarray(info.homography).reshape(3, 3), RGB_TO_OUTPUT @ CALIBRATION, atol=1e-9)
     assert 0.0 <= info.registration_quality <= 1.0
-    assert info.model_name.startswith("diffmf") if MODEL_READY else info.model_name == "gff", info.model_name
+    assert info.model_name == ("diffmf-live" if MODEL_READY else "gff"), info.model_name
     assert 0 < info.inference_ms < info.latency_ms < 5000
     latencies = [i.latency_ms for i in fused]
     print(f"fused {len(fused)} frames: latency ms median {np.median(latencies):.1f} max {max(latencies):.1f}, "
@@ -229,13 +246,17 @@ def test_fuses_pairs_with_pair_stamps_and_provenance(rig):
 def test_thermal_silence_degrades_to_rgb_only_and_recovers(rig):
     rig.play(30.0, until=lambda: rig.infos and rig.infos[-1][1].mode == FUSED_MODE)
     last_thermal = time.monotonic()
+    last_thermal_ns = max(rig.sent.values())
     rig.play(SOURCE_TIMEOUT_S + 10.0, thermal=False,
              until=lambda: rig.infos[-1][0] > last_thermal and rig.infos[-1][1].mode == FusionInfo.MODE_RGB_ONLY)
     with rig.lock:
         first = next(((t, i) for t, i in rig.infos if t > last_thermal and i.mode == FusionInfo.MODE_RGB_ONLY), None)
     assert first is not None, "no RGB_ONLY frame while the thermal camera was silent"
-    # within the timeout + one frame (+ at most one fusion still running when the camera stopped)
-    assert first[0] - last_thermal < SOURCE_TIMEOUT_S + 1.0 / FPS + 1.5
+    # the first RGB frame after the timeout goes out alone: source_timeout_s + one frame period, plus
+    # at most one network inference still running when the camera stopped (its frames are dropped)
+    gap_s = (stamp_ns(first[1].rgb_stamp) - last_thermal_ns) / 1e9
+    print(f"RGB_ONLY from an RGB frame {gap_s:.2f} s after the last thermal frame")
+    assert gap_s <= SOURCE_TIMEOUT_S + 1.0 / FPS + 1.0
     assert stamp_ns(first[1].thermal_stamp) == 0 and stamp_ns(first[1].rgb_stamp) > 0
     image = next(m for _, m in rig.images if m.header.stamp == first[1].header.stamp)
     assert (image.height, image.width) == SIZE
