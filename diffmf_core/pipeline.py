@@ -1,0 +1,103 @@
+"""The per-pair fusion path shared by the ROS node and the offline bag tool.
+
+Contract:
+- ``FusionPipeline(fuser, registrar, fallback="gff", output_encoding="bgr8")``. ``fuser`` is the
+  model (any object with ``.fuse(ir, vi)`` and ``.name``, see Fuser in docs/CONTRACTS.md) or None
+  to run the classical ``fallback`` (a diffmf_core.baselines name, or a fuser object) from the
+  start. ``fuse_pair(thermal, rgb)`` registers the pair (``Registrar``) and fuses it. If the model
+  raises any Exception (e.g. a CUDA out-of-memory RuntimeError), the pipeline switches to the
+  fallback for good (this frame included), and ``degraded_reason`` keeps why (the caller logs it
+  once).
+- ``single_source(rgb=..., thermal=...)`` passes one camera through in the output frame
+  (thermal as gray, or gray -> BGR for "bgr8" output).
+- Output images are BGR uint8 (``output_encoding="bgr8"``) or gray uint8 ("mono8").
+- The MODE_* ints below are the core's source of truth and equal msg/FusionInfo.msg's constants.
+  ``FusedFrame.homography`` maps thermal pixels to output pixels; ``quality`` is NaN when not
+  measured (single-source frames); ``inference_ms`` is the fuser's time (0 for pass-through).
+"""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from diffmf_core.registration import Registrar
+
+MODE_FUSED = 0
+MODE_RGB_ONLY = 1
+MODE_THERMAL_ONLY = 2
+MODE_CLASSICAL = 3
+
+
+class FusedFrame(NamedTuple):
+    image: np.ndarray
+    mode: int
+    homography: np.ndarray
+    quality: float
+    inference_ms: float
+    model_name: str
+
+
+class FusionPipeline:
+    """Register -> fuse (model, or the classical fallback once the model has failed)."""
+
+    def __init__(self, fuser, registrar: Registrar | None = None, fallback="gff", output_encoding: str = "bgr8"):
+        if output_encoding not in ("bgr8", "mono8"):
+            raise ValueError(f"output_encoding must be 'bgr8' or 'mono8', got {output_encoding!r}")
+        if isinstance(fallback, str):
+            from diffmf_core.baselines import ClassicalFuser
+            fallback = ClassicalFuser(fallback)
+        self.model = fuser
+        self.fallback = fallback
+        self.registrar = registrar if registrar is not None else Registrar()
+        self.output_encoding = output_encoding
+        self.degraded_reason: str | None = None if fuser is not None else "no model fuser"
+
+    @property
+    def mode(self) -> int:
+        """MODE_FUSED while the model is in use, else MODE_CLASSICAL."""
+        return MODE_FUSED if self.model is not None else MODE_CLASSICAL
+
+    @property
+    def active_name(self) -> str:
+        """Name of the fuser that will handle the next pair."""
+        return (self.model if self.model is not None else self.fallback).name
+
+    def _to_output(self, image: np.ndarray) -> np.ndarray:
+        if self.output_encoding == "mono8":
+            return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+
+    def fuse_pair(self, thermal: np.ndarray, rgb: np.ndarray) -> FusedFrame:
+        """Register and fuse one synchronized pair (thermal gray/BGR u8, rgb BGR/gray u8)."""
+        reg = self.registrar.register(thermal, rgb)
+        if self.model is not None:
+            start = time.perf_counter()
+            try:
+                fused = self.model.fuse(reg.ir, reg.vi)
+            except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback
+                self.degraded_reason = f"{self.model.name} failed: {type(exc).__name__}: {exc}"
+                self.model = None
+            else:
+                ms = (time.perf_counter() - start) * 1e3
+                return FusedFrame(self._to_output(fused), MODE_FUSED, reg.homography_used, reg.quality,
+                                  ms, self.model.name)
+        start = time.perf_counter()
+        fused = self.fallback.fuse(reg.ir, reg.vi)
+        ms = (time.perf_counter() - start) * 1e3
+        return FusedFrame(self._to_output(fused), MODE_CLASSICAL, reg.homography_used, reg.quality,
+                          ms, self.fallback.name)
+
+    def single_source(self, rgb: np.ndarray | None = None, thermal: np.ndarray | None = None) -> FusedFrame:
+        """Pass exactly one camera through in the output frame (MODE_RGB_ONLY / MODE_THERMAL_ONLY)."""
+        if (rgb is None) == (thermal is None):
+            raise ValueError("single_source needs exactly one of rgb= or thermal=")
+        if rgb is not None:
+            image, h = self.registrar.register_rgb(rgb)
+            mode, name = MODE_RGB_ONLY, "passthrough:rgb"
+        else:
+            image, h = self.registrar.register_thermal(thermal)
+            mode, name = MODE_THERMAL_ONLY, "passthrough:thermal"
+        return FusedFrame(self._to_output(image), mode, h, float("nan"), 0.0, name)
