@@ -321,6 +321,8 @@ class FusionNode(LifecycleNode):
                 self._sync = self._make_sync()
             if names & {"thermal_agc_mode", "agc_low", "agc_high"}:
                 self._agc = self._make_agc()
+        if "output_encoding" in names and self._pipeline is not None:
+            self._pipeline.output_encoding = self.p["output_encoding"]
 
     def _make_sync(self) -> PairSynchronizer:
         interval = self.p["sync_min_interval_s"]
