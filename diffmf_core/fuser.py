@@ -1,0 +1,80 @@
+"""Fuser: numpy image pairs in, fused images out, with a DIFF-MF weights file.
+
+    fuser = Fuser()                            # shipped live weights, best device
+    bgr = fuser.fuse(ir_gray_u8, vi_bgr_u8)    # same H x W; returns vi's layout (BGR or gray u8)
+
+Colour handling (as in the paper's qualitative figures): the network fuses the infrared image
+with the visible image's Y (BT.601 YCrCb) channel, and the fused Y is recombined with the visible
+Cr/Cb. Half precision is used on CUDA when ``half`` is true.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffmf_core.color import bgr_to_ycrcb, to_gray, ycrcb_to_bgr
+from diffmf_core.paths import DEFAULT_PRESET, default_weights_path
+from diffmf_core.weights import WeightsError, load_model
+
+__all__ = ["Fuser", "WeightsError", "resolve_device"]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> first CUDA device if any, else CPU; ``cuda``/``cuda:N`` must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise RuntimeError(f"unsupported device {device!r} (use auto, cpu, cuda or cuda:N)")
+    return dev
+
+
+class Fuser:
+    """DIFF-MF inference on numpy images (see module docstring)."""
+
+    def __init__(self, weights: str | Path | None = None, preset: str | None = None, device: str = "auto",
+                 half: bool = True, scan_backend: str | None = None):
+        self.device = resolve_device(device)
+        path = Path(weights) if weights else default_weights_path(preset or DEFAULT_PRESET)
+        overrides = {"scan_backend": scan_backend} if scan_backend else {}
+        self.model = load_model(path, self.device, expect_preset=preset, **overrides)
+        self.config = self.model.cfg
+        self.dtype = torch.float16 if (half and self.device.type == "cuda") else torch.float32
+        self.model.to(self.dtype)
+        self.weights_path = path
+        self.name = f"diffmf-{self.config.name}"
+
+    @torch.inference_mode()
+    def fuse_tensor(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        """(b, 1, H, W) float luminance in [0, 1] on any device -> fused (b, 1, H, W) float32."""
+        ir = ir.to(self.device, self.dtype)
+        vi = vi.to(self.device, self.dtype)
+        return self.model(ir, vi).float().clamp_(0, 1)
+
+    def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
+        """float32 [0, 1] HxW luminance pair -> fused float32 [0, 1] HxW."""
+        if ir_y.shape != vi_y.shape:
+            raise ValueError(f"size mismatch: ir {ir_y.shape}, vi {vi_y.shape}")
+        ir_t = torch.from_numpy(np.ascontiguousarray(ir_y, dtype=np.float32))[None, None]
+        vi_t = torch.from_numpy(np.ascontiguousarray(vi_y, dtype=np.float32))[None, None]
+        return self.fuse_tensor(ir_t, vi_t)[0, 0].cpu().numpy()
+
+    def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        """ir HxW (or HxWx3) u8 + vi BGR u8 (or gray u8) of equal HxW -> fused in vi's layout."""
+        ir_y = to_gray(ir).astype(np.float32) / 255.0
+        if vi.ndim == 2:
+            fused = self.fuse_y(ir_y, vi.astype(np.float32) / 255.0)
+            return np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8)
+        y, cr, cb = bgr_to_ycrcb(vi)
+        return ycrcb_to_bgr(self.fuse_y(ir_y, y), cr, cb)
+
+    def warmup(self, height: int = 512, width: int = 640) -> None:
+        """One inference at the expected size, so the first real frame is not slow."""
+        self.fuse_y(np.zeros((height, width), np.float32), np.zeros((height, width), np.float32))

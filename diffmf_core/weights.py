@@ -1,0 +1,95 @@
+"""DIFF-MF weights files: safetensors only, with the network config in the file's metadata.
+
+A weights file alone rebuilds its network (``load_model``). Nothing here unpickles anything:
+files that look like pickles (PyTorch ``.pt``/``.pth`` zip archives or raw pickle streams) are
+refused before any parsing, and safetensors itself cannot execute code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from diffmf_core.config import DiffMFConfig
+from diffmf_core.models import DiffMF
+
+FORMAT = "diffmf-safetensors-v1"
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, unsafe, corrupt, or does not match the requested network."""
+
+
+def save_weights(model: DiffMF, path: str | Path, **notes) -> Path:
+    """Write ``model``'s parameters and config atomically; ``notes`` (str values) go to the metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "config": model.cfg.to_json(), **{k: str(v) for k, v in notes.items()}}
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _refuse_pickle(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise WeightsError(f"{path}: looks like a pickle-based PyTorch file; only safetensors weights are "
+                           "accepted (pickles can execute code when loaded)")
+    if len(head) < 8:
+        raise WeightsError(f"{path}: file too short to be a safetensors file ({len(head)} bytes)")
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a weights file (raises WeightsError for a missing/unsafe/corrupt file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    _refuse_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise WeightsError(f"{path}: safetensors file without DIFF-MF metadata (format {meta.get('format')!r})")
+    return meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", expect_preset: str | None = None,
+               **overrides) -> DiffMF:
+    """Rebuild the network stored in ``path`` and load its weights (strict).
+
+    ``expect_preset``: refuse a file trained for another preset. ``overrides``: config fields that
+    do not change the parameters (e.g. ``scan_backend``, ``chunk_size``).
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        cfg = DiffMFConfig.from_json(meta["config"])
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: invalid config in metadata ({exc})") from exc
+    if expect_preset is not None and cfg.name != expect_preset:
+        raise WeightsError(f"{path}: weights are for preset {cfg.name!r}, not {expect_preset!r}")
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    model = DiffMF(cfg)
+    try:
+        from safetensors.torch import load_file
+        state = load_file(str(path), device="cpu")
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise WeightsError(f"{path}: weights do not load into a {cfg.name!r} network ({exc})") from exc
+    return model.to(device).eval()
