@@ -45,7 +45,8 @@ import yaml
 
 _DET_MIN = 1e-9
 _COND_MAX = 1e10
-_QUALITY_SIDE = 192  # longest side of the images the quality score and ECC work on
+_EYE = np.eye(3)
+_QUALITY_SIDE = 192  # longest side (at most) of the images the quality score and ECC work on
 
 
 class CalibrationError(ValueError):
@@ -215,8 +216,12 @@ def _size_of(img: np.ndarray) -> tuple[int, int]:
     return img.shape[1], img.shape[0]
 
 
+def _close(a: np.ndarray, b, tol: float = 1e-9) -> bool:
+    return float(np.max(np.abs(a - b))) <= tol
+
+
 def _is_identity(h: np.ndarray) -> bool:
-    return bool(np.allclose(h, np.eye(3), rtol=0, atol=1e-9))
+    return _close(h, _EYE)
 
 
 def corner_shift_px(h_a: np.ndarray, h_b: np.ndarray, size: tuple[int, int]) -> float:
@@ -226,6 +231,13 @@ def corner_shift_px(h_a: np.ndarray, h_b: np.ndarray, size: tuple[int, int]) -> 
                                        - cv2.perspectiveTransform(pts, h_b), axis=2)))
 
 
+def _low_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` divided by the smallest integer factor that brings it to <= _QUALITY_SIDE
+    (integer factors keep cv2.resize's INTER_AREA on its fast path)."""
+    k = -(-max(size) // _QUALITY_SIDE)
+    return max(8, round(size[0] / k)), max(8, round(size[1] / k))
+
+
 def _gray(img: np.ndarray) -> np.ndarray:
     return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
 
@@ -233,8 +245,8 @@ def _gray(img: np.ndarray) -> np.ndarray:
 def _warp(img: np.ndarray, h: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if _is_identity(h) and _size_of(img) == size:
         return img
-    affine = np.allclose(h[2], [0, 0, 1], rtol=0, atol=1e-12)
-    if affine and h[0, 1] == 0 and h[1, 0] == 0 and np.allclose(h, _scale_h(_size_of(img), size)):
+    affine = _close(h[2], _EYE[2], 1e-12)
+    if affine and h[0, 1] == 0 and h[1, 0] == 0 and _close(h, _scale_h(_size_of(img), size)):
         grow = size[0] >= img.shape[1]
         return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR if grow else cv2.INTER_AREA)
     if affine:
@@ -376,8 +388,7 @@ class Registrar:
     def _low_res_pair(self, ir_out, vi_out, h_used, to_out, th_size, rgb_size):
         """(ir, vi, mask) downscaled for the quality score; mask = where both images have pixels."""
         out_size = _size_of(ir_out)
-        f = min(1.0, _QUALITY_SIDE / max(out_size))
-        low = (max(1, round(out_size[0] * f)), max(1, round(out_size[1] * f)))
+        low = _low_size(out_size)
         to_low = _scale_h(out_size, low)
         mask = None
         for h, size in ((h_used, th_size), (to_out, rgb_size)):
@@ -395,9 +406,9 @@ class Registrar:
         """Refine the calibrated H with ECC; keep it only if small and better (see module doc)."""
         self.stats.ecc_runs += 1
         h_cal = self.calibrated_homography(th_size, rgb_size)
-        f = min(1.0, _QUALITY_SIDE / max(rgb_size))
-        rgb_low = (max(8, round(rgb_size[0] * f)), max(8, round(rgb_size[1] * f)))
-        th_low = (max(8, round(th_size[0] * f)), max(8, round(th_size[1] * f)))
+        rgb_low = _low_size(rgb_size)
+        th_low = (max(8, round(th_size[0] * rgb_low[0] / rgb_size[0])),
+                  max(8, round(th_size[1] * rgb_low[1] / rgb_size[1])))
         s_rgb, s_th = _scale_h(rgb_size, rgb_low), _scale_h(th_size, th_low)
         vi_low = cv2.resize(_gray(vi), rgb_low, interpolation=cv2.INTER_AREA)
         ir_low = cv2.resize(ir, th_low, interpolation=cv2.INTER_AREA)

@@ -120,7 +120,7 @@ def test_calib_command_from_cli_points(tmp_path, capsys):
     assert cal.thermal_size == (640, 512) and cal.reprojection_error_px < 1e-3
 
 
-def test_calib_command_from_csv(tmp_path, capsys):
+def test_calib_command_from_csv(tmp_path):
     src = np.array([[0, 0], [100, 0], [100, 80], [0, 80], [50, 40]], float)
     dst = src * 2 + 3
     csv_path = tmp_path / "pairs.csv"
@@ -175,7 +175,7 @@ def test_thermal_output_warps_rgb_with_inverse_h():
     h = np.array([[1, 0, 5.0], [0, 1, -3.0], [0, 0, 1]])
     ir = cv2.warpAffine(vi[..., 0], np.linalg.inv(h)[:2], (160, 128))
     reg = Registrar(h, output="thermal").register(ir, vi)
-    assert reg.ir is not None and reg.vi.shape == (128, 160, 3)
+    assert reg.ir is ir and reg.vi.shape == (128, 160, 3)
     np.testing.assert_allclose(reg.homography_used, np.eye(3), atol=1e-12)
     inner = (slice(10, -10), slice(10, -10))
     assert np.abs(reg.vi[..., 0][inner].astype(int) - ir[inner]).max() <= 1
