@@ -384,15 +384,17 @@ class FuseSummary:
 
 
 def build_pipeline(params: dict):
-    """(FusionPipeline, warning or None) from node parameters: registration from the calibration
-    file and output geometry, the DIFF-MF Fuser (classical fallback if it cannot load)."""
+    """(FusionPipeline, warning or None, {camera: calibration frame_id}) from node parameters, as
+    the node builds it: registration from the calibration file and output geometry, the DIFF-MF
+    Fuser (classical fallback if it cannot load)."""
     from diffmf_core.pipeline import FusionPipeline
     from diffmf_core.registration import Registrar, load_calibration
 
     calib = params.get("calibration_file") or repo_root() / "config" / "calibration" / "identity.yaml"
     geometry = params.get("output_geometry", "rgb")
     size = (params.get("output_width", 640), params.get("output_height", 512)) if geometry == "fixed" else None
-    registrar = Registrar.from_calibration(load_calibration(calib), output=geometry, output_size=size,
+    cal = load_calibration(calib)
+    registrar = Registrar.from_calibration(cal, output=geometry, output_size=size,
                                            ecc_refine=bool(params.get("ecc_refine", False)))
     model, warning = None, None
     if params.get("fuser", "diffmf") == "diffmf":
@@ -405,7 +407,7 @@ def build_pipeline(params: dict):
             warning = f"DIFF-MF model unavailable ({type(exc).__name__}: {exc}); using classical fallback"
     pipeline = FusionPipeline(model, registrar, fallback=params.get("fallback_fuser", "gff"),
                               output_encoding=params.get("output_encoding", "bgr8"))
-    return pipeline, warning
+    return pipeline, warning, {"thermal": cal.thermal_frame_id, "rgb": cal.rgb_frame_id}
 
 
 @dataclass
@@ -418,7 +420,7 @@ class _Frame:
 
 def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mcap",
              thermal_topic: str | None = None, rgb_topic: str | None = None, copy_inputs: bool = True,
-             overwrite: bool = False, progress: bool = True, pipeline=None) -> FuseSummary:
+             overwrite: bool = False, progress: bool = True) -> FuseSummary:
     """Fuse a thermal+RGB bag offline with the node's per-pair path (see module docstring).
 
     As in the node: pairs come from PairSynchronizer on header stamps; a frame arriving while the
@@ -453,10 +455,9 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                    pick_image_topic(topics, "rgb", rgb_topic, params)[0]: "rgb"}
         if len(sources) != 2:
             raise BagError("the thermal and RGB topics must differ")
-        if pipeline is None:
-            pipeline, warning = build_pipeline(params)
-            if warning:
-                print(f"diffmf bag fuse: warning: {warning}", file=sys.stderr)
+        pipeline, warning, cal_frames = build_pipeline(params)
+        if warning:
+            print(f"diffmf bag fuse: warning: {warning}", file=sys.stderr)
         wanted = reader.connections if copy_inputs else [c for c in reader.connections if c.topic in sources]
         total = sum(c.msgcount for c in wanted)
         with atomic_output(output, overwrite) as tmp_path:
@@ -512,7 +513,8 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                                                             rgb=rgb.image if rgb else None)
                         latency = sum(f.decode_ms for f in (th, rgb) if f) + (time.perf_counter() - t0) * 1e3
                         ref = th if (geometry == "thermal" or rgb is None) else rgb
-                        frame_id = params.get("frame_id") or ref.frame_id
+                        frame_id = (params.get("frame_id") or ref.frame_id
+                                    or cal_frames["thermal" if ref is th else "rgb"])
                         fused_img = image_msg(store, result.image, ref.stamp_ns, frame_id, out_encoding)
                         writer.write(fused_conn, bag_ns, store.serialize_cdr(fused_img, IMAGE_TYPE))
                         if jpeg_conn is not None:

@@ -11,7 +11,8 @@ Bag time = wall-clock receive time. ``--ready-file`` is created once every topic
 publisher (for scripts that must not start the data flow before the recorder listens).
 
 Stops on SIGINT/SIGTERM, after ``--max-frames`` messages on the first topic, after ``--duration``
-seconds, or ``--idle-timeout`` seconds after the last message; then closes the bag (metadata
+seconds, or ``--idle-timeout`` seconds after the last message (after ``--max-frames`` the other
+topics get up to a second to deliver their matching messages); then closes the bag (metadata
 written) and prints a summary. Exit status: 0 ok, 1 error (including nothing recorded with
 ``--require-messages``).
 """
@@ -32,6 +33,7 @@ from diffmf_core.bags import (FUSED_TOPIC, INFO_TOPIC, RGB_TOPIC, STORAGES, THER
                               make_typestore, open_writer)
 from diffmf_ros.player import message_class
 
+MAX_FRAMES_GRACE_S = 1.0
 INPUT_TOPICS = [THERMAL_TOPIC, RGB_TOPIC, THERMAL_TOPIC + "/compressed", RGB_TOPIC + "/compressed"]
 
 
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = Recorder(node, writer, args.topics, args.depth)
     started = time.monotonic()
     announced = False
+    reached = None
     first = args.topics[0]
     try:
         while stop["reason"] is None:
@@ -144,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                         Path(args.ready_file).write_text("ready\n")
                     print(f"recorder: ready, recording {', '.join(args.topics)} to {output}", flush=True)
             if args.max_frames and rec.counts[first] >= args.max_frames:
-                stop["reason"] = f"{args.max_frames} frames on {first}"
+                # let companions (e.g. /fused/info) catch up, for at most MAX_FRAMES_GRACE_S
+                reached = reached or now
+                if all(n >= args.max_frames for n in rec.counts.values()) or now - reached > MAX_FRAMES_GRACE_S:
+                    stop["reason"] = f"{args.max_frames} frames on {first}"
             elif args.duration and now - started >= args.duration:
                 stop["reason"] = f"duration {args.duration} s"
             elif args.idle_timeout and rec.last_rx is not None and now - rec.last_rx >= args.idle_timeout:

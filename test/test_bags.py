@@ -315,7 +315,7 @@ def test_fuse_interrupted_removes_partial_output(tmp_path, monkeypatch, capsys):
         return type(pipeline).fuse_pair(pipeline, ir, vi)
 
     pipeline.fuse_pair = fuse_pair
-    monkeypatch.setattr(bags, "build_pipeline", lambda params: (pipeline, None))
+    monkeypatch.setattr(bags, "build_pipeline", lambda params: (pipeline, None, {"thermal": "t", "rgb": "r"}))
     assert cli(["bag", "fuse", str(bag), str(tmp_path / "out"), "--quiet"]) == 130
     assert "partial output removed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
