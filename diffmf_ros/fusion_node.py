@@ -110,7 +110,7 @@ PARAMS = (
     Param("output_geometry", "rgb", "output size and frame", choices=("rgb", "thermal", "fixed")),
     Param("output_width", 640, "output width for output_geometry fixed", lo=16, hi=8192),
     Param("output_height", 512, "output height for output_geometry fixed", lo=16, hi=8192),
-    Param("ecc_refine", False, "refine the homography per frame with ECC"),
+    Param("ecc_refine", False, "refine the calibrated homography with ECC (every 30th pair)"),
     Param("fuser", "diffmf", "diffmf (network, classical fallback) or classical (always fallback_fuser)",
           choices=("diffmf", "classical")),
     Param("device", "auto", "inference device: auto, cpu, cuda or cuda:N"),
@@ -357,14 +357,12 @@ class FusionNode(LifecycleNode):
             reliability=ReliabilityPolicy.BEST_EFFORT if self.p["qos_reliability"] == "best_effort"
             else ReliabilityPolicy.RELIABLE)
         for source in SOURCES:
-            topic, transport = self.p[f"{source}_topic"], self.p[f"{source}_transport"]
-            if transport == "compressed":
+            if self.p[f"{source}_transport"] == "compressed":
                 self._subs.append(self.create_subscription(
-                    CompressedImage, topic.rstrip("/") + "/compressed",
-                    lambda msg, s=source: self._on_compressed(s, msg), qos))
+                    CompressedImage, self._topic(source), lambda msg, s=source: self._on_compressed(s, msg), qos))
             else:
                 self._subs.append(self.create_subscription(
-                    Image, topic, lambda msg, s=source: self._on_image(s, msg), qos))
+                    Image, self._topic(source), lambda msg, s=source: self._on_image(s, msg), qos))
         now = time.monotonic_ns()
         self._last_rx = {s: now for s in SOURCES}
         self._stale = {s: False for s in SOURCES}
@@ -409,7 +407,7 @@ class FusionNode(LifecycleNode):
 
     def _topic(self, source: str) -> str:
         topic = self.p[f"{source}_topic"]
-        return topic + "/compressed" if self.p[f"{source}_transport"] == "compressed" else topic
+        return topic.rstrip("/") + "/compressed" if self.p[f"{source}_transport"] == "compressed" else topic
 
     # ---- model -------------------------------------------------------------------------------
     def _build_pipeline(self) -> FusionPipeline:

@@ -1,16 +1,24 @@
-"""diffmf_fusion in this process: parameter validation and refusal, the latest-pair mailbox, and the
-classical fallback when the model cannot load."""
+"""diffmf_fusion in this process: parameter validation and refusal, the latest-pair mailbox, the
+classical fallback when the model cannot load, compressed + mono16 input under use_sim_time."""
 from __future__ import annotations
 
 import threading
+import time
 
+import cv2
+import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed")
 fusion_node = pytest.importorskip("diffmf_ros.fusion_node", reason="diffmf_ros.msg not built (scripts/setup_env.sh)")
 
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from diffmf_core.imagecodec import encode_compressed  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -86,3 +94,45 @@ def test_missing_weights_fall_back_to_the_classical_fuser(make_node, tmp_path):
     assert node._pipeline.mode == fusion_node.FusionInfo.MODE_CLASSICAL
     assert node._pipeline.active_name == "mean"
     assert "missing.safetensors" in node._pipeline.degraded_reason
+
+
+def test_compressed_input_under_sim_time(make_node):
+    """CompressedImage RGB + raw mono16 thermal with bag-like stamps (sim time, no /clock yet)."""
+    node = make_node(fuser="classical", fallback_fuser="mean", rgb_transport="compressed",
+                     use_sim_time=True, output_encoding="mono8")
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig = rclpy.create_node("rig", context=node.context)
+    infos, images = [], []
+    rig.create_subscription(fusion_node.FusionInfo, "/fused/info", infos.append, 10)
+    rig.create_subscription(Image, "/fused/image", images.append, 10)
+    thermal = rig.create_publisher(Image, "/thermal/image_raw", qos_profile_sensor_data)
+    rgb = rig.create_publisher(CompressedImage, "/rgb/image_raw/compressed", qos_profile_sensor_data)
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    executor.add_node(rig)
+    vi = cv2.cvtColor(np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1)), cv2.COLOR_GRAY2BGR)
+    ir = np.full((48, 64), 30000, np.uint16)
+    fmt, data = encode_compressed(vi, "png")
+    deadline = time.monotonic() + 20.0
+    stamp = 1_000_000_000_000  # 1000 s: a bag's clock, far from wall time
+    while len(infos) < 3 and time.monotonic() < deadline:
+        stamp += 100_000_000
+        sec, nsec = divmod(stamp, 1_000_000_000)
+        t_msg = Image(height=48, width=64, encoding="mono16", step=128, data=ir.tobytes(), check_fields=False)
+        t_msg.header.stamp.sec, t_msg.header.stamp.nanosec = sec, nsec
+        c_msg = CompressedImage(format=fmt, data=data, check_fields=False)
+        c_msg.header.stamp.sec, c_msg.header.stamp.nanosec = sec, nsec
+        thermal.publish(t_msg)
+        rgb.publish(c_msg)
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.02)
+    executor.shutdown()
+    rig.destroy_node()
+    assert len(infos) >= 3, "no fused output"
+    info = infos[-1]
+    assert info.mode == fusion_node.FusionInfo.MODE_CLASSICAL and info.model_name == "mean"
+    assert info.header.stamp == info.rgb_stamp == info.thermal_stamp
+    assert info.header.stamp.sec >= 1000 and 0.0 <= info.latency_ms < 5000.0  # receive-time based
+    assert images[-1].encoding == "mono8" and (images[-1].height, images[-1].width) == (48, 64)
