@@ -624,10 +624,13 @@ def main(args: list[str] | None = None) -> int:
             rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
             return 2
         if node.p["autostart"]:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
-                    node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart failed")
-                return 1
+            for transition in (node.trigger_configure, node.trigger_activate):
+                result = transition()
+                if not node.context.ok():
+                    return 0  # SIGINT/SIGTERM while loading the model
+                if result != TransitionCallbackReturn.SUCCESS:
+                    node.get_logger().fatal(f"autostart: {transition.__name__} failed")
+                    return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
