@@ -1,0 +1,35 @@
+# diffmf: every target sets up what it needs first (scripts/setup_env.sh is idempotent and takes
+# about a second once the venv exists). See README "Quick start".
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+export DIFFMF_VENV := $(abspath $(VENV))
+PY := $(DIFFMF_VENV)/bin/python
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-x -k transport"`.
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest -p no:cacheprovider -q -rfEs --timeout=900
+
+.PHONY: help setup test soak demo colcon-check
+
+help:
+	@echo "make setup         create/update .venv (requirements, msg build, editable install)"
+	@echo "make test          setup, then the whole test suite except 'slow' tests"
+	@echo "make soak          setup, then only the long 'slow' (soak/overload) tests"
+	@echo "make demo          setup, then scripts/demo.sh"
+	@echo "make colcon-check  setup, then colcon build of this package in a scratch workspace"
+
+setup:
+	@scripts/setup_env.sh
+
+test: setup
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS) test
+
+soak: setup
+	$(PYTEST) -m slow $(PYTEST_ARGS) test
+
+demo: setup
+	@scripts/demo.sh
+
+colcon-check: setup
+	@scripts/colcon_check.sh
