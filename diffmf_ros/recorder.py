@@ -4,10 +4,10 @@
 
 Subscribes with ``raw=True`` (messages arrive as serialised CDR, written unchanged with rosbags:
 the same bytes ``rclpy.serialization.serialize_message`` produces) to /fused/image and
-/fused/info, plus /thermal/image_raw and /rgb/image_raw (raw and /compressed) with ``--inputs``,
-or ``--topics``. A topic's type is taken from the ROS graph once a publisher appears; its
+/fused/info (or ``--topics``), plus, with ``--inputs``, whichever of /thermal/image_raw and
+/rgb/image_raw (raw and /compressed) appear while recording. A topic's type is taken from the ROS graph once a publisher appears; its
 reliability follows the publishers' (reliable if all are, else best effort), KEEP_LAST ``--depth``.
-Bag time = wall-clock receive time. ``--ready-file`` is created once every topic has a matched
+Bag time = wall-clock receive time. ``--ready-file`` is created once every ``--topics`` topic has a matched
 publisher (for scripts that must not start the data flow before the recorder listens).
 
 Stops on SIGINT/SIGTERM, after ``--max-frames`` messages on the first topic, after ``--duration``
@@ -34,6 +34,7 @@ from diffmf_core.bags import (FUSED_TOPIC, INFO_TOPIC, RGB_TOPIC, STORAGES, THER
 from diffmf_ros.player import message_class
 
 MAX_FRAMES_GRACE_S = 1.0
+DISCOVERY_PERIOD_S = 0.1
 INPUT_TOPICS = [THERMAL_TOPIC, RGB_TOPIC, THERMAL_TOPIC + "/compressed", RGB_TOPIC + "/compressed"]
 
 
@@ -42,7 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("output", help="bag folder to create")
     p.add_argument("--topics", nargs="+", default=[FUSED_TOPIC, INFO_TOPIC],
                    help="topics to record (default: /fused/image /fused/info)")
-    p.add_argument("--inputs", action="store_true", help="also record the camera topics")
+    p.add_argument("--inputs", action="store_true",
+                   help="also record the camera topics (raw and /compressed) that appear; not needed for ready")
     p.add_argument("--storage", choices=STORAGES, default="mcap")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N messages on the first topic")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds")
@@ -52,19 +54,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ready-file", help="create this file once every topic has a matched publisher")
     p.add_argument("--require-messages", action="store_true", help="exit 1 if nothing was recorded")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    args = p.parse_args(argv)
-    if args.inputs:
-        args.topics += [t for t in INPUT_TOPICS if t not in args.topics]
-    return args
+    return p.parse_args(argv)
 
 
 class Recorder:
     """Subscribes to topics as they appear and writes every message to an open rosbags Writer."""
 
-    def __init__(self, node, writer, topics: list[str], depth: int):
+    def __init__(self, node, writer, topics: list[str], optional: list[str], depth: int):
         self.node, self.writer, self.depth = node, writer, depth
         self.store = make_typestore()
         self.topics = topics
+        self.optional = [t for t in optional if t not in topics]
         self.subs: dict[str, object] = {}
         self.conns: dict[str, object] = {}
         self.counts = {t: 0 for t in topics}
@@ -74,7 +74,7 @@ class Recorder:
     def discover(self) -> None:
         """Subscribe to every wanted topic that now has a publisher."""
         types = dict(self.node.get_topic_names_and_types())
-        for topic in self.topics:
+        for topic in self.topics + self.optional:
             if topic in self.subs or topic not in types:
                 continue
             infos = self.node.get_publishers_info_by_topic(topic)
@@ -84,14 +84,15 @@ class Recorder:
             reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth,
                              reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+            self.counts.setdefault(topic, 0)
             self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
             self.subs[topic] = self.node.create_subscription(
                 message_class(msgtype), topic, lambda raw, t=topic: self._on_message(t, raw), qos, raw=True)
             self.node.get_logger().info(f"recording {topic} ({msgtype}, {'reliable' if reliable else 'best effort'})")
 
     def ready(self) -> bool:
-        """Every topic subscribed and matched with at least one publisher."""
-        return len(self.subs) == len(self.topics) and all(s.get_publisher_count() > 0 for s in self.subs.values())
+        """Every required topic subscribed and matched with at least one publisher."""
+        return all(t in self.subs and self.subs[t].get_publisher_count() > 0 for t in self.topics)
 
     def _on_message(self, topic: str, raw: bytes) -> None:
         now = time.time_ns()
@@ -130,17 +131,20 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
         return 1
-    rec = Recorder(node, writer, args.topics, args.depth)
+    rec = Recorder(node, writer, args.topics, INPUT_TOPICS if args.inputs else [], args.depth)
     started = time.monotonic()
     announced = False
     reached = None
+    next_discovery = 0.0
     first = args.topics[0]
     try:
         while stop["reason"] is None:
             rclpy.spin_once(node, timeout_sec=0.05)
             now = time.monotonic()
-            if not announced:
+            if now >= next_discovery:
                 rec.discover()
+                next_discovery = now + DISCOVERY_PERIOD_S
+            if not announced:
                 if rec.ready():
                     announced = True
                     if args.ready_file:
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_frames and rec.counts[first] >= args.max_frames:
                 # let companions (e.g. /fused/info) catch up, for at most MAX_FRAMES_GRACE_S
                 reached = reached or now
-                if all(n >= args.max_frames for n in rec.counts.values()) or now - reached > MAX_FRAMES_GRACE_S:
+                if all(rec.counts[t] >= args.max_frames for t in args.topics) or now - reached > MAX_FRAMES_GRACE_S:
                     stop["reason"] = f"{args.max_frames} frames on {first}"
             elif args.duration and now - started >= args.duration:
                 stop["reason"] = f"duration {args.duration} s"
