@@ -319,3 +319,35 @@ def test_fuse_interrupted_removes_partial_output(tmp_path, monkeypatch, capsys):
     assert cli(["bag", "fuse", str(bag), str(tmp_path / "out"), "--quiet"]) == 130
     assert "partial output removed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_report_writes_video_strip_and_summary(tmp_path):
+    make_pairs(tmp_path / "pairs", n=6)
+    bag, fused = tmp_path / "in", tmp_path / "out"
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(bag), "--compressed", "--drop", "0.2",
+                "--seed", "2", "--quiet"]) == 0
+    assert cli(["bag", "fuse", str(bag), str(fused)] + CLASSICAL) == 0
+    numbers = bags.write_report(fused, bag, tmp_path / "report", bags.load_node_params(), device="cpu")
+    assert numbers["frames_out"] == numbers["pairs_fused"] == numbers["pairs_expected"] > 0
+    assert numbers["pairs_lost"] == 0 and numbers["modes"] == {"classical": numbers["frames_out"]}
+    cap = cv2.VideoCapture(str(tmp_path / "report" / "fused.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == numbers["frames_out"]
+    strip = cv2.imread(str(tmp_path / "report" / "strip.png"))
+    assert strip.shape[0] == 3 * SIZE[0] and strip.shape[1] == min(4, numbers["frames_out"]) * SIZE[1]
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "latency_ms p50" in summary and "| device | cpu |" in summary
+
+
+def test_demo_launch_plan():
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("demo_launch", root / "launch" / "demo.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    plan = module.actions(dict(module.DEFAULTS, rate="0.5"), str(root))
+    assert plan["play"][:5] == ["ros2", "bag", "play", str(root / "samples" / "m3svd_0117_1605"), "--clock"]
+    assert "0.5" in plan["play"] and plan["record"][:3] == ["ros2", "bag", "record"]
+    assert (root / "samples" / "m3svd_0117_1605" / "metadata.yaml").is_file()
+    params = plan["node"]["parameters"]
+    assert params[1]["use_sim_time"] is True and params[-1]["thermal_transport"] == "compressed"

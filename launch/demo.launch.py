@@ -1,0 +1,70 @@
+"""Bag replay demo on a ROS 2 system: `ros2 launch diffmf_ros demo.launch.py [bag:=...]`.
+
+Starts the fusion node (as fuse.launch.py does, with use_sim_time and compressed inputs),
+`ros2 bag record` of /fused/image + /fused/info (+ inputs) into `output`, and after `play_delay`
+seconds `ros2 bag play <bag> --clock --rate <rate>`. Stop with Ctrl-C once playback has ended;
+then `diffmf bag report <output> --input <bag> --outdir <dir>` makes the video/strip/summary.
+
+Launch arguments: bag (default: the package's samples/m3svd_0117_1605), output
+(default: fused_bag), rate (1.0), device (empty: config), transport (compressed | raw),
+play_delay (seconds to let the node load its model, default 8), recorder (ros2 | diffmf: our
+diffmf_ros recorder instead of `ros2 bag record`).
+"""
+import importlib.util
+import os
+
+ARGUMENTS = {
+    "bag": "rosbag2 to play (default: <package share>/samples/m3svd_0117_1605)",
+    "output": "recorded bag folder (must not exist)",
+    "rate": "playback speed factor",
+    "device": "auto | cpu | cuda | cuda:N (empty: from config)",
+    "transport": "input transport of the bag's camera topics: compressed | raw",
+    "play_delay": "seconds before playback starts (model load)",
+    "recorder": "ros2 (ros2 bag record) | diffmf (python -m diffmf_ros.recorder)",
+}
+DEFAULTS = {"bag": "", "output": "fused_bag", "rate": "1.0", "device": "", "transport": "compressed",
+            "play_delay": "8", "recorder": "ros2"}
+TOPICS = ["/fused/image", "/fused/info", "/thermal/image_raw/compressed", "/rgb/image_raw/compressed",
+          "/thermal/image_raw", "/rgb/image_raw"]
+
+
+def _fuse_launch(share_dir: str):
+    """launch/fuse.launch.py next to this file (its plain-Python node_settings)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuse.launch.py")
+    spec = importlib.util.spec_from_file_location("diffmf_fuse_launch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def actions(values: dict, share_dir: str) -> dict:
+    """Plain description of what is started: node kwargs, play and record command lines."""
+    bag = values["bag"] or os.path.join(share_dir, "samples", "m3svd_0117_1605")
+    node = _fuse_launch(share_dir).node_settings({"device": values["device"], "use_sim_time": "true"}, share_dir)
+    node["parameters"].append({"thermal_transport": values["transport"], "rgb_transport": values["transport"],
+                               "qos_reliability": "reliable", "qos_depth": 100})
+    play = ["ros2", "bag", "play", bag, "--clock", "--rate", values["rate"], "--delay", values["play_delay"]]
+    if values["recorder"] == "diffmf":
+        record = ["ros2", "run", "diffmf_ros", "bag_recorder", values["output"], "--inputs"]
+    else:
+        record = ["ros2", "bag", "record", "-s", "mcap", "-o", values["output"], *TOPICS]
+    return {"node": node, "play": play, "record": record}
+
+
+def generate_launch_description():
+    from ament_index_python.packages import get_package_share_directory
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def start(context):
+        values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+        plan = actions(values, get_package_share_directory("diffmf_ros"))
+        return [Node(**plan["node"]),
+                ExecuteProcess(cmd=plan["record"], output="screen"),
+                ExecuteProcess(cmd=plan["play"], output="screen")]
+
+    declared = [DeclareLaunchArgument(name, default_value=DEFAULTS[name], description=text)
+                for name, text in ARGUMENTS.items()]
+    return LaunchDescription(declared + [OpaqueFunction(function=start)])
