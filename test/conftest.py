@@ -77,9 +77,12 @@ def rclpy_node(request):
 
 @pytest.fixture(scope="session")
 def shared_data():
+    import os
+
     from diffmf_core.paths import repo_root, shared_data_dir
 
     path = shared_data_dir()
     if path is None:
-        pytest.skip(f"shared data not found ({repo_root().parent / 'shared' / 'data'} or $DIFFMF_DATA)")
+        where = os.environ.get("DIFFMF_DATA") or repo_root().parent / "shared" / "data"
+        pytest.skip(f"shared data folder not found: {where} (set DIFFMF_DATA to use another)")
     return path
