@@ -6,6 +6,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 export DIFFMF_VENV := $(abspath $(VENV))
 PY := $(DIFFMF_VENV)/bin/python
+# The ROS wheels' start-up hook skips its library-path setup when this is inherited (e.g. make run
+# from another venv's Python): let this venv's Python set up its own.
+unexport _ROS_WHEELS_BOOTSTRAP_COMPLETE
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-x -k transport"`.
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -p no:cacheprovider -q -rfEs --timeout=900
