@@ -348,6 +348,10 @@ def test_demo_launch_plan():
     plan = module.actions(dict(module.DEFAULTS, rate="0.5"), str(root))
     assert plan["play"][:5] == ["ros2", "bag", "play", str(root / "samples" / "m3svd_0117_1605"), "--clock"]
     assert "0.5" in plan["play"] and plan["record"][:3] == ["ros2", "bag", "record"]
-    assert (root / "samples" / "m3svd_0117_1605" / "metadata.yaml").is_file()
+    sample = root / "samples" / "m3svd_0117_1605"
+    assert sum(p.stat().st_size for p in sample.iterdir()) < 5e6
+    info = bags.bag_info(sample)
+    assert {t: v["count"] for t, v in info["topics"].items()} == {
+        bags.THERMAL_TOPIC + "/compressed": 100, bags.RGB_TOPIC + "/compressed": 100}
     params = plan["node"]["parameters"]
     assert params[1]["use_sim_time"] is True and params[-1]["thermal_transport"] == "compressed"

@@ -57,7 +57,7 @@ def test_player_node_recorder(tmp_path, ros_process):
     recorder = ros_process("diffmf_ros.recorder", str(out), "--ready-file", str(ready),
                            "--max-frames", str(len(expected)), "--idle-timeout", "8", "--require-messages")
     wait_for(ready.exists, 60, "the recorder to match the node's publishers", node, recorder)
-    player = ros_process("diffmf_ros.player", str(bag), "--clock", "--rate", "0.5",
+    player = ros_process("diffmf_ros.player", str(bag), "--clock", "--rate", "0.25",
                          "--wait-for-subscribers", "1", "--wait-timeout", "30")
     wait_for(lambda: recorder.poll() is not None, 60, "the recorder to finish", node, player)
     assert recorder.poll() == 0, recorder.describe()
