@@ -37,6 +37,7 @@ from typing import Iterator
 import numpy as np
 
 from diffmf_core.paths import repo_root
+from diffmf_core.pipeline import build_pipeline
 
 THERMAL_TOPIC = "/thermal/image_raw"
 RGB_TOPIC = "/rgb/image_raw"
@@ -384,33 +385,6 @@ class FuseSummary:
         return "\n".join(lines)
 
 
-def build_pipeline(params: dict):
-    """(FusionPipeline, warning or None, {camera: calibration frame_id}) from node parameters, as
-    the node builds it: registration from the calibration file and output geometry, the DIFF-MF
-    Fuser (classical fallback if it cannot load)."""
-    from diffmf_core.pipeline import FusionPipeline
-    from diffmf_core.registration import Registrar, load_calibration
-
-    calib = params.get("calibration_file") or repo_root() / "config" / "calibration" / "identity.yaml"
-    geometry = params.get("output_geometry", "rgb")
-    size = (params.get("output_width", 640), params.get("output_height", 512)) if geometry == "fixed" else None
-    cal = load_calibration(calib)
-    registrar = Registrar.from_calibration(cal, output=geometry, output_size=size,
-                                           ecc_refine=bool(params.get("ecc_refine", False)))
-    model, warning = None, None
-    if params.get("fuser", "diffmf") == "diffmf":
-        try:
-            from diffmf_core.fuser import Fuser
-
-            model = Fuser(params.get("weights") or None, preset=params.get("preset") or None,
-                          device=params.get("device", "auto"), half=bool(params.get("half_precision", True)))
-        except Exception as exc:  # noqa: BLE001 - like the node: any load failure -> classical fallback
-            warning = f"DIFF-MF model unavailable ({type(exc).__name__}: {exc}); using classical fallback"
-    pipeline = FusionPipeline(model, registrar, fallback=params.get("fallback_fuser", "gff"),
-                              output_encoding=params.get("output_encoding", "bgr8"))
-    return pipeline, warning, {"thermal": cal.thermal_frame_id, "rgb": cal.rgb_frame_id}
-
-
 @dataclass
 class _Frame:
     image: np.ndarray
@@ -458,7 +432,8 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
             raise BagError("the thermal and RGB topics must differ")
         pipeline, warning, cal_frames = build_pipeline(params)
         if warning:
-            print(f"diffmf bag fuse: warning: {warning}", file=sys.stderr)
+            print(f"diffmf bag fuse: warning: {warning}; using the classical fuser {pipeline.fallback.name!r}",
+                  file=sys.stderr)
         wanted = reader.connections if copy_inputs else [c for c in reader.connections if c.topic in sources]
         total = sum(c.msgcount for c in wanted)
         with atomic_output(output, overwrite) as tmp_path:

@@ -14,16 +14,24 @@ Contract:
 - The MODE_* ints below are the core's source of truth and equal msg/FusionInfo.msg's constants.
   ``FusedFrame.homography`` maps thermal pixels to output pixels; ``quality`` is NaN when not
   measured (single-source frames); ``inference_ms`` is the fuser's time (0 for pass-through).
+- ``build_pipeline(params, warmup=False)`` builds the pipeline from the fusion node's parameters
+  (config/fuse.yaml names; missing ones take the node defaults) for both the node and
+  ``diffmf bag fuse``: calibration file (empty = the checkout's config/calibration/identity.yaml),
+  output geometry, the DIFF-MF Fuser (``fuser: diffmf``) or None; a model that cannot load is
+  replaced by the classical fallback and the reason returned (never raised). Bad calibration
+  files raise CalibrationError.
 """
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from pathlib import Path
+from typing import Mapping, NamedTuple
 
 import cv2
 import numpy as np
 
-from diffmf_core.registration import Registrar
+from diffmf_core.paths import repo_root
+from diffmf_core.registration import Registrar, load_calibration
 
 MODE_FUSED = 0
 MODE_RGB_ONLY = 1
@@ -101,3 +109,39 @@ class FusionPipeline:
             image, h = self.registrar.register_thermal(thermal)
             mode, name = MODE_THERMAL_ONLY, "passthrough:thermal"
         return FusedFrame(self._to_output(image), mode, h, float("nan"), 0.0, name)
+
+
+class BuiltPipeline(NamedTuple):
+    pipeline: FusionPipeline
+    load_error: str | None  # why the DIFF-MF model is not in use (None: loaded, or fuser=classical)
+    frame_ids: dict  # {"thermal": ..., "rgb": ...} from the calibration file
+
+
+def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
+    """FusionPipeline from node parameters (see the module contract). With ``warmup`` (and the
+    ``warmup`` parameter true) the model runs once at the expected output size."""
+    calib = params.get("calibration_file") or repo_root() / "config" / "calibration" / "identity.yaml"
+    cal = load_calibration(Path(calib))
+    geometry = params.get("output_geometry", "rgb")
+    fixed = (int(params.get("output_width", 640)), int(params.get("output_height", 512)))
+    registrar = Registrar.from_calibration(cal, output=geometry, output_size=fixed if geometry == "fixed" else None,
+                                           ecc_refine=bool(params.get("ecc_refine", False)))
+    model, load_error = None, None
+    if params.get("fuser", "diffmf") == "diffmf":
+        preset = params.get("preset") or None
+        try:
+            from diffmf_core.fuser import Fuser
+
+            model = Fuser(params.get("weights") or None, preset=preset, device=params.get("device", "auto"),
+                          half=bool(params.get("half_precision", True)))
+            if warmup and params.get("warmup", True):
+                size = {"fixed": fixed, "thermal": cal.thermal_size}.get(geometry, cal.rgb_size)
+                width, height = size or (640, 512)
+                model.warmup(height, width)
+        except Exception as exc:  # noqa: BLE001 - missing/corrupt weights, OOM, ...: classical fallback
+            model, load_error = None, f"model {preset or 'default'!r} not loaded ({type(exc).__name__}: {exc})"
+    pipeline = FusionPipeline(model, registrar, fallback=params.get("fallback_fuser", "gff"),
+                              output_encoding=params.get("output_encoding", "bgr8"))
+    if load_error:
+        pipeline.degraded_reason = load_error
+    return BuiltPipeline(pipeline, load_error, {"thermal": cal.thermal_frame_id, "rgb": cal.rgb_frame_id})

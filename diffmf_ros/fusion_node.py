@@ -4,11 +4,16 @@ A managed (lifecycle) node. on_configure loads the model (classical fallback whe
 and warms it up; on_activate subscribes and starts the worker thread; `autostart` (default true)
 runs both transitions at start.
 
-Data flow: subscriptions decode with diffmf_core.imagecodec (bad messages are counted per
-ImageDecodeError.kind and dropped) -> diffmf_core.sync.PairSynchronizer -> a one-slot latest-pair
+Data flow: subscriptions decode with diffmf_core.imagecodec (bad messages, and messages with a
+zero header stamp, are dropped and counted in /diagnostics as decode_error.<ImageDecodeError.kind>
+or decode_error.zero_stamp) -> diffmf_core.sync.PairSynchronizer (duplicate, out-of-order and
+back-jumping stamps: its sync_* counters) -> a one-slot latest-pair
 mailbox (a newer pair replaces a waiting one; counted as a drop) -> one worker thread running
 diffmf_core.pipeline.FusionPipeline -> /fused/image (+ /fused/image/compressed), /fused/info
-(diffmf_ros/FusionInfo) and /diagnostics. Nothing is fused in a subscription callback.
+(diffmf_ros/FusionInfo) and /diagnostics. Nothing is fused in a subscription callback. Each kind of
+bad input is logged once, then with its running total at most every 30 s. /diagnostics also
+reports the queues (sync_queue_thermal/rgb <= sync_queue_size, mailbox_pending <= 1) and, when the
+network is not in use, degraded_reason.
 
 Degraded modes: a camera silent for longer than source_timeout_s (steady clock, measured on
 arrival) makes every frame of the other camera go out alone (RGB_ONLY / THERMAL_ONLY) until it
@@ -45,8 +50,8 @@ from diffmf_core import imagecodec
 from diffmf_core.agc import ThermalAGC
 from diffmf_core.baselines import CLASSICAL_FUSERS
 from diffmf_core.imagecodec import ImageDecodeError
-from diffmf_core.pipeline import FusionPipeline
-from diffmf_core.registration import CalibrationError, Registrar, load_calibration
+from diffmf_core.pipeline import FusionPipeline, build_pipeline
+from diffmf_core.registration import CalibrationError
 from diffmf_core.sync import PairSynchronizer
 from diffmf_ros.msg import FusionInfo
 
@@ -59,6 +64,12 @@ MODE_NAMES = {
     FusionInfo.MODE_CLASSICAL: "CLASSICAL",
 }
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# PairSynchronizer counters that mean a camera sent bad stamps -> what the log says
+SYNC_ANOMALIES = {
+    "duplicates": "duplicate stamp ignored",
+    "out_of_order": "stamp older than already paired frames",
+    "resets": "stamp jumped back by more than 1 s; pairing restarted",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +236,11 @@ class LatestMailbox:
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def pending(self) -> int:
+        """Items waiting (0 or 1)."""
+        return int(self._item is not None)
+
 
 class Stats:
     """Thread-safe counters, event rates over a sliding window and latency percentiles."""
@@ -290,7 +306,6 @@ class FusionNode(LifecycleNode):
         self._pipeline = None
         self._sync: PairSynchronizer | None = None
         self._last_mode: int | None = None
-        self._load_error: str | None = None
         self._logged_reason: str | None = None
         self._frame_ids = {s: s for s in SOURCES}
         self._agc: ThermalAGC | None = None
@@ -300,7 +315,7 @@ class FusionNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._last_rx: dict[str, int] = {}
         self._stale: dict[str, bool] = {s: False for s in SOURCES}
-        self._decode_logged: dict[str, float] = {}  # decode error kind -> monotonic time last logged
+        self._bad_logged: dict[str, float] = {}  # bad-input kind -> monotonic time last logged
 
     # ---- parameters --------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -411,41 +426,15 @@ class FusionNode(LifecycleNode):
 
     # ---- model -------------------------------------------------------------------------------
     def _build_pipeline(self) -> FusionPipeline:
-        """Registrar from the calibration file + the DIFF-MF Fuser (warmed up), or the fallback."""
-        path = self.p["calibration_file"] or package_config_file("calibration/identity.yaml")
-        cal = load_calibration(path)
-        self._frame_ids = {"thermal": cal.thermal_frame_id, "rgb": cal.rgb_frame_id}
-        fixed = (self.p["output_width"], self.p["output_height"])
-        registrar = Registrar.from_calibration(
-            cal, output=self.p["output_geometry"], ecc_refine=self.p["ecc_refine"],
-            output_size=fixed if self.p["output_geometry"] == "fixed" else None)
-        fuser = self._load_fuser(fixed if self.p["output_geometry"] == "fixed" else
-                                 (cal.thermal_size if self.p["output_geometry"] == "thermal" else cal.rgb_size))
-        pipeline = FusionPipeline(fuser, registrar, fallback=self.p["fallback_fuser"],
-                                  output_encoding=self.p["output_encoding"])
-        if self._load_error:
-            pipeline.degraded_reason = self._load_error
+        """diffmf_core.pipeline.build_pipeline from the node's parameters (model warmed up)."""
+        calib = self.p["calibration_file"] or str(package_config_file("calibration/identity.yaml"))
+        t0 = time.perf_counter()
+        pipeline, _, self._frame_ids = build_pipeline({**self.p, "calibration_file": calib}, warmup=True)
+        if pipeline.model is not None:
+            self.get_logger().info(f"loaded {pipeline.model.name} on {pipeline.model.device} "
+                                   f"in {time.perf_counter() - t0:.1f} s")
         self._log_degraded_reason(pipeline)
         return pipeline
-
-    def _load_fuser(self, size: tuple[int, int] | None):
-        """The DIFF-MF Fuser after one warm-up inference at `size` (w, h), or None if it cannot run."""
-        self._load_error = None
-        if self.p["fuser"] == "classical":
-            return None
-        t0 = time.perf_counter()
-        try:
-            from diffmf_core.fuser import Fuser
-            fuser = Fuser(weights=self.p["weights"] or None, preset=self.p["preset"], device=self.p["device"],
-                          half=self.p["half_precision"])
-            if self.p["warmup"]:
-                width, height = size or (640, 512)
-                fuser.warmup(height, width)
-        except Exception as exc:  # noqa: BLE001 - missing/corrupt weights, OOM, ...: classical fallback
-            self._load_error = f"model {self.p['preset']!r} not loaded ({type(exc).__name__}: {exc})"
-            return None
-        self.get_logger().info(f"loaded {fuser.name} on {fuser.device} in {time.perf_counter() - t0:.1f} s")
-        return fuser
 
     def _log_degraded_reason(self, pipeline: FusionPipeline) -> None:
         """Log, once per reason, why the network is not in use (fuser: classical is no failure)."""
@@ -476,19 +465,29 @@ class FusionNode(LifecycleNode):
     def _receive(self, source: str, msg, decode) -> None:
         rx = time.monotonic_ns()
         self.stats.tick(source)
+        stamp_ns = to_ns(msg.header.stamp)
+        if stamp_ns == 0:
+            self._count_decode_error(source, "zero_stamp", "zero_stamp: header stamp is zero (unset)")
+            return
         try:
             with self._lock:
                 image = decode()
         except ImageDecodeError as exc:
             self._count_decode_error(source, exc.kind, str(exc))
             return
-        frame = Frame(image, to_ns(msg.header.stamp), msg.header.frame_id, rx)
+        frame = Frame(image, stamp_ns, msg.header.frame_id, rx)
         other = "rgb" if source == "thermal" else "thermal"
         with self._lock:
             self._last_rx[source] = rx
             add = self._sync.add_thermal if source == "thermal" else self._sync.add_rgb
+            before = self._sync.stats.as_dict()
             pairs = add(frame.stamp_ns, frame)
+            after = self._sync.stats.as_dict()
             other_stale = rx - self._last_rx[other] > self.p["source_timeout_s"] * 1e9
+        for key in SYNC_ANOMALIES:
+            if after[key] > before[key]:
+                self._log_bad_input(key, f"{source} stamp {stamp_ns} ns: {SYNC_ANOMALIES[key]} "
+                                         f"(counted in sync_{key})", after[key])
         if pairs:
             pair = pairs[-1]
             self.mailbox.put(Job(thermal=pair.thermal, rgb=pair.rgb, stamp_ns=pair.stamp_ns))
@@ -497,18 +496,19 @@ class FusionNode(LifecycleNode):
                                  rgb=frame if source == "rgb" else None, stamp_ns=frame.stamp_ns))
 
     def _count_decode_error(self, source: str, kind: str, message: str) -> None:
-        """Count a dropped message; log the first of each kind, then a count at most every 30 s."""
-        self.stats.count(f"decode_error.{kind}")
+        """Count a dropped message (decode_error.<kind>) and log it (rate-limited)."""
+        key = f"decode_error.{kind}"
+        self.stats.count(key)
+        self._log_bad_input(kind, f"dropping {source} message: {message}", self.stats.counters[key])
+
+    def _log_bad_input(self, kind: str, message: str, total: int) -> None:
+        """Log the first bad input of each kind, then its running total at most every 30 s."""
         now = time.monotonic()
-        last = self._decode_logged.get(kind)
-        if last is None:
-            self.get_logger().warning(f"dropping {source} message: {message}")
-        elif now - last < 30.0:
+        last = self._bad_logged.get(kind)
+        if last is not None and now - last < 30.0:
             return
-        else:
-            self.get_logger().warning(
-                f"still dropping bad messages ({kind}: {self.stats.counters[f'decode_error.{kind}']} so far)")
-        self._decode_logged[kind] = now
+        self.get_logger().warning(message if last is None else f"still receiving bad input ({kind}: {total} so far)")
+        self._bad_logged[kind] = now
 
     def _watch_sources(self) -> None:
         """Log when a camera goes silent or returns (the subscriptions do the switching)."""
@@ -589,6 +589,8 @@ class FusionNode(LifecycleNode):
     # ---- diagnostics -------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         mode = self._last_mode if self._last_mode is not None else self._pipeline.mode
+        with self._lock:
+            queues, sync_stats = self._sync.queue_lengths(), self._sync.stats.as_dict()
         flowing = self.stats.rate("output") > 0.0
         level = DiagnosticStatus.OK if mode == FusionInfo.MODE_FUSED and flowing else DiagnosticStatus.WARN
         values = {
@@ -599,10 +601,15 @@ class FusionNode(LifecycleNode):
             "rgb_rate_hz": self.stats.rate("rgb"),
             "output_rate_hz": self.stats.rate("output"),
             "drops_mailbox": self.mailbox.dropped,
-            **{f"sync_{k}": v for k, v in self._sync.stats.as_dict().items()},
+            "mailbox_pending": self.mailbox.pending,
+            "sync_queue_thermal": queues[0],
+            "sync_queue_rgb": queues[1],
+            **{f"sync_{k}": v for k, v in sync_stats.items()},
             **self.stats.percentiles(),
             **dict(self.stats.counters),
         }
+        if self._pipeline.model is None and self.p["fuser"] == "diffmf":
+            values["degraded_reason"] = self._pipeline.degraded_reason
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: fusion", hardware_id=str(self._pipeline_device()),
             message=MODE_NAMES[mode] if flowing else f"{MODE_NAMES[mode]}, no output",
