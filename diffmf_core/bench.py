@@ -1,0 +1,294 @@
+"""``diffmf bench``: latency and peak memory of DIFF-MF on this device, and a scan micro-benchmark.
+
+Model cases: every preset x scan backend (chunked; mamba_ssm where CUDA and mamba_ssm exist) x
+size (default 320x256, 640x512, 1280x1024), randomly initialised weights (latency does not depend
+on them), batch 1, inference mode. Latency: median and p90 of ``--repeats`` timed runs after
+``--warmup`` runs (CUDA synchronised); a case stops early once ``--budget-s`` seconds of timed runs
+are spent (the row records how many ran). Peak memory of one run: CUDA
+``torch.cuda.max_memory_allocated``; CPU the peak RSS increase over the RSS before the run
+(psutil, sampled every 2 ms). Scan micro-benchmark: naive loop vs portable chunked (vs mamba_ssm)
+on (1, L, heads, head_dim) inputs, L = ``--scan-tokens`` (default 20480), state 16, 64 channels.
+
+Writes ``bench.csv`` and ``latency.png`` (median latency vs pixels, log-log, one line per preset
+and backend) under ``--out`` (default runs/bench) and prints a table headed by the device, the
+torch version and the thread count.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffmf_core.config import get_preset
+from diffmf_core.models import DiffMF
+from diffmf_core.ops.scan import mamba_ssm_scan, selective_scan
+
+DEFAULT_SIZES = ("320x256", "640x512", "1280x1024")
+CSV_FIELDS = ("kind", "preset", "backend", "width", "height", "pixels", "dtype", "compiled", "runs", "median_ms",
+              "p90_ms", "peak_mem_mb", "device", "torch", "threads")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x512' -> (width 640, height 512)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 640x512, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_runs(fn, device: torch.device, warmup: int, repeats: int, budget_s: float) -> list[float]:
+    """Milliseconds of up to ``repeats`` runs after ``warmup`` runs; stops after ``budget_s`` (>= 1 run)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeats and (not times or spent < budget_s):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        times.append(1e3 * elapsed)
+        spent += elapsed
+    return times
+
+
+def peak_memory_mb(fn, device: torch.device) -> float:
+    """Peak memory of one run of ``fn`` in MB (CUDA: allocated; CPU: RSS increase, sampled)."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    import psutil
+
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            done.wait(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], proc.memory_info().rss)
+    return (peak[0] - before) / 2**20
+
+
+def maybe_compile(fn, compile_: bool):
+    """``torch.compile(fn)`` if asked and it works on a first call, else ``fn``; returns (fn, compiled)."""
+    if not compile_:
+        return fn, False
+    compiled = torch.compile(fn)
+    try:
+        compiled()
+    except Exception as exc:  # no compiler, unsupported op, ...: fall back to eager
+        print(f"torch.compile unavailable here ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+              "running eager", file=sys.stderr)
+        return fn, False
+    return compiled, True
+
+
+def model_backends(device: torch.device) -> list[str]:
+    return ["chunked"] + (["mamba_ssm"] if device.type == "cuda" and mamba_ssm_scan() is not None else [])
+
+
+def bench_model(preset: str, backend: str, width: int, height: int, device: torch.device, dtype: torch.dtype,
+                compile_: bool, warmup: int, repeats: int, budget_s: float) -> dict:
+    """One model case (see module docstring); returns a CSV row."""
+    torch.manual_seed(0)
+    model = DiffMF(get_preset(preset, scan_backend=backend)).to(device, dtype).eval()
+    ir = torch.rand(1, 1, height, width, device=device, dtype=dtype)
+    vi = torch.rand(1, 1, height, width, device=device, dtype=dtype)
+
+    def run():
+        with torch.inference_mode():
+            return model(ir, vi)
+
+    fn, compiled = maybe_compile(run, compile_)
+    times = time_runs(fn, device, warmup, repeats, budget_s)
+    return _row("model", preset, backend, width, height, dtype, compiled, times, peak_memory_mb(fn, device), device)
+
+
+def bench_scan(backend: str, tokens: int, device: torch.device, dtype: torch.dtype, compile_: bool, warmup: int,
+               repeats: int, budget_s: float, channels: int = 64, head_dim: int = 16, d_state: int = 16) -> dict:
+    """Scan micro-benchmark: (1, tokens, channels/head_dim, head_dim) with one B/C group."""
+    gen = torch.Generator().manual_seed(0)
+    heads = channels // head_dim
+    x = torch.randn(1, tokens, heads, head_dim, generator=gen)
+    dt = torch.empty(1, tokens, heads).uniform_(0.001, 0.1, generator=gen)
+    A = -torch.empty(heads).uniform_(1, 16, generator=gen)
+    B = torch.randn(1, tokens, 1, d_state, generator=gen)
+    C = torch.randn(1, tokens, 1, d_state, generator=gen)
+    D = torch.ones(heads)
+    x, dt, B, C = (t.to(device, dtype) for t in (x, dt, B, C))
+    A, D = A.to(device), D.to(device)
+
+    def run():
+        with torch.inference_mode():
+            return selective_scan(x, dt, A, B, C, D, backend=backend, chunk_size=64)
+
+    fn, compiled = maybe_compile(run, compile_ and backend == "chunked")
+    times = time_runs(fn, device, warmup, repeats, budget_s)
+    return _row("scan", f"L={tokens},N={d_state},D={channels}", backend, tokens, 1, dtype, compiled, times,
+                peak_memory_mb(fn, device), device)
+
+
+def _row(kind, preset, backend, width, height, dtype, compiled, times, mem, device) -> dict:
+    return {
+        "kind": kind, "preset": preset, "backend": backend, "width": width, "height": height,
+        "pixels": width * height, "dtype": str(dtype).removeprefix("torch."), "compiled": compiled,
+        "runs": len(times), "median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+        "peak_mem_mb": mem, "device": device_name(device), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Median latency vs pixels, log-log, one line per (preset, backend, dtype, compiled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r["kind"] == "model":
+            label = f"{r['preset']} / {r['backend']} / {r['dtype']}" + (" / compiled" if r["compiled"] else "")
+            series.setdefault(label, []).append((r["pixels"], r["median_ms"]))
+    for label, points in series.items():
+        px, ms = zip(*sorted(points))
+        ax.plot(px, ms, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("pixels per image (W x H)")
+    ax.set_ylabel("median latency per pair [ms]")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'kind':<6} {'preset':<20} {'backend':<10} {'size':>10} {'dtype':<8} {'comp':<5} {'runs':>4} "
+            f"{'median ms':>10} {'p90 ms':>10} {'peak MB':>9}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        size = f"{r['width']}x{r['height']}" if r["kind"] == "model" else str(r["width"])
+        lines.append(f"{r['kind']:<6} {r['preset']:<20} {r['backend']:<10} {size:>10} {r['dtype']:<8} "
+                     f"{'yes' if r['compiled'] else 'no':<5} {r['runs']:>4} {r['median_ms']:>10.1f} "
+                     f"{r['p90_ms']:>10.1f} {r['peak_mem_mb']:>9.1f}")
+    return "\n".join(lines)
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--presets", nargs="+", choices=["live", "paper"],
+                   help="presets to time (default: live and paper on CUDA; live on CPU, where paper takes "
+                        "minutes per frame)")
+    p.add_argument("--backends", nargs="+", choices=["chunked", "mamba_ssm"],
+                   help="model scan backends (default: chunked, plus mamba_ssm where available)")
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES],
+                   metavar="WxH", help=f"input sizes (default: {' '.join(DEFAULT_SIZES)})")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per case (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    p.add_argument("--budget-s", type=float, default=30.0, help="stop a case's timed runs after this (default 30)")
+    p.add_argument("--scan-tokens", type=int, default=20480, help="scan micro-benchmark length (0 skips it)")
+    p.add_argument("--no-model", action="store_true", help="only the scan micro-benchmark")
+    p.add_argument("--half", action="store_true", help="float16 model and scans (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model and the chunked scan")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.csv and latency.png")
+
+
+def main(args: argparse.Namespace) -> int:
+    from diffmf_core.fuser import resolve_device
+
+    if args.repeats < 1 or args.warmup < 0 or args.scan_tokens < 0:
+        print("error: --repeats must be >= 1, --warmup and --scan-tokens >= 0", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = torch.float32
+    if args.half:
+        if device.type == "cuda":
+            dtype = torch.float16
+        else:
+            print("--half ignored: float16 is only used on CUDA", file=sys.stderr)
+    presets = args.presets or (["live", "paper"] if device.type == "cuda" else ["live"])
+    available = model_backends(device)
+    backends = args.backends or available
+    missing = [b for b in backends if b not in available]
+    if missing:
+        print(f"skipping backend(s) {missing}: mamba_ssm needs CUDA and an importable mamba_ssm", file=sys.stderr)
+    backends = [b for b in backends if b in available]
+    title = f"{device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads, {str(dtype).removeprefix('torch.')}"
+    print(f"diffmf bench: {title}", flush=True)
+    common = dict(device=device, dtype=dtype, compile_=args.compile, warmup=args.warmup, repeats=args.repeats,
+                  budget_s=args.budget_s)
+    rows = []
+    if not args.no_model:
+        for preset in presets:
+            for backend in backends:
+                for width, height in args.sizes:
+                    rows.append(bench_model(preset, backend, width, height, **common))
+                    print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+    if args.scan_tokens:
+        for backend in ["naive", "chunked"] + [b for b in available if b == "mamba_ssm"]:
+            rows.append(bench_scan(backend, args.scan_tokens, **common))
+            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / "bench.csv")
+    if any(r["kind"] == "model" for r in rows):
+        plot(rows, args.out / "latency.png", title)
+    print(f"\n{title}\n{format_table(rows)}\nwrote {args.out / 'bench.csv'}"
+          + (f" and {args.out / 'latency.png'}" if any(r['kind'] == 'model' for r in rows) else ""))
+    return 0

@@ -1,0 +1,69 @@
+"""``diffmf bench`` on CPU with tiny sizes: table, CSV, PNG, options and the compile fallback."""
+from __future__ import annotations
+
+import argparse
+import csv
+
+import pytest
+import torch
+
+from diffmf_core import bench, cli
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_run_writes_csv_and_plot(tmp_path, capsys):
+    out = tmp_path / "bench"
+    rc = cli.main(["bench", "--device", "cpu", "--threads", "1", "--sizes", "64x48", "96x64", "--repeats", "2",
+                   "--warmup", "1", "--scan-tokens", "200", "--out", str(out), "--half"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "--half ignored" in captured.err
+    assert "torch " + torch.__version__ in captured.out and "1 threads" in captured.out
+    rows = list(csv.DictReader(open(out / "bench.csv")))
+    kinds = [(r["kind"], r["backend"], r["width"]) for r in rows]
+    assert kinds == [("model", "chunked", "64"), ("model", "chunked", "96"), ("scan", "naive", "200"),
+                     ("scan", "chunked", "200")]
+    for r in rows:
+        assert int(r["runs"]) == 2 and float(r["median_ms"]) > 0 and float(r["p90_ms"]) >= float(r["median_ms"])
+        assert r["threads"] == "1" and r["dtype"] == "float32"
+    assert (out / "latency.png").stat().st_size > 1000
+
+
+def test_mamba_ssm_backend_skipped_on_cpu(tmp_path, capsys):
+    rc = cli.main(["bench", "--device", "cpu", "--threads", "1", "--sizes", "32x32", "--repeats", "1",
+                   "--warmup", "0", "--scan-tokens", "0", "--backends", "mamba_ssm", "--out", str(tmp_path)])
+    assert rc == 0
+    assert "skipping backend(s) ['mamba_ssm']" in capsys.readouterr().err
+    assert list(csv.DictReader(open(tmp_path / "bench.csv"))) == []
+
+
+def test_budget_stops_early():
+    calls = []
+    times = bench.time_runs(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=5, budget_s=0.0)
+    assert len(times) == 1 and len(calls) == 3
+
+
+def test_compile_falls_back_cleanly(monkeypatch, capsys):
+    def broken_compile(fn):
+        def run():
+            raise RuntimeError("no C compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fn, compiled = bench.maybe_compile(lambda: 1, True)
+    assert not compiled and fn() == 1
+    assert "running eager" in capsys.readouterr().err
+
+
+def test_size_parsing_and_bad_options():
+    assert bench.parse_size("640x512") == (640, 512)
+    for bad in ("640", "0x5", "axb"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_size(bad)
+    assert cli.main(["bench", "--repeats", "0"]) == 2
