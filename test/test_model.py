@@ -371,3 +371,16 @@ def test_preset_shapes():
         DiffMFConfig(guidance="bogus")
     with pytest.raises(KeyError):
         get_preset("nope")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_live_runs_in_low_precision(dtype):
+    """The Fuser's half mode: the whole network (portable scan) runs in float16/bfloat16."""
+    seeded()
+    model = DiffMF(get_preset("live")).eval()
+    ir, vi = pair(64, 96)
+    with torch.inference_mode():
+        ref = model(ir, vi)
+        out = model.to(dtype)(ir.to(dtype), vi.to(dtype))
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert (out.float() - ref).abs().max() < 0.02

@@ -132,6 +132,20 @@ def test_gradients_match(l, chunk, log_decay):
         assert max_err(got, want) < TOL * scale, name
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs_compute_in_float32(dtype):
+    """float16/bfloat16 tensors (the Fuser's half mode on CUDA without mamba_ssm) run in float32
+    inside and come back in the input dtype."""
+    x, dt, A, B, C, D = make_inputs(l=70)
+    ref = selective_scan_naive(x, dt, A, B, C, D)
+    low = [t.to(dtype) for t in (x, dt, B, C)]
+    for fn in (selective_scan_naive, lambda *a: selective_scan_chunked(*a, chunk_size=16)):
+        out = fn(low[0], low[1], A, low[2], low[3], D)
+        assert out.dtype == dtype
+        assert torch.isfinite(out).all()
+        assert max_err(out.float(), ref) < 0.05 * max(1.0, ref.abs().max().item())
+
+
 def test_dispatch_on_cpu():
     cpu = torch.device("cpu")
     assert resolve_backend("auto", cpu) == "chunked"

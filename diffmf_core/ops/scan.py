@@ -28,8 +28,16 @@ import torch.nn.functional as F
 BACKENDS = ("auto", "chunked", "mamba_ssm", "naive")
 
 
+def _upcast(*tensors):
+    """float16/bfloat16 -> float32 (float32/float64 unchanged): the portable scans compute in at
+    least float32, like mamba_ssm's kernel, and return the input dtype."""
+    return [None if t is None else t.to(torch.promote_types(t.dtype, torch.float32)) for t in tensors]
+
+
 def selective_scan_naive(x, dt, A, B, C, D=None):
     """Reference recurrence, one token at a time (slow; for tests)."""
+    dtype = x.dtype
+    x, dt, A, B, C, D = _upcast(x, dt, A, B, C, D)
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     Bh = B.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
@@ -41,7 +49,7 @@ def selective_scan_naive(x, dt, A, B, C, D=None):
         state = decay[:, t, :, None, None] * state + Bh[:, t, :, :, None] * (dt[:, t, :, None] * x[:, t])[:, :, None, :]
         ys.append(torch.einsum("bhn,bhnp->bhp", Ch[:, t], state))
     y = torch.stack(ys, dim=1)
-    return y if D is None else y + D[:, None] * x
+    return (y if D is None else y + D[:, None] * x).to(dtype)
 
 
 def _chunk_scan(xdt, log_a, B, C, chunk):
@@ -112,6 +120,8 @@ def _causal_mask(size: int, device: torch.device) -> torch.Tensor:
 
 def selective_scan_chunked(x, dt, A, B, C, D=None, chunk_size: int = 64):
     """Portable chunked SSD scan (same contract as ``selective_scan_naive``)."""
+    dtype = x.dtype
+    x, dt, A, B, C, D = _upcast(x, dt, A, B, C, D)
     b, l, h, p = x.shape
     g = B.shape[2]
     r = h // g
@@ -119,7 +129,7 @@ def selective_scan_chunked(x, dt, A, B, C, D=None, chunk_size: int = 64):
     log_a = (dt * A).reshape(b, l, g, r).permute(0, 2, 3, 1)
     y = _chunk_scan(xdt, log_a, B.transpose(1, 2), C.transpose(1, 2), chunk_size)
     y = y.permute(0, 3, 1, 2, 4).reshape(b, l, h, p)
-    return y if D is None else y + D[:, None] * x
+    return (y if D is None else y + D[:, None] * x).to(dtype)
 
 
 @functools.lru_cache(maxsize=1)
