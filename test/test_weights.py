@@ -83,9 +83,10 @@ def pickle_files(tmp_path, marker):
 
 
 def test_payload_is_armed(tmp_path):
-    """Control for the next test: loading this payload really would run code."""
+    """Control for the next test: the call unpickling would make really creates the marker."""
     marker = tmp_path / "control_marker"
-    pickle.loads(pickle.dumps(Payload(marker)))  # our own payload, only to prove it is live
+    func, args = Payload(marker).__reduce__()
+    func(*args).close()
     assert marker.exists()
 
 
