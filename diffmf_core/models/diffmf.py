@@ -9,7 +9,9 @@ Choices where the paper is silent (also listed in the README):
 - Embedding: a ``patch_size`` x ``patch_size`` strided conv per modality (1 = full resolution, as
   in the paper preset; the ``live`` preset runs all SSMs on a 4x coarser grid).
 - Decoder: conv on the fused features, pixel-shuffle back to full resolution, concatenated with a
-  full-resolution shallow feature map of both inputs, two convs, sigmoid.
+  full-resolution shallow feature map of both inputs, two convs giving a per-pixel source weight w
+  and a detail term d: fused = clip(w * I_ir + (1 - w) * I_vi + d, 0, 1). Expressing the output
+  relative to the sources keeps full-resolution texture even when the SSMs run on a coarse grid.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ class PatchEmbed(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Fused features (b, h, w, C) + full-resolution detail of both inputs -> fused Y (b, 1, H, W)."""
+    """Fused features (b, h, w, C) + both inputs -> fused Y = clip(w * ir + (1 - w) * vi + d, 0, 1)."""
 
     def __init__(self, dim: int, patch: int, skip: int):
         super().__init__()
@@ -44,14 +46,17 @@ class Decoder(nn.Module):
         self.shuffle = nn.PixelShuffle(patch)
         self.shallow = nn.Conv2d(2, skip, 3, padding=1)
         self.refine = nn.Conv2d(2 * skip, skip, 3, padding=1)
-        self.head = nn.Conv2d(skip, 1, 3, padding=1)
+        self.head = nn.Conv2d(skip, 2, 3, padding=1)  # source-weight logit, detail
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, f, ir, vi):
         f = F.gelu(self.body(f.permute(0, 3, 1, 2)))
         f = self.shuffle(self.up(f))
         detail = F.gelu(self.shallow(torch.cat((ir, vi), dim=1)))
         f = F.gelu(self.refine(torch.cat((f, detail), dim=1)))
-        return torch.sigmoid(self.head(f))
+        logit, d = self.head(f).chunk(2, dim=1)
+        w = torch.sigmoid(logit)
+        return (w * ir + (1 - w) * vi + d).clamp(0, 1)
 
 
 class DiffMF(nn.Module):
