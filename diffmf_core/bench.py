@@ -2,7 +2,7 @@
 
 Model cases: every preset x scan backend (chunked; mamba_ssm where CUDA and mamba_ssm exist) x
 size (default 320x256, 640x512, 1280x1024), randomly initialised weights (latency does not depend
-on them), batch 1, inference mode. Latency: median and p90 of ``--repeats`` timed runs after
+on them), batch 1, no grad. Latency: median and p90 of ``--repeats`` timed runs after
 ``--warmup`` runs (CUDA synchronised); a case stops early once ``--budget-s`` seconds of timed runs
 are spent (the row records how many ran). Peak memory of one run: CUDA
 ``torch.cuda.max_memory_allocated``; CPU the peak RSS increase over the RSS before the run
@@ -107,18 +107,26 @@ def peak_memory_mb(fn, device: torch.device) -> float:
     return (peak[0] - before) / 2**20
 
 
-def maybe_compile(fn, compile_: bool):
-    """``torch.compile(fn)`` if asked and it works on a first call, else ``fn``; returns (fn, compiled)."""
+def maybe_compile(fn, args: tuple, compile_: bool):
+    """A no-grad runner of ``fn(*args)``, through ``torch.compile`` if asked and it works on a first
+    call (else eager, with a message); returns (runner, compiled)."""
+    def runner_for(f):
+        def run():
+            with torch.no_grad():
+                return f(*args)
+        return run
+
     if not compile_:
-        return fn, False
+        return runner_for(fn), False
     compiled = torch.compile(fn)
     try:
-        compiled()
+        runner_for(compiled)()
     except Exception as exc:  # no compiler, unsupported op, ...: fall back to eager
-        print(f"torch.compile unavailable here ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-              "running eager", file=sys.stderr)
-        return fn, False
-    return compiled, True
+        torch._dynamo.reset()
+        reason = next((line for line in str(exc).splitlines() if line.strip()), "")[:160]
+        print(f"torch.compile unavailable here ({type(exc).__name__}: {reason}); running eager", file=sys.stderr)
+        return runner_for(fn), False
+    return runner_for(compiled), True
 
 
 def model_backends(device: torch.device) -> list[str]:
@@ -133,11 +141,7 @@ def bench_model(preset: str, backend: str, width: int, height: int, device: torc
     ir = torch.rand(1, 1, height, width, device=device, dtype=dtype)
     vi = torch.rand(1, 1, height, width, device=device, dtype=dtype)
 
-    def run():
-        with torch.inference_mode():
-            return model(ir, vi)
-
-    fn, compiled = maybe_compile(run, compile_)
+    fn, compiled = maybe_compile(model, (ir, vi), compile_)
     times = time_runs(fn, device, warmup, repeats, budget_s)
     return _row("model", preset, backend, width, height, dtype, compiled, times, peak_memory_mb(fn, device), device)
 
@@ -156,11 +160,10 @@ def bench_scan(backend: str, tokens: int, device: torch.device, dtype: torch.dty
     x, dt, B, C = (t.to(device, dtype) for t in (x, dt, B, C))
     A, D = A.to(device), D.to(device)
 
-    def run():
-        with torch.inference_mode():
-            return selective_scan(x, dt, A, B, C, D, backend=backend, chunk_size=64)
+    def scan(*tensors):
+        return selective_scan(*tensors, backend=backend, chunk_size=64)
 
-    fn, compiled = maybe_compile(run, compile_ and backend == "chunked")
+    fn, compiled = maybe_compile(scan, (x, dt, A, B, C, D), compile_ and backend == "chunked")
     times = time_runs(fn, device, warmup, repeats, budget_s)
     return _row("scan", f"L={tokens},N={d_state},D={channels}", backend, tokens, 1, dtype, compiled, times,
                 peak_memory_mb(fn, device), device)
