@@ -29,7 +29,7 @@ test: setup
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS) test
 
 soak: setup
-	$(PYTEST) -m slow $(PYTEST_ARGS) test
+	scripts/soak.sh $(PYTEST_ARGS)
 
 demo: setup
 	@scripts/demo.sh

@@ -38,7 +38,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
-    return int(importlib.import_module(args._module).main(args) or 0)
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except KeyboardInterrupt:
+        print(f"diffmf {args.command}: interrupted (outputs are written atomically: no partial files)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

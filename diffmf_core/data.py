@@ -17,7 +17,8 @@ Contract:
   Same-size pairs are cropped by the border common to both; if sizes still differ the infrared
   image is resized (bilinear) to the visible image's size (the visible frame is the reference).
 - ``write_image(path, img)``: atomic image write (encode, write a temporary file next to the target,
-  ``os.replace``), the format chosen by the suffix; creates parent folders.
+  ``os.replace``), the format chosen by the suffix; creates parent folders. ``write_bytes(path,
+  data)`` is the same for any bytes (CSV, Markdown).
 - ``PairDataset``: torch Dataset of luminance pairs (see its docstring).
 """
 from __future__ import annotations
@@ -100,11 +101,18 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     ok, buf = cv2.imencode(path.suffix or ".png", img)
     if not ok:
         raise DataError(f"{path}: cannot encode a {img.dtype} {img.shape} image")
+    return write_bytes(path, buf.tobytes())
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` atomically (temporary file next to the target, then ``os.replace``; the
+    temporary file is removed on any error or Ctrl-C); creates parent folders; returns ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.tobytes())
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diffmf_core.color import to_gray
-from diffmf_core.data import DataError, find_pairs, load_pair, write_image
+from diffmf_core.data import DataError, find_pairs, load_pair, write_bytes, write_image
 from diffmf_core.fuse_cmd import FuserUnavailable, make_fuser
 from diffmf_core.metrics import METRICS, evaluate_pair
 from diffmf_core.paths import shared_data_dir
@@ -58,14 +59,12 @@ def _contact_row(name: str, ir: np.ndarray, vi: np.ndarray, fused: dict[str, np.
 
 
 def _write_csv(path: Path, rows: list[dict], mean: dict[str, float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", *METRICS])
-        for row in rows + [{"image": "mean", **mean}]:
-            writer.writerow([row["image"], *(f"{row[k]:.6f}" for k in METRICS)])
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["image", *METRICS])
+    for row in rows + [{"image": "mean", **mean}]:
+        writer.writerow([row["image"], *(f"{row[k]:.6f}" for k in METRICS)])
+    write_bytes(path, text.getvalue().encode())
 
 
 def markdown_table(means: dict[str, dict[str, float]], title: str) -> str:
@@ -105,7 +104,7 @@ def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path
     for method, rs in rows.items():
         _write_csv(out_dir / f"{method}.csv", rs, means[method])
     title = f"{dataset_root.name} ({len(pairs)} pairs)"
-    (out_dir / "results.md").write_text(markdown_table(means, title))
+    write_bytes(out_dir / "results.md", markdown_table(means, title).encode())
     write_image(out_dir / "contact_sheet.png", np.vstack(sheet))
     return means
 
@@ -156,7 +155,6 @@ def main(args: argparse.Namespace) -> int:
             return 2
         tables.append((args.out / name / "results.md").read_text())
     report = "\n".join(tables)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(report)
+    write_bytes(args.out / "results.md", report.encode())
     print(report)
     return 0

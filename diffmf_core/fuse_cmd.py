@@ -3,8 +3,10 @@ colour PNGs (visible chroma kept, see color.py) written atomically to ``--out``.
 
 ``--method`` is ``diffmf`` (``diffmf_core.fuser.Fuser`` with ``--weights``/``--preset``) or a
 classical name from ``baselines.CLASSICAL_FUSERS``. Any image size; pairs of different sizes are
-handled by ``data.load_pair`` (infrared resized to the visible frame). ``make_fuser`` is shared
-with ``diffmf eval``.
+handled by ``data.load_pair`` (infrared resized to the visible frame). A folder with unmatched
+names is refused before anything is written (exit 2); an unreadable pair is skipped and named, the
+others are written (exit 1). Ctrl-C leaves only complete PNGs (exit 130, diffmf_core.cli).
+``make_fuser`` is shared with ``diffmf eval``.
 """
 from __future__ import annotations
 
