@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -93,6 +94,14 @@ def load_checkpoint(path: Path, model, opt) -> int:
     _restore_optimizer(opt, model, {k: v for k, v in tensors.items() if k.startswith("opt/")})
     torch.set_rng_state(tensors["rng/torch"])
     return step
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of all parameters (DDP ranks must agree after training)."""
+    h = hashlib.sha256()
+    for _, p in sorted(model.state_dict().items()):
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _lr_at(step: int, total: int, lr: float, lr_min: float | None) -> float:
@@ -182,6 +191,7 @@ def main(args: argparse.Namespace) -> int:
         epoch += 1
     bar.close()
     log.close()
+    print(f"rank {rank} finished at step {step}: parameter digest {parameter_digest(model)}", flush=True)
     if rank == 0:
         final = save_weights(model, out / "weights.safetensors", steps=step, seed=args.seed,
                              command="diffmf train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in meta.items()))

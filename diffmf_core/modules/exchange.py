@@ -52,19 +52,21 @@ class ChannelReweighting(nn.Module):
         super().__init__()
         self.residual = residual
         self.gate_ir, self.gate_vi = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.alpha_beta = nn.Linear(2 * dim, 2 * dim)
-        nn.init.zeros_(self.alpha_beta.weight)
-        nn.init.ones_(self.alpha_beta.bias)
+        self.alpha_beta = nn.Linear(2 * dim, 2 * dim) if residual else None
+        if residual:
+            nn.init.zeros_(self.alpha_beta.weight)
+            nn.init.ones_(self.alpha_beta.bias)
         self.omega = nn.Linear(2 * dim, dim)
 
     def forward(self, e_ir, e_vi, x_ir, x_vi):
         gate_ir, gate_vi = torch.sigmoid(self.gate_ir(x_ir)), torch.sigmoid(self.gate_vi(x_vi))
+        omega = torch.sigmoid(self.omega(torch.cat((e_ir, x_ir), dim=-1).mean(dim=(1, 2), keepdim=True)))
         if self.residual:
             pooled = torch.cat((e_ir, e_vi), dim=-1).mean(dim=(1, 2), keepdim=True)
             alpha, beta = self.alpha_beta(pooled).chunk(2, dim=-1)
-            x_ir, x_vi = x_ir + alpha * e_ir, x_vi + beta * e_vi
-        ir2, vi2 = x_ir * gate_ir, x_vi * gate_vi
-        omega = torch.sigmoid(self.omega(torch.cat((e_ir, x_ir), dim=-1).mean(dim=(1, 2), keepdim=True)))
+            ir2, vi2 = (x_ir + alpha * e_ir) * gate_ir, (x_vi + beta * e_vi) * gate_vi
+        else:
+            ir2, vi2 = x_ir * gate_ir, x_vi * gate_vi
         return (1 - omega) * ir2 + omega * vi2, (1 - omega) * vi2 + omega * ir2
 
 
