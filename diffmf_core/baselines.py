@@ -20,7 +20,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from diffmf_core.color import bgr_to_ycrcb, to_gray, ycrcb_to_bgr
+from diffmf_core.color import fuse_in_colour
 
 _LAPLACIAN_3x3 = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
 
@@ -130,9 +130,4 @@ class ClassicalFuser:
 
     def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
         """ir HxW (or HxWx3) u8 + vi BGR u8 (or gray u8) of equal HxW -> fused in vi's layout."""
-        ir_y = to_gray(ir).astype(np.float32) / 255.0
-        if vi.ndim == 2:
-            fused = self.fuse_y(ir_y, vi.astype(np.float32) / 255.0)
-            return np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8)
-        y, cr, cb = bgr_to_ycrcb(vi)
-        return ycrcb_to_bgr(self.fuse_y(ir_y, y), cr, cb)
+        return fuse_in_colour(self.fuse_y, ir, vi)

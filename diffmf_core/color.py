@@ -47,3 +47,17 @@ def to_gray(img: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(bgr[..., 0])
     gray = bgr.astype(np.float64) @ _RGB2GRAY_BGR
     return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+
+
+def fuse_in_colour(fuse_y, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+    """Fuse with a luminance fuser ``fuse_y(ir_y, vi_y) -> y`` (float32 [0, 1] HxW each).
+
+    ir HxW (or HxWx3) u8 + vi BGR u8 (or gray u8) of equal HxW -> fused in vi's layout: the fused
+    Y is recombined with the visible Cr/Cb; a gray visible image gives a gray result.
+    """
+    ir_y = to_gray(ir).astype(np.float32) / 255.0
+    if vi.ndim == 2:
+        fused = fuse_y(ir_y, vi.astype(np.float32) / 255.0)
+        return np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8)
+    y, cr, cb = bgr_to_ycrcb(vi)
+    return ycrcb_to_bgr(fuse_y(ir_y, y), cr, cb)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmf_core.color import bgr_to_ycrcb, to_gray, ycrcb_to_bgr
+from diffmf_core.color import fuse_in_colour
 from diffmf_core.paths import DEFAULT_PRESET, default_weights_path
 from diffmf_core.weights import WeightsError, load_model
 
@@ -68,12 +68,7 @@ class Fuser:
 
     def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
         """ir HxW (or HxWx3) u8 + vi BGR u8 (or gray u8) of equal HxW -> fused in vi's layout."""
-        ir_y = to_gray(ir).astype(np.float32) / 255.0
-        if vi.ndim == 2:
-            fused = self.fuse_y(ir_y, vi.astype(np.float32) / 255.0)
-            return np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8)
-        y, cr, cb = bgr_to_ycrcb(vi)
-        return ycrcb_to_bgr(self.fuse_y(ir_y, y), cr, cb)
+        return fuse_in_colour(self.fuse_y, ir, vi)
 
     def warmup(self, height: int = 512, width: int = 640) -> None:
         """One inference at the expected size, so the first real frame is not slow."""

@@ -86,3 +86,14 @@ def shared_data():
         where = os.environ.get("DIFFMF_DATA") or repo_root().parent / "shared" / "data"
         pytest.skip(f"shared data folder not found: {where} (set DIFFMF_DATA to use another)")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread for tiny-tensor tests: avoids oversubscribing the 2-core CI machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,12 +16,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip instal
 H, W = 64, 80
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_random_live_network_matches_onnxruntime(tmp_path):

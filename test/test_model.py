@@ -17,13 +17,7 @@ TINY = DiffMFConfig(name="tiny", embed_dim=8, d_state=4, expand=1, head_dim=4, c
                     mlp_ratio=0.0, spatial_levels=2, skip_dim=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tests are tiny: one thread avoids oversubscribing the 2-core CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def seeded(seed=0):

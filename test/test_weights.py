@@ -18,12 +18,7 @@ from diffmf_core.models import DiffMF
 from diffmf_core.weights import WeightsError, load_model, read_metadata, save_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
