@@ -173,7 +173,7 @@ def package_config_file(relative: str) -> Path:
             candidate = Path(get_package_share_directory("diffmf_ros")) / "config" / relative
             if candidate.is_file():
                 return candidate
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset
             pass
     except ImportError:
         pass
