@@ -158,7 +158,9 @@ def main(args: argparse.Namespace) -> int:
     writer = csv.writer(log)
     if new_log:
         writer.writerow(["step", "lr", "loss", "ssim", "text", "int", "seconds"])
-    meta = {k: str(v) for k, v in vars(args).items() if not k.startswith("_")}
+    # paths relative to the working directory: a weights file must not carry a machine's layout
+    meta = {k: os.path.relpath(v) if isinstance(v, Path) else str(v) for k, v in vars(args).items()
+            if not k.startswith("_") and k != "command"}
 
     step, epoch, t0 = start, 0, time.time()
     bar = tqdm(total=total, initial=start, disable=rank != 0, desc=f"train {args.preset}", unit="step")
