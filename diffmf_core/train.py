@@ -29,7 +29,7 @@ from diffmf_core.data import PairDataset
 from diffmf_core.losses import FusionLoss
 from diffmf_core.models import DiffMF
 from diffmf_core.paths import shared_data_dir
-from diffmf_core.weights import save_weights
+from diffmf_core.weights import load_model, save_weights
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -54,6 +54,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="auto")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this weights file (fine-tuning; its preset must match --preset)")
 
 
 def _optimizer_tensors(opt: torch.optim.Adam, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -130,7 +132,10 @@ def main(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)  # identical initial weights on every rank
     cfg = get_preset(args.preset)
-    model = DiffMF(cfg).to(device)
+    model = DiffMF(cfg)
+    if args.init is not None:
+        model.load_state_dict(load_model(args.init, expect_preset=args.preset).state_dict())
+    model = model.to(device)
     dataset = PairDataset(args.data, crop=args.crop, train=True)
     steps_per_epoch = max(1, len(dataset) // (args.batch_size * world))
     total = args.iters or args.epochs * steps_per_epoch
