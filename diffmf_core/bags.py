@@ -407,7 +407,7 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
     from tqdm import tqdm
 
     from diffmf_core.agc import ThermalAGC
-    from diffmf_core.imagecodec import ImageDecodeError, encode_compressed
+    from diffmf_core.imagecodec import ImageDecodeError
     from diffmf_core.pipeline import MODE_RGB_ONLY, MODE_THERMAL_ONLY
     from diffmf_core.sync import PairSynchronizer
 
