@@ -100,7 +100,7 @@ PRESETS: dict[str, DiffMFConfig] = {
     # Live use on CPUs and small GPUs: same modules and order, SSMs on an 8x coarser grid
     # (the full-resolution detail path of the decoder restores fine texture), fewer channels.
     "live": DiffMFConfig(
-        name="live", embed_dim=16, patch_size=8, chunk_size=32, extraction_depth=1, d_state=8, expand=1,
+        name="live", embed_dim=16, patch_size=8, chunk_size=16, extraction_depth=1, d_state=8, expand=1,
         head_dim=8, mlp_ratio=0.0, skip_dim=8,
     ),
 }
