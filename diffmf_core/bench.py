@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffmf_core.cli import parse_size
 from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
 from diffmf_core.ops.scan import mamba_ssm_scan, selective_scan
@@ -34,17 +35,6 @@ from diffmf_core.ops.scan import mamba_ssm_scan, selective_scan
 DEFAULT_SIZES = ("320x256", "640x512", "1280x1024")
 CSV_FIELDS = ("kind", "preset", "backend", "width", "height", "pixels", "dtype", "compiled", "runs", "median_ms",
               "p90_ms", "peak_mem_mb", "device", "torch", "threads")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x512' -> (width 640, height 512)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 640x512, got {text!r}") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return w, h
 
 
 def device_name(device: torch.device) -> str:

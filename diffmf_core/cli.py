@@ -23,6 +23,17 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x512' -> (width 640, height 512)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 640x512, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Parser with every subcommand listed; only ``command``'s module is imported for its options."""
     parser = argparse.ArgumentParser(prog="diffmf", description="DIFF-MF infrared-visible fusion tools")

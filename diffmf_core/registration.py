@@ -43,6 +43,8 @@ import cv2
 import numpy as np
 import yaml
 
+from diffmf_core.cli import parse_size
+
 _DET_MIN = 1e-9
 _COND_MAX = 1e10
 _EYE = np.eye(3)
@@ -446,14 +448,6 @@ def _parse_point(text: str) -> tuple[float, float]:
     return x, y
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    return width, height
-
-
 def read_point_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(thermal Nx2, rgb Nx2) from a CSV with rows thermal_x,thermal_y,rgb_x,rgb_y (header optional)."""
     thermal, rgb = [], []
@@ -480,8 +474,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", metavar="CSV", help="CSV rows: thermal_x,thermal_y,rgb_x,rgb_y")
     p.add_argument("--thermal-points", nargs="+", type=_parse_point, metavar="X,Y", default=[])
     p.add_argument("--rgb-points", nargs="+", type=_parse_point, metavar="X,Y", default=[])
-    p.add_argument("--thermal-size", type=_parse_size, metavar="WxH", help="thermal image size")
-    p.add_argument("--rgb-size", type=_parse_size, metavar="WxH", help="RGB image size")
+    p.add_argument("--thermal-size", type=parse_size, metavar="WxH", help="thermal image size")
+    p.add_argument("--rgb-size", type=parse_size, metavar="WxH", help="RGB image size")
     p.add_argument("--thermal-frame-id", default="thermal")
     p.add_argument("--rgb-frame-id", default="rgb")
     p.add_argument("--ransac-threshold", type=float, default=3.0, help="RANSAC inlier threshold (px)")

@@ -30,16 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from diffmf_core.data import write_bytes
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    if width < 16 or height < 16:
-        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
-    return width, height
+from diffmf_core.cli import parse_size
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -62,8 +62,8 @@ def test_compile_falls_back_cleanly(monkeypatch, capsys):
 
 
 def test_size_parsing_and_bad_options():
-    assert bench.parse_size("640x512") == (640, 512)
+    assert cli.parse_size("640x512") == (640, 512)
     for bad in ("640", "0x5", "axb"):
         with pytest.raises(argparse.ArgumentTypeError):
-            bench.parse_size(bad)
+            cli.parse_size(bad)
     assert cli.main(["bench", "--repeats", "0"]) == 2
