@@ -146,7 +146,7 @@ SKIP_DIRS = {".git", ".venv", "build", "install", "log", "runs", "__pycache__", 
 
 
 def test_no_pickle_loading_in_project_python_files():
-    """torch.load( / pickle.load(s) / weights_only=False appear in no project .py file but this one."""
+    """No project .py file (but this one) calls torch's or pickle's loaders or sets weights_only off."""
     hits = []
     for folder, dirs, files in os.walk(ROOT):
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
