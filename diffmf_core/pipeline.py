@@ -82,21 +82,18 @@ class FusionPipeline:
         """Register and fuse one synchronized pair (thermal gray/BGR u8, rgb BGR/gray u8)."""
         reg = self.registrar.register(thermal, rgb)
         if self.model is not None:
-            start = time.perf_counter()
             try:
-                fused = self.model.fuse(reg.ir, reg.vi)
+                return self._fuse_with(self.model, MODE_FUSED, reg)
             except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback
                 self.degraded_reason = f"{self.model.name} failed: {type(exc).__name__}: {exc}"
                 self.model = None
-            else:
-                ms = (time.perf_counter() - start) * 1e3
-                return FusedFrame(self._to_output(fused), MODE_FUSED, reg.homography_used, reg.quality,
-                                  ms, self.model.name)
+        return self._fuse_with(self.fallback, MODE_CLASSICAL, reg)
+
+    def _fuse_with(self, fuser, mode: int, reg) -> FusedFrame:
         start = time.perf_counter()
-        fused = self.fallback.fuse(reg.ir, reg.vi)
+        fused = fuser.fuse(reg.ir, reg.vi)
         ms = (time.perf_counter() - start) * 1e3
-        return FusedFrame(self._to_output(fused), MODE_CLASSICAL, reg.homography_used, reg.quality,
-                          ms, self.fallback.name)
+        return FusedFrame(self._to_output(fused), mode, reg.homography_used, reg.quality, ms, fuser.name)
 
     def single_source(self, rgb: np.ndarray | None = None, thermal: np.ndarray | None = None) -> FusedFrame:
         """Pass exactly one camera through in the output frame (MODE_RGB_ONLY / MODE_THERMAL_ONLY)."""
