@@ -131,6 +131,12 @@ class RosProcess:
         self._signal_group(signal.SIGKILL)  # stray grandchildren in the group
         return self.popen.wait()
 
+    def stop_expecting_clean_exit(self, timeout: float = 20.0) -> None:
+        """Stop it (see ``stop``), print its output, and fail unless SIGINT ended it with code 0."""
+        rc = self.stop(timeout=timeout)
+        print(self.describe())
+        assert rc == 0, f"{self.name} exit code {rc} after SIGINT"
+
     def __enter__(self) -> "RosProcess":
         return self
 

@@ -191,9 +191,7 @@ def node_process(tmp_path_factory):
     proc = rosutil.start_python_module(f"diffmf_ros.{settings['executable']}", *node_ros_args(settings, params),
                                        cwd=ROOT, log_dir=tmp)
     yield proc
-    rc = proc.stop(timeout=20.0)
-    print(proc.describe())
-    assert rc == 0, f"node exit code {rc} after SIGINT"
+    proc.stop_expecting_clean_exit()
 
 
 @pytest.fixture(scope="module")
