@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from diffmf_core.config import DiffMFConfig
 from diffmf_core.models import DiffMF
@@ -87,7 +87,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect_pres
         cfg = cfg.replace(**overrides)
     model = DiffMF(cfg)
     try:
-        from safetensors.torch import load_file
         state = load_file(str(path), device="cpu")
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
