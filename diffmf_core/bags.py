@@ -38,6 +38,7 @@ import numpy as np
 
 from diffmf_core.paths import repo_root
 from diffmf_core.pipeline import build_pipeline
+from diffmf_core.sync import split_ns, stamp_to_ns
 
 THERMAL_TOPIC = "/thermal/image_raw"
 RGB_TOPIC = "/rgb/image_raw"
@@ -75,12 +76,8 @@ def make_typestore():
 
 def ns_to_time(store, ns: int):
     """builtin_interfaces/Time for a stamp in nanoseconds."""
-    return store.types["builtin_interfaces/msg/Time"](sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
-
-
-def time_to_ns(t) -> int:
-    """Nanoseconds of a builtin_interfaces/Time (rosbags or rclpy message)."""
-    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
+    sec, nanosec = split_ns(ns)
+    return store.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
 
 
 def header(store, stamp_ns: int, frame_id: str):
@@ -470,7 +467,7 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                     if sizes.get(source) not in (None, img.shape[:2]):
                         summary.size_changes += 1
                     sizes[source] = img.shape[:2]
-                    frame = _Frame(img, time_to_ns(msg.header.stamp), msg.header.frame_id,
+                    frame = _Frame(img, stamp_to_ns(msg.header.stamp), msg.header.frame_id,
                                    (time.perf_counter() - start) * 1e3)
                     other = "rgb" if source == "thermal" else "thermal"
                     last_seen.setdefault(other, bag_ns)
@@ -593,7 +590,7 @@ def sync_pairs(bag: Path, params: dict, thermal_topic: str | None = None, rgb_to
         conns = [c for c in reader.connections if c.topic in topics]
         for conn, _, raw in iter_messages(reader, conns):
             source = topics[conn.topic]
-            stamp = time_to_ns(store.deserialize_cdr(raw, conn.msgtype).header.stamp)
+            stamp = stamp_to_ns(store.deserialize_cdr(raw, conn.msgtype).header.stamp)
             stamps[source].append(stamp)
             add = sync.add_thermal if source == "thermal" else sync.add_rgb
             pairs += [(p.thermal_stamp_ns, p.rgb_stamp_ns) for p in add(stamp, None)]
@@ -639,19 +636,19 @@ def write_report(recorded: Path, input_bag: Path, outdir: Path, params: dict, de
                     video = cv2.VideoWriter(str(outdir / "fused.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
                 video.write(img if (img.shape[1], img.shape[0]) == size else cv2.resize(img, size))
                 if index in picks:
-                    samples.append((time_to_ns(msg.header.stamp), img))
+                    samples.append((stamp_to_ns(msg.header.stamp), img))
                 index += 1
             else:
                 delivered[conn.topic] = delivered.get(conn.topic, 0) + 1
     video.release()
-    by_stamp = {time_to_ns(i.header.stamp): i for i in infos}
+    by_stamp = {stamp_to_ns(i.header.stamp): i for i in infos}
     _write_strip(outdir / "strip.png", input_bag, samples, by_stamp, params)
 
     modes: dict[str, int] = {}
     for info in infos:
         name = MODE_NAMES.get(int(info.mode), str(info.mode))
         modes[name] = modes.get(name, 0) + 1
-    got = {(time_to_ns(i.thermal_stamp), time_to_ns(i.rgb_stamp)) for i in infos}
+    got = {(stamp_to_ns(i.thermal_stamp), stamp_to_ns(i.rgb_stamp)) for i in infos}
     fused_pairs = [i for i in infos if int(i.mode) in (0, 3)]
     numbers = {
         "frames_in": {k: len(v) for k, v in in_stamps.items()},
@@ -681,14 +678,14 @@ def _write_strip(path: Path, input_bag: Path, samples, infos_by_stamp: dict, par
     for stamp, _ in samples:
         info = infos_by_stamp.get(stamp)
         if info is not None:
-            wanted[("thermal", time_to_ns(info.thermal_stamp))] = None
-            wanted[("rgb", time_to_ns(info.rgb_stamp))] = None
+            wanted[("thermal", stamp_to_ns(info.thermal_stamp))] = None
+            wanted[("rgb", stamp_to_ns(info.rgb_stamp))] = None
     with open_reader(input_bag) as reader:
         topics = {pick_image_topic(reader.topics, s, None, params)[0]: s for s in ("thermal", "rgb")}
         conns = [c for c in reader.connections if c.topic in topics]
         for conn, _, raw in iter_messages(reader, conns):
             msg = store.deserialize_cdr(raw, conn.msgtype)
-            key = (topics[conn.topic], time_to_ns(msg.header.stamp))
+            key = (topics[conn.topic], stamp_to_ns(msg.header.stamp))
             if key in wanted:
                 wanted[key] = decode_msg(msg, conn.msgtype, 1 << 26)
     columns = []
@@ -697,7 +694,7 @@ def _write_strip(path: Path, input_bag: Path, samples, infos_by_stamp: dict, par
         info = infos_by_stamp.get(stamp)
         cells = []
         for source in ("thermal", "rgb"):
-            img = wanted.get((source, time_to_ns(getattr(info, f"{source}_stamp")))) if info else None
+            img = wanted.get((source, stamp_to_ns(getattr(info, f"{source}_stamp")))) if info else None
             img = np.zeros((h, w, 3), np.uint8) if img is None else img
             img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
             cells.append(cv2.resize(img, (w, h)))

@@ -29,6 +29,16 @@ THERMAL, RGB = 0, 1
 _NS = 1_000_000_000
 
 
+def stamp_to_ns(stamp) -> int:
+    """Nanoseconds of a builtin_interfaces/Time-like stamp (rclpy or rosbags: ``sec``, ``nanosec``)."""
+    return int(stamp.sec) * _NS + int(stamp.nanosec)
+
+
+def split_ns(ns: int) -> tuple[int, int]:
+    """(sec, nanosec) of a stamp in nanoseconds, as builtin_interfaces/Time wants them."""
+    return divmod(int(ns), _NS)
+
+
 class MatchedPair(NamedTuple):
     thermal_stamp_ns: int
     rgb_stamp_ns: int

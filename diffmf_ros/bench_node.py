@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffmf_core.data import write_bytes
 from diffmf_core.cli import parse_size
+from diffmf_core.data import write_bytes
+from diffmf_core.sync import split_ns, stamp_to_ns
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -114,7 +115,7 @@ class Bench:
 
     def _on_info(self, msg) -> None:
         rx = time.time_ns()
-        stamp = max(s.sec * 1_000_000_000 + s.nanosec for s in (msg.thermal_stamp, msg.rgb_stamp))
+        stamp = max(stamp_to_ns(s) for s in (msg.thermal_stamp, msg.rgb_stamp))
         with self.lock:
             self.outs.append((rx, stamp, msg.latency_ms, msg.inference_ms, msg.mode, msg.model_name))
 
@@ -128,7 +129,7 @@ class Bench:
         for pub, data, encoding, channels in ((self.thermal, frame[0], "mono8", 1), (self.rgb, frame[1], "bgr8", 3)):
             msg = self.Image(height=self.height, width=self.width, encoding=encoding, step=self.width * channels,
                              data=data, check_fields=False)
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = split_ns(stamp)
             pub.publish(msg)
         return stamp
 

@@ -52,7 +52,7 @@ from diffmf_core.baselines import CLASSICAL_FUSERS
 from diffmf_core.imagecodec import ImageDecodeError
 from diffmf_core.pipeline import FusionPipeline, build_pipeline
 from diffmf_core.registration import CalibrationError
-from diffmf_core.sync import PairSynchronizer
+from diffmf_core.sync import PairSynchronizer, split_ns, stamp_to_ns
 from diffmf_ros.msg import FusionInfo
 
 NODE_NAME = "diffmf_fusion"
@@ -180,12 +180,9 @@ def package_config_file(relative: str) -> Path:
     return Path(__file__).resolve().parent.parent / "config" / relative
 
 
-def to_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 def to_stamp(ns: int) -> Time:
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    sec, nanosec = split_ns(ns)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,7 +462,7 @@ class FusionNode(LifecycleNode):
     def _receive(self, source: str, msg, decode) -> None:
         rx = time.monotonic_ns()
         self.stats.tick(source)
-        stamp_ns = to_ns(msg.header.stamp)
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         if stamp_ns == 0:
             self._count_decode_error(source, "zero_stamp", "zero_stamp: header stamp is zero (unset)")
             return

@@ -27,6 +27,7 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
 from diffmf_core.bags import COMPRESSED_TYPE, IMAGE_TYPE, BagError, iter_messages, open_reader
+from diffmf_core.sync import split_ns
 
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 
@@ -146,7 +147,8 @@ def ns_to_time_msg(ns: int):
     """builtin_interfaces.msg.Time (rclpy) for nanoseconds."""
     from builtin_interfaces.msg import Time
 
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    sec, nanosec = split_ns(ns)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 import rosutil
+from diffmf_core.sync import split_ns, stamp_to_ns
 from diffmf_ros.msg import FusionInfo
 from test_node_integration import ROOT, launch_settings, node_ros_args
 
@@ -37,12 +38,8 @@ def start_node(tmp: Path, **params) -> rosutil.RosProcess:
                                        cwd=ROOT, log_dir=tmp)
 
 
-def to_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 def _set_stamp(msg, stamp_ns: int, frame_id: str):
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = split_ns(stamp_ns)
     msg.header.frame_id = frame_id
     return msg
 
@@ -110,14 +107,14 @@ class Rig:
         self.thread.start()
 
     def _on_info(self, msg) -> None:
-        out = Out(time.monotonic(), time.time_ns(), to_ns(msg.header.stamp), to_ns(msg.thermal_stamp),
-                  to_ns(msg.rgb_stamp), msg.mode, msg.latency_ms, msg.model_name)
+        out = Out(time.monotonic(), time.time_ns(), stamp_to_ns(msg.header.stamp), stamp_to_ns(msg.thermal_stamp),
+                  stamp_to_ns(msg.rgb_stamp), msg.mode, msg.latency_ms, msg.model_name)
         with self.lock:
             self.outs.append(out)
 
     def _on_image(self, msg) -> None:
         with self.lock:
-            self.images.append((to_ns(msg.header.stamp), msg))
+            self.images.append((stamp_to_ns(msg.header.stamp), msg))
 
     def _on_diag(self, msg) -> None:
         values = {kv.key: kv.value for status in msg.status for kv in status.values}

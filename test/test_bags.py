@@ -13,6 +13,7 @@ from diffmf_core import bags
 from diffmf_core.cli import main as cli
 from diffmf_core.data import load_pair, read_image
 from diffmf_core.paths import shared_data_dir
+from diffmf_core.sync import stamp_to_ns
 
 RNG = np.random.default_rng(7)
 N_PAIRS = 6
@@ -44,7 +45,7 @@ def read_bag(path: Path, topics=None) -> dict[str, list[tuple[int, int, str, np.
                 continue
             msg = store.deserialize_cdr(raw, conn.msgtype)
             out.setdefault(conn.topic, []).append(
-                (t, bags.time_to_ns(msg.header.stamp), msg.header.frame_id,
+                (t, stamp_to_ns(msg.header.stamp), msg.header.frame_id,
                  bags.decode_msg(msg, conn.msgtype, 1 << 24)))
     return out
 
@@ -215,8 +216,8 @@ def test_fuse_bag_equals_pipeline_on_same_pairs(tmp_path, compressed):
         if not compressed:
             assert np.array_equal(expected, pipeline.fuse_pair(*src[i]).image)
     infos = read_infos(fused)
-    assert [bags.time_to_ns(i.thermal_stamp) for i in infos] == [m[1] for m in inputs[bags.THERMAL_TOPIC + suffix]]
-    assert [bags.time_to_ns(i.rgb_stamp) for i in infos] == [m[1] for m in out]
+    assert [stamp_to_ns(i.thermal_stamp) for i in infos] == [m[1] for m in inputs[bags.THERMAL_TOPIC + suffix]]
+    assert [stamp_to_ns(i.rgb_stamp) for i in infos] == [m[1] for m in out]
     assert {i.mode for i in infos} == {3} and all(i.latency_ms > 0 for i in infos)
     assert leftovers(tmp_path) == []
 

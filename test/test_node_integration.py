@@ -23,6 +23,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 import rosutil  # noqa: E402
 from diffmf_core.paths import default_weights_path, shared_data_dir  # noqa: E402
+from diffmf_core.sync import split_ns, stamp_to_ns  # noqa: E402
 
 FusionInfo = msg_mod.FusionInfo
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
@@ -108,14 +109,10 @@ def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) ->
     # check_fields=False: ROS_PYTHON_CHECK_FIELDS=1 would check each byte in Python (0.4 s per MB)
     msg = Image(height=array.shape[0], width=array.shape[1], encoding=encoding, step=array.strides[0],
                 check_fields=False)
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = split_ns(stamp_ns)
     msg.header.frame_id = frame_id
     msg.data = array.tobytes()
     return msg
-
-
-def stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class Rig:
@@ -221,9 +218,9 @@ def test_fuses_pairs_with_pair_stamps_and_provenance(rig):
     fused = [i for i in infos if i.mode == FUSED_MODE]
     assert len(fused) >= 5, f"modes seen: {[i.mode for i in infos]}"
     info = fused[-1]
-    rgb_ns = stamp_ns(info.rgb_stamp)
-    assert stamp_ns(info.header.stamp) == rgb_ns and rig.sent[rgb_ns] == stamp_ns(info.thermal_stamp)
-    image = next(m for _, m in images if stamp_ns(m.header.stamp) == rgb_ns)
+    rgb_ns = stamp_to_ns(info.rgb_stamp)
+    assert stamp_to_ns(info.header.stamp) == rgb_ns and rig.sent[rgb_ns] == stamp_to_ns(info.thermal_stamp)
+    image = next(m for _, m in images if stamp_to_ns(m.header.stamp) == rgb_ns)
     assert (image.height, image.width, image.encoding) == (*SIZE, "bgr8")
     assert image.step == SIZE[1] * 3 and len(image.data) == SIZE[0] * SIZE[1] * 3
     assert image.header.frame_id == info.header.frame_id == "rgb_camera"
@@ -252,10 +249,10 @@ def test_thermal_silence_degrades_to_rgb_only_and_recovers(rig):
     assert first is not None, "no RGB_ONLY frame while the thermal camera was silent"
     # the first RGB frame after the timeout goes out alone: source_timeout_s + one frame period, plus
     # at most one network inference still running when the camera stopped (its frames are dropped)
-    gap_s = (stamp_ns(first[1].rgb_stamp) - last_thermal_ns) / 1e9
+    gap_s = (stamp_to_ns(first[1].rgb_stamp) - last_thermal_ns) / 1e9
     print(f"RGB_ONLY from an RGB frame {gap_s:.2f} s after the last thermal frame")
     assert gap_s <= SOURCE_TIMEOUT_S + 1.0 / FPS + 1.0
-    assert stamp_ns(first[1].thermal_stamp) == 0 and stamp_ns(first[1].rgb_stamp) > 0
+    assert stamp_to_ns(first[1].thermal_stamp) == 0 and stamp_to_ns(first[1].rgb_stamp) > 0
     image = next(m for _, m in rig.images if m.header.stamp == first[1].header.stamp)
     assert (image.height, image.width) == SIZE
     assert rig.wait_for(lambda: _latest_values(rig)["mode"] == "RGB_ONLY", 3.0)

@@ -14,6 +14,7 @@ pytest.importorskip("diffmf_ros.msg", reason="diffmf_ros.msg not built (scripts/
 
 from diffmf_core import bags  # noqa: E402
 from diffmf_core.cli import main as cli  # noqa: E402
+from diffmf_core.sync import stamp_to_ns  # noqa: E402
 from test_bags import make_pairs, read_infos  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
@@ -46,7 +47,7 @@ def test_player_node_recorder(tmp_path, ros_process):
     params = bags.load_node_params() | {"fuser": "classical", "thermal_delay_s": float(NODE_PARAMS["thermal_delay_s"]),
                                         "source_timeout_s": float(NODE_PARAMS["source_timeout_s"])}
     offline = bags.fuse_bag(bag, tmp_path / "offline", params, progress=False)
-    expected = [(bags.time_to_ns(i.thermal_stamp), bags.time_to_ns(i.rgb_stamp)) for i in read_infos(tmp_path / "offline")]
+    expected = [(stamp_to_ns(i.thermal_stamp), stamp_to_ns(i.rgb_stamp)) for i in read_infos(tmp_path / "offline")]
     assert offline.fused == len(expected) >= 8 and sum(offline.dropped().values()) > 0
 
     ros_params = [a for k, v in NODE_PARAMS.items() for a in ("-p", f"{k}:={v}")]
@@ -65,9 +66,9 @@ def test_player_node_recorder(tmp_path, ros_process):
     assert player.poll() == 0, player.describe()
 
     infos = read_infos(out)
-    got = [(bags.time_to_ns(i.thermal_stamp), bags.time_to_ns(i.rgb_stamp)) for i in infos]
+    got = [(stamp_to_ns(i.thermal_stamp), stamp_to_ns(i.rgb_stamp)) for i in infos]
     assert got == expected, f"\n{node.describe()}\n{recorder.describe()}"
-    assert [bags.time_to_ns(i.header.stamp) for i in infos] == [rgb for _, rgb in expected]
+    assert [stamp_to_ns(i.header.stamp) for i in infos] == [rgb for _, rgb in expected]
     images = [msg for msg in _fused_stamps(out)]
     assert images == [rgb for _, rgb in expected]
     assert {i.mode for i in infos} <= {0, 3} and all(i.latency_ms > 0 for i in infos)
@@ -81,5 +82,5 @@ def _fused_stamps(path: Path) -> list[int]:
         for _, _, raw in bags.iter_messages(reader, conns):
             msg = store.deserialize_cdr(raw, bags.IMAGE_TYPE)
             assert (msg.height, msg.width) == (H, W)
-            out.append(bags.time_to_ns(msg.header.stamp))
+            out.append(stamp_to_ns(msg.header.stamp))
         return out
