@@ -5,9 +5,12 @@ checked against the portable path.
 """
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
+from diffmf_core.ops import scan as scan_ops
 from diffmf_core.ops.scan import (mamba_ssm_scan, resolve_backend, selective_scan, selective_scan_chunked,
                                   selective_scan_naive)
 
@@ -132,6 +135,21 @@ def test_gradients_match(l, chunk, log_decay):
         assert max_err(got, want) < TOL * scale, name
 
 
+@pytest.mark.parametrize("limit", [1, 1287])
+def test_large_inputs_scanned_per_group_and_in_blocks_match(monkeypatch, limit):
+    """Inputs above MAX_BLOCK_ELEMENTS are scanned one group at a time (2 groups of 2 heads) and in
+    blocks of chunks (limit 1: one chunk per block; 1287: 10 chunks, the last block partial); values
+    and gradients equal the naive scan."""
+    monkeypatch.setattr(scan_ops, "MAX_BLOCK_ELEMENTS", limit)
+    args = make_inputs(b=1, l=173, h=4, g=2, seed=3, requires_grad=True)  # 22 chunks of 8
+    out = selective_scan_chunked(*args, chunk_size=8)
+    ref = selective_scan_naive(*args)
+    assert max_err(out, ref) < TOL
+    for name, got, want in zip("x dt A B C D".split(), torch.autograd.grad(out.sum(), args),
+                               torch.autograd.grad(ref.sum(), args)):
+        assert max_err(got, want) < TOL * max(1.0, want.abs().max().item()), name
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_inputs_compute_in_float32(dtype):
     """float16/bfloat16 tensors (the Fuser's half mode on CUDA without mamba_ssm) run in float32
@@ -190,3 +208,36 @@ def test_mamba_ssm_gradients_match_portable():
     for name, got, want in zip("x dt A B C D".split(), torch.autograd.grad((fast * weight).sum(), args),
                                torch.autograd.grad((portable * weight).sum(), args)):
         assert max_err(got, want) < 1e-2 * max(1.0, want.abs().max().item()), name
+
+
+def test_mamba_kernel_imports_without_compiled_extension(tmp_path, monkeypatch):
+    """A mamba-ssm installed without its CUDA extensions (MAMBA_SKIP_CUDA_BUILD=TRUE) fails in its
+    package __init__ on ``import selective_scan_cuda``; the Triton SSD kernel is still loaded."""
+    pkg = tmp_path / "mamba_ssm"
+    (pkg / "ops" / "triton").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("INIT_RAN = True\nimport selective_scan_cuda\n")
+    (pkg / "ops" / "__init__.py").write_text("")
+    (pkg / "ops" / "triton" / "__init__.py").write_text("")
+    (pkg / "ops" / "triton" / "ssd_combined.py").write_text("def mamba_chunk_scan_combined(*a, **k):\n    return 'kernel'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        kernel = scan_ops.import_mamba_chunk_scan()
+        assert kernel() == "kernel"
+        assert not hasattr(sys.modules["mamba_ssm"], "INIT_RAN")  # the bare package: __init__ not run
+    finally:
+        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+            del sys.modules[name]
+
+
+def test_mamba_kernel_import_errors_other_than_the_extension_propagate(tmp_path, monkeypatch):
+    (tmp_path / "mamba_ssm").mkdir()
+    (tmp_path / "mamba_ssm" / "__init__.py").write_text("import einops_not_installed_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(ImportError, match="einops_not_installed_here"):
+            scan_ops.import_mamba_chunk_scan()
+    finally:
+        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+            del sys.modules[name]

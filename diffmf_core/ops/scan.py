@@ -16,11 +16,14 @@ Three implementations of one algorithm:
   between chunks by the same algorithm one level up, so the cost stays O(L * Q) and there is no
   Python loop over tokens or chunks. All exponents are differences of cumulative log-decays taken
   inside one chunk with the mask applied before ``exp``, so they are <= 0: no overflow, no NaN.
-- ``mamba_ssm``'s fused Triton kernel, used when it imports and the tensors are on CUDA.
+- ``mamba_ssm``'s fused Triton kernel, used when it imports and the tensors are on CUDA (also from a
+  mamba-ssm install without its compiled extensions, see ``import_mamba_chunk_scan``).
 """
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +55,13 @@ def selective_scan_naive(x, dt, A, B, C, D=None):
     return (y if D is None else y + D[:, None] * x).to(dtype)
 
 
+# Largest intra-chunk decay tensor (b, g, r, chunks, Q, Q) built at once, and largest input scanned
+# with all groups together, in elements. Longer sequences are processed in blocks of chunks and
+# one group at a time, so that the scan's working memory stays bounded (the paper preset at
+# 1280x1024 would otherwise need more than 20 GB); below it there is no loop.
+MAX_BLOCK_ELEMENTS = 1 << 24
+
+
 def _chunk_scan(xdt, log_a, B, C, chunk):
     """Core of the chunked scan without the D skip, in head-major layout.
 
@@ -72,18 +82,32 @@ def _chunk_scan(xdt, log_a, B, C, chunk):
     C = C.reshape(b, g, 1, c, chunk, n)
     acum = log_a.reshape(b, g, r, c, chunk).cumsum(-1)
 
-    # Intra-chunk: y_t = sum_{s<=t} (C_t . B_s) exp(acum_t - acum_s) xdt_s
-    causal = _causal_mask(chunk, acum.device)
-    seg = (acum[..., :, None] - acum[..., None, :]).masked_fill_(~causal, float("-inf")).exp_()
-    y = (seg * (C @ B.transpose(-1, -2))) @ xdt  # (b, g, r, c, Q, p)
-
-    # State at the end of each chunk (from its own tokens only): sum_s exp(acum_end - acum_s) B_s xdt_s
-    to_end = (acum[..., -1:] - acum).exp_()
-    states = B.transpose(-1, -2) @ (xdt * to_end[..., None])  # (b, g, r, c, n, p)
+    step = max(1, MAX_BLOCK_ELEMENTS // (b * g * r * chunk * chunk))
+    if c <= step:
+        y, states = _within_chunks(xdt, acum, B, C)
+    else:
+        blocks = [_within_chunks(xdt[:, :, :, i:i + step], acum[:, :, :, i:i + step], B[:, :, :, i:i + step],
+                                 C[:, :, :, i:i + step]) for i in range(0, c, step)]
+        y = torch.cat([blk[0] for blk in blocks], dim=3)
+        states = torch.cat([blk[1] for blk in blocks], dim=3)
     # States entering each chunk: the same recurrence over chunks, one level up.
     entering = _carry_states(states, acum[..., -1], chunk)
     y = y + (C @ entering) * acum.exp_()[..., None]
     return y.reshape(b, g, r, c * chunk, p)[..., :l, :]
+
+
+def _within_chunks(xdt, acum, B, C):
+    """Each chunk on its own (zero entering state): its outputs and the state at its end.
+
+    xdt (b, g, r, c, Q, p), acum (b, g, r, c, Q) cumulative log-decay, B and C (b, g, 1, c, Q, n).
+    y_t = sum_{s<=t} (C_t . B_s) exp(acum_t - acum_s) xdt_s;  state = sum_s exp(acum_end - acum_s) B_s xdt_s.
+    """
+    causal = _causal_mask(acum.shape[-1], acum.device)
+    seg = (acum[..., :, None] - acum[..., None, :]).masked_fill_(~causal, float("-inf")).exp_()
+    y = (seg * (C @ B.transpose(-1, -2))) @ xdt  # (b, g, r, c, Q, p)
+    to_end = (acum[..., -1:] - acum).exp()
+    states = B.transpose(-1, -2) @ (xdt * to_end[..., None])  # (b, g, r, c, n, p)
+    return y, states
 
 
 def _carry_states(states, chunk_log_a, chunk):
@@ -109,27 +133,56 @@ def _carry_states(states, chunk_log_a, chunk):
 
 
 @functools.lru_cache(maxsize=32)
-def _causal_mask_cpu(size: int) -> torch.Tensor:
-    return torch.ones(size, size, dtype=torch.bool).tril()
-
-
 def _causal_mask(size: int, device: torch.device) -> torch.Tensor:
-    mask = _causal_mask_cpu(size)
-    return mask if device.type == "cpu" else mask.to(device)
+    """Lower-triangular boolean (size, size) mask, made once per device (no host copy per call, so
+    the scan can be captured in a CUDA graph)."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()
 
 
 def selective_scan_chunked(x, dt, A, B, C, D=None, chunk_size: int = 64):
-    """Portable chunked SSD scan (same contract as ``selective_scan_naive``)."""
-    dtype = x.dtype
-    x, dt, A, B, C, D = _upcast(x, dt, A, B, C, D)
+    """Portable chunked SSD scan (same contract as ``selective_scan_naive``).
+
+    Groups are independent sequences (head ``i`` reads only group ``i // (h // g)``), so inputs above
+    ``MAX_BLOCK_ELEMENTS`` are scanned one group at a time, which divides the scan's working memory
+    by ``g`` (the paper preset's four routes at 1280x1024).
+    """
     b, l, h, p = x.shape
     g = B.shape[2]
     r = h // g
+    if g > 1 and x.numel() > MAX_BLOCK_ELEMENTS:
+        heads = [slice(k * r, (k + 1) * r) for k in range(g)]
+        return torch.cat([selective_scan_chunked(x[:, :, hk], dt[:, :, hk], A[hk], B[:, :, k:k + 1], C[:, :, k:k + 1],
+                                                 None if D is None else D[hk], chunk_size)
+                          for k, hk in enumerate(heads)], dim=2)
+    dtype = x.dtype
+    x, dt, A, B, C, D = _upcast(x, dt, A, B, C, D)
     xdt = (x * dt[..., None]).reshape(b, l, g, r, p).permute(0, 2, 3, 1, 4)
     log_a = (dt * A).reshape(b, l, g, r).permute(0, 2, 3, 1)
     y = _chunk_scan(xdt, log_a, B.transpose(1, 2), C.transpose(1, 2), chunk_size)
     y = y.permute(0, 3, 1, 2, 4).reshape(b, l, h, p)
     return (y if D is None else y + D[:, None] * x).to(dtype)
+
+
+def import_mamba_chunk_scan():
+    """``mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined``; raises ImportError if absent.
+
+    The SSD kernel is pure Triton, but ``mamba_ssm/__init__.py`` imports the compiled
+    ``selective_scan_cuda`` extension, which a source install built with ``MAMBA_SKIP_CUDA_BUILD=TRUE``
+    (no CUDA compile, the quick way to get mamba-ssm onto a machine) does not have. In that case the
+    Triton module is imported under a bare ``mamba_ssm`` package object that skips that ``__init__``.
+    """
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+        return mamba_chunk_scan_combined
+    except ImportError as exc:
+        if exc.name != "selective_scan_cuda":
+            raise
+    for name in [m for m in sys.modules if m == "mamba_ssm" or m.startswith("mamba_ssm.")]:
+        del sys.modules[name]  # the half-initialised package from the failed import
+    spec = importlib.util.find_spec("mamba_ssm")
+    sys.modules["mamba_ssm"] = importlib.util.module_from_spec(spec)  # __path__ set, __init__ not run
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    return mamba_chunk_scan_combined
 
 
 @functools.lru_cache(maxsize=1)
@@ -138,10 +191,9 @@ def mamba_ssm_scan():
     if not torch.cuda.is_available():
         return None
     try:
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-    except Exception:  # not installed, or built without kernels
+        return import_mamba_chunk_scan()
+    except Exception:  # not installed, no Triton, or a broken install
         return None
-    return mamba_chunk_scan_combined
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
