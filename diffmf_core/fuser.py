@@ -5,13 +5,17 @@
 
 Colour handling (as in the paper's qualitative figures): the network fuses the infrared image
 with the visible image's Y (BT.601 YCrCb) channel, and the fused Y is recombined with the visible
-Cr/Cb. Half precision is used on CUDA when ``half`` is true.
+Cr/Cb. Half precision is used on CUDA when ``half`` is true; with ``cuda_graph`` the network is
+replayed from a CUDA graph captured once per input size (``GraphedForward``), which removes the
+per-kernel launch cost that dominates a small network on a GPU.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,7 @@ from diffmf_core.color import fuse_in_colour
 from diffmf_core.paths import DEFAULT_PRESET, default_weights_path
 from diffmf_core.weights import WeightsError, load_model
 
-__all__ = ["Fuser", "WeightsError", "resolve_device"]
+__all__ = ["Fuser", "GraphedForward", "WeightsError", "resolve_device"]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -40,6 +44,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
+def _glibc():
+    """The C library when it is glibc (has mallopt and malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+@functools.lru_cache(maxsize=1)
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed large blocks for reuse instead of returning them to the OS.
 
@@ -47,19 +62,79 @@ def keep_freed_memory() -> bool:
     fresh each time, and the page faults of re-mapping them cost 10-30% of a CPU frame (more at
     1280x1024). Process-wide, idempotent; a no-op (False) where glibc is not the allocator.
     """
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+
+
+def release_freed_memory() -> None:
+    """Return the blocks that ``keep_freed_memory`` kept to the OS (glibc ``malloc_trim``), e.g. before
+    measuring a peak resident-memory increase. A no-op where glibc is not the allocator."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+class GraphedForward:
+    """``fn(*tensors)`` replayed from CUDA graphs, one per input shapes and dtypes (``max_shapes`` kept).
+
+    The first call at a shape runs ``fn`` three times on a side stream (kernel autotuning, lazy
+    allocations), then captures one run into static input and output buffers; later calls copy the
+    inputs in and replay the graph. The returned tensor is the graph's static output: it is
+    overwritten by the next call, so copy it before calling again. If capture fails at a shape, the
+    reason is printed once and that shape runs eagerly from then on. CUDA tensors only.
+    """
+
+    def __init__(self, fn, max_shapes: int = 2):
+        self.fn, self.max_shapes = fn, max_shapes
+        self.graphs: OrderedDict = OrderedDict()  # key -> (graph, static inputs, static output)
+        self.eager_keys: set = set()
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
+        if key in self.eager_keys:
+            return self.fn(*inputs)
+        entry = self.graphs.get(key)
+        if entry is None:
+            try:
+                entry = self._capture(inputs)
+            except RuntimeError as exc:
+                torch.cuda.synchronize(inputs[0].device)
+                self.eager_keys.add(key)
+                print(f"CUDA graph capture failed for {key[0][0]} ({exc}); running eagerly", file=sys.stderr)
+                return self.fn(*inputs)
+            self.graphs[key] = entry
+            while len(self.graphs) > self.max_shapes:
+                self.graphs.popitem(last=False)  # the least recently used shape
+        self.graphs.move_to_end(key)
+        graph, static_in, static_out = entry
+        for dst, src in zip(static_in, inputs):
+            dst.copy_(src)
+        graph.replay()
+        return static_out
+
+    def _capture(self, inputs: tuple):
+        static_in = tuple(t.clone() for t in inputs)
+        device = static_in[0].device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.fn(*static_in)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(*static_in)
+        return graph, static_in, static_out
 
 
 class Fuser:
     """DIFF-MF inference on numpy images (see module docstring)."""
 
     def __init__(self, weights: str | Path | None = None, preset: str | None = None, device: str = "auto",
-                 half: bool = True, scan_backend: str | None = None):
+                 half: bool = True, scan_backend: str | None = None, cuda_graph: bool = False):
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             keep_freed_memory()
@@ -71,13 +146,14 @@ class Fuser:
         self.model.to(self.dtype)
         self.weights_path = path
         self.name = f"diffmf-{self.config.name}"
+        self.forward = GraphedForward(self.model) if (cuda_graph and self.device.type == "cuda") else self.model
 
     @torch.inference_mode()
     def fuse_tensor(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         """(b, 1, H, W) float luminance in [0, 1] on any device -> fused (b, 1, H, W) float32."""
         ir = ir.to(self.device, self.dtype)
         vi = vi.to(self.device, self.dtype)
-        return self.model(ir, vi).float().clamp_(0, 1)
+        return self.forward(ir, vi).float().clamp(0, 1)  # not in place: may be a CUDA graph's output
 
     def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
         """float32 [0, 1] HxW luminance pair -> fused float32 [0, 1] HxW."""

@@ -130,7 +130,8 @@ def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
             from diffmf_core.fuser import Fuser
 
             model = Fuser(params.get("weights") or None, preset=preset, device=params.get("device", "auto"),
-                          half=bool(params.get("half_precision", True)))
+                          half=bool(params.get("half_precision", True)),
+                          cuda_graph=bool(params.get("cuda_graph", False)))
             if warmup and params.get("warmup", True):
                 size = {"fixed": fixed, "thermal": cal.thermal_size}.get(geometry, cal.rgb_size)
                 width, height = size or (640, 512)

@@ -126,6 +126,7 @@ PARAMS = (
           choices=("diffmf", "classical")),
     Param("device", "auto", "inference device: auto, cpu, cuda or cuda:N"),
     Param("half_precision", True, "fp16 inference on CUDA"),
+    Param("cuda_graph", False, "replay the network from a CUDA graph per input size (CUDA only)"),
     Param("preset", "live", "model preset", choices=("live", "paper")),
     Param("weights", "", "weights .safetensors; empty = shipped weights of the preset"),
     Param("fallback_fuser", "gff", "classical fuser used when the network cannot run", choices=tuple(CLASSICAL_FUSERS)),
