@@ -4,9 +4,9 @@ Model cases: every preset x scan backend (chunked; mamba_ssm where CUDA and mamb
 size (default 320x256, 640x512, 1280x1024), randomly initialised weights (latency does not depend
 on them), batch 1, no grad. Latency: median and p90 of ``--repeats`` timed runs after
 ``--warmup`` runs (CUDA synchronised); a case stops early once ``--budget-s`` seconds of timed runs
-are spent (the row records how many ran). Peak memory of one run: CUDA
-``torch.cuda.max_memory_allocated``; CPU the peak RSS increase over the RSS before the run
-(psutil, sampled every 2 ms). Scan micro-benchmark: naive loop vs portable chunked (vs mamba_ssm)
+are spent (the row records how many ran). Peak memory of the first run (untimed, one of the
+warm-up runs): CUDA ``torch.cuda.max_memory_allocated``; CPU the peak RSS increase over the RSS
+before the run, after freed blocks are returned to the OS (psutil, sampled every 2 ms). Scan micro-benchmark: naive loop vs portable chunked (vs mamba_ssm)
 on (1, L, heads, head_dim) inputs, L = ``--scan-tokens`` (default 20480), state 16, 64 channels.
 
 Writes ``bench.csv`` and ``latency.png`` (median latency vs pixels, log-log, one line per preset
@@ -29,12 +29,13 @@ import torch
 
 from diffmf_core.cli import parse_size
 from diffmf_core.config import get_preset
+from diffmf_core.fuser import GraphedForward, keep_freed_memory, release_freed_memory, resolve_device
 from diffmf_core.models import DiffMF
 from diffmf_core.ops.scan import mamba_ssm_scan, selective_scan
 
 DEFAULT_SIZES = ("320x256", "640x512", "1280x1024")
-CSV_FIELDS = ("kind", "preset", "backend", "width", "height", "pixels", "dtype", "compiled", "runs", "median_ms",
-              "p90_ms", "peak_mem_mb", "device", "torch", "threads")
+CSV_FIELDS = ("kind", "preset", "backend", "chunk", "width", "height", "pixels", "dtype", "runner", "runs",
+              "median_ms", "p90_ms", "peak_mem_mb", "device", "torch", "threads")
 
 
 def device_name(device: torch.device) -> str:
@@ -76,6 +77,7 @@ def peak_memory_mb(fn, device: torch.device) -> float:
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     import psutil
 
+    release_freed_memory()  # blocks kept from earlier runs would hide this run's allocations
     proc = psutil.Process()
     before = proc.memory_info().rss
     peak = [before]
@@ -97,17 +99,23 @@ def peak_memory_mb(fn, device: torch.device) -> float:
     return (peak[0] - before) / 2**20
 
 
-def maybe_compile(fn, args: tuple, compile_: bool):
-    """A no-grad runner of ``fn(*args)``, through ``torch.compile`` if asked and it works on a first
-    call (else eager, with a message); returns (runner, compiled)."""
+def make_runner(fn, args: tuple, runner: str, device: torch.device):
+    """A no-grad callable running ``fn(*args)`` and the runner actually used: ``eager``; ``compile``
+    (``torch.compile``, kept if a first call works, else eager with a message); ``cuda_graph``
+    (``GraphedForward`` replay, CUDA only, else eager with a message)."""
     def runner_for(f):
         def run():
             with torch.no_grad():
                 return f(*args)
         return run
 
-    if not compile_:
-        return runner_for(fn), False
+    if runner == "cuda_graph":
+        if device.type != "cuda":
+            print("--cuda-graph ignored: CUDA graphs need a CUDA device", file=sys.stderr)
+            return runner_for(fn), "eager"
+        return runner_for(GraphedForward(fn)), "cuda_graph"
+    if runner != "compile":
+        return runner_for(fn), "eager"
     compiled = torch.compile(fn)
     try:
         runner_for(compiled)()
@@ -115,8 +123,8 @@ def maybe_compile(fn, args: tuple, compile_: bool):
         torch._dynamo.reset()
         reason = next((line for line in str(exc).splitlines() if line.strip()), "")[:160]
         print(f"torch.compile unavailable here ({type(exc).__name__}: {reason}); running eager", file=sys.stderr)
-        return runner_for(fn), False
-    return runner_for(compiled), True
+        return runner_for(fn), "eager"
+    return runner_for(compiled), "compile"
 
 
 def model_backends(device: torch.device) -> list[str]:
@@ -124,20 +132,23 @@ def model_backends(device: torch.device) -> list[str]:
 
 
 def bench_model(preset: str, backend: str, width: int, height: int, device: torch.device, dtype: torch.dtype,
-                compile_: bool, warmup: int, repeats: int, budget_s: float) -> dict:
-    """One model case (see module docstring); returns a CSV row."""
+                runner: str, warmup: int, repeats: int, budget_s: float, chunk_size: int | None = None) -> dict:
+    """One model case (see module docstring); ``chunk_size`` overrides the preset's; returns a CSV row."""
     torch.manual_seed(0)
-    model = DiffMF(get_preset(preset, scan_backend=backend)).to(device, dtype).eval()
+    cfg = get_preset(preset, scan_backend=backend, **({"chunk_size": chunk_size} if chunk_size else {}))
+    model = DiffMF(cfg).to(device, dtype).eval()
     ir = torch.rand(1, 1, height, width, device=device, dtype=dtype)
     vi = torch.rand(1, 1, height, width, device=device, dtype=dtype)
 
-    fn, compiled = maybe_compile(model, (ir, vi), compile_)
-    times = time_runs(fn, device, warmup, repeats, budget_s)
-    return _row("model", preset, backend, width, height, dtype, compiled, times, peak_memory_mb(fn, device), device)
+    fn, used = make_runner(model, (ir, vi), runner, device)
+    mem = peak_memory_mb(fn, device)  # the first, untimed run: one of the warm-up runs
+    times = time_runs(fn, device, max(warmup - 1, 0), repeats, budget_s)
+    return _row("model", preset, backend, cfg.chunk_size, width, height, dtype, used, times, mem, device)
 
 
-def bench_scan(backend: str, tokens: int, device: torch.device, dtype: torch.dtype, compile_: bool, warmup: int,
-               repeats: int, budget_s: float, channels: int = 64, head_dim: int = 16, d_state: int = 16) -> dict:
+def bench_scan(backend: str, tokens: int, device: torch.device, dtype: torch.dtype, runner: str, warmup: int,
+               repeats: int, budget_s: float, chunk_size: int | None = None, channels: int = 64, head_dim: int = 16,
+               d_state: int = 16) -> dict:
     """Scan micro-benchmark: (1, tokens, channels/head_dim, head_dim) with one B/C group."""
     gen = torch.Generator().manual_seed(0)
     heads = channels // head_dim
@@ -150,19 +161,22 @@ def bench_scan(backend: str, tokens: int, device: torch.device, dtype: torch.dty
     x, dt, B, C = (t.to(device, dtype) for t in (x, dt, B, C))
     A, D = A.to(device), D.to(device)
 
+    chunk = chunk_size or 64
+
     def scan(*tensors):
-        return selective_scan(*tensors, backend=backend, chunk_size=64)
+        return selective_scan(*tensors, backend=backend, chunk_size=chunk)
 
-    fn, compiled = maybe_compile(scan, (x, dt, A, B, C, D), compile_ and backend == "chunked")
-    times = time_runs(fn, device, warmup, repeats, budget_s)
-    return _row("scan", f"L={tokens},N={d_state},D={channels}", backend, tokens, 1, dtype, compiled, times,
-                peak_memory_mb(fn, device), device)
+    fn, used = make_runner(scan, (x, dt, A, B, C, D), runner if backend == "chunked" else "eager", device)
+    mem = peak_memory_mb(fn, device)  # the first, untimed run: one of the warm-up runs
+    times = time_runs(fn, device, max(warmup - 1, 0), repeats, budget_s)
+    return _row("scan", f"L={tokens},N={d_state},D={channels}", backend, chunk, tokens, 1, dtype, used, times, mem,
+                device)
 
 
-def _row(kind, preset, backend, width, height, dtype, compiled, times, mem, device) -> dict:
+def _row(kind, preset, backend, chunk, width, height, dtype, runner, times, mem, device) -> dict:
     return {
-        "kind": kind, "preset": preset, "backend": backend, "width": width, "height": height,
-        "pixels": width * height, "dtype": str(dtype).removeprefix("torch."), "compiled": compiled,
+        "kind": kind, "preset": preset, "backend": backend, "chunk": chunk, "width": width, "height": height,
+        "pixels": width * height, "dtype": str(dtype).removeprefix("torch."), "runner": runner,
         "runs": len(times), "median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
         "peak_mem_mb": mem, "device": device_name(device), "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -177,7 +191,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    """Median latency vs pixels, log-log, one line per (preset, backend, dtype, compiled)."""
+    """Median latency vs pixels, log-log, one line per (preset, backend, chunk, dtype, runner)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,7 +201,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         if r["kind"] == "model":
-            label = f"{r['preset']} / {r['backend']} / {r['dtype']}" + (" / compiled" if r["compiled"] else "")
+            label = f"{r['preset']} / {r['backend']} Q{r['chunk']} / {r['dtype']}" + (
+                f" / {r['runner']}" if r["runner"] != "eager" else "")
             series.setdefault(label, []).append((r["pixels"], r["median_ms"]))
     for label, points in series.items():
         px, ms = zip(*sorted(points))
@@ -206,13 +221,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'kind':<6} {'preset':<20} {'backend':<10} {'size':>10} {'dtype':<8} {'comp':<5} {'runs':>4} "
+    head = (f"{'kind':<6} {'preset':<20} {'backend':<10} {'Q':>3} {'size':>10} {'dtype':<8} {'runner':<10} {'runs':>4} "
             f"{'median ms':>10} {'p90 ms':>10} {'peak MB':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         size = f"{r['width']}x{r['height']}" if r["kind"] == "model" else str(r["width"])
-        lines.append(f"{r['kind']:<6} {r['preset']:<20} {r['backend']:<10} {size:>10} {r['dtype']:<8} "
-                     f"{'yes' if r['compiled'] else 'no':<5} {r['runs']:>4} {r['median_ms']:>10.1f} "
+        lines.append(f"{r['kind']:<6} {r['preset']:<20} {r['backend']:<10} {r['chunk']:>3} {size:>10} {r['dtype']:<8} "
+                     f"{r['runner']:<10} {r['runs']:>4} {r['median_ms']:>10.1f} "
                      f"{r['p90_ms']:>10.1f} {r['peak_mem_mb']:>9.1f}")
     return "\n".join(lines)
 
@@ -227,21 +242,26 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES],
                    metavar="WxH", help=f"input sizes (default: {' '.join(DEFAULT_SIZES)})")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per case (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed runs first; the first measures peak memory and always runs (default 2)")
     p.add_argument("--budget-s", type=float, default=30.0, help="stop a case's timed runs after this (default 30)")
     p.add_argument("--scan-tokens", type=int, default=20480, help="scan micro-benchmark length (0 skips it)")
     p.add_argument("--no-model", action="store_true", help="only the scan micro-benchmark")
     p.add_argument("--half", action="store_true", help="float16 model and scans (CUDA only)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model and the chunked scan")
+    runner = p.add_mutually_exclusive_group()
+    runner.add_argument("--compile", action="store_true", help="torch.compile the model and the chunked scan")
+    runner.add_argument("--cuda-graph", action="store_true",
+                        help="replay the model and the chunked scan from CUDA graphs (CUDA only)")
+    p.add_argument("--chunk-size", type=int, help="SSD chunk length Q for every case (default: the preset's; "
+                                                  "64 for the scan micro-benchmark)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.csv and latency.png")
 
 
 def main(args: argparse.Namespace) -> int:
-    from diffmf_core.fuser import keep_freed_memory, resolve_device
-
-    if args.repeats < 1 or args.warmup < 0 or args.scan_tokens < 0:
-        print("error: --repeats must be >= 1, --warmup and --scan-tokens >= 0", file=sys.stderr)
+    if args.repeats < 1 or args.warmup < 0 or args.scan_tokens < 0 or (args.chunk_size is not None
+                                                                       and args.chunk_size < 8):
+        print("error: --repeats must be >= 1, --warmup and --scan-tokens >= 0, --chunk-size >= 8", file=sys.stderr)
         return 2
     try:
         device = resolve_device(args.device)
@@ -267,8 +287,9 @@ def main(args: argparse.Namespace) -> int:
     backends = [b for b in backends if b in available]
     title = f"{device_name(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads, {str(dtype).removeprefix('torch.')}"
     print(f"diffmf bench: {title}", flush=True)
-    common = dict(device=device, dtype=dtype, compile_=args.compile, warmup=args.warmup, repeats=args.repeats,
-                  budget_s=args.budget_s)
+    runner = "compile" if args.compile else "cuda_graph" if args.cuda_graph else "eager"
+    common = dict(device=device, dtype=dtype, runner=runner, warmup=args.warmup, repeats=args.repeats,
+                  budget_s=args.budget_s, chunk_size=args.chunk_size)
     rows = []
     if not args.no_model:
         for preset in presets:

@@ -1,4 +1,5 @@
-"""``diffmf bench`` on CPU with tiny sizes: table, CSV, PNG, options and the compile fallback."""
+"""``diffmf bench`` on CPU with tiny sizes: table, CSV, PNG, options, and the compile and CUDA-graph
+runners falling back to eager."""
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,8 @@ def test_quick_run_writes_csv_and_plot(tmp_path, capsys):
                      ("scan", "chunked", "200")]
     for r in rows:
         assert int(r["runs"]) == 2 and float(r["median_ms"]) > 0 and float(r["p90_ms"]) >= float(r["median_ms"])
-        assert r["threads"] == "1" and r["dtype"] == "float32"
+        assert r["threads"] == "1" and r["dtype"] == "float32" and r["runner"] == "eager"
+    assert [r["chunk"] for r in rows] == ["16", "16", "64", "64"]  # live preset's Q; scan default
     assert (out / "latency.png").stat().st_size > 1000
 
 
@@ -56,9 +58,25 @@ def test_compile_falls_back_cleanly(monkeypatch, capsys):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    fn, compiled = bench.maybe_compile(lambda a: a + 1, (1,), True)
-    assert not compiled and fn() == 2
+    fn, used = bench.make_runner(lambda a: a + 1, (1,), "compile", torch.device("cpu"))
+    assert used == "eager" and fn() == 2
     assert "running eager" in capsys.readouterr().err
+
+
+def test_cuda_graph_runner_is_eager_on_cpu(capsys):
+    fn, used = bench.make_runner(lambda a: a * 2, (torch.ones(3),), "cuda_graph", torch.device("cpu"))
+    assert used == "eager" and fn().tolist() == [2.0, 2.0, 2.0]
+    assert "--cuda-graph ignored" in capsys.readouterr().err
+
+
+def test_chunk_size_option_reaches_model_and_scan(tmp_path):
+    rc = cli.main(["bench", "--device", "cpu", "--threads", "1", "--sizes", "32x32", "--repeats", "1",
+                   "--warmup", "0", "--scan-tokens", "100", "--chunk-size", "8", "--cuda-graph", "--out", str(tmp_path)])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    assert [(r["kind"], r["chunk"], r["runner"]) for r in rows] == [
+        ("model", "8", "eager"), ("scan", "8", "eager"), ("scan", "8", "eager")]
+    assert cli.main(["bench", "--chunk-size", "4"]) == 2
 
 
 def test_size_parsing_and_bad_options():
