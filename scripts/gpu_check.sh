@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
 # GPU check in under 10 minutes, from the repository root of a checkout on a CUDA machine:
-#   1. try to install the mamba_ssm fast path (mamba-ssm + causal-conv1d; at most $INSTALL_TIMEOUT s,
-#      skipped when mamba_ssm already imports; failure is reported, not fatal)
-#   2. test/test_scan.py: portable scan vs reference, and mamba_ssm vs portable where it imports
-#   3. diffmf bench on CUDA for both presets with --half (float16), then live in float32
-# Everything goes to $OUT (default runs/gpu): env.txt, install.log, test_scan.txt, bench_half/,
-# bench_fp32/ (bench.csv, latency.png, bench.txt). Env: PYTHON (default .venv/bin/python if present,
-# else python3), INSTALL_TIMEOUT (default 240), SKIP_INSTALL=1.
+#   1. make the mamba_ssm fast path importable: a wheel in .whl/ (scripts/gpu_wheels.sh, for machines
+#      without internet), else pip (at most $INSTALL_TIMEOUT s); failure is reported, not fatal
+#   2. CUDA tests: test/test_scan.py (mamba_ssm vs portable scan) and test/test_cuda_graph.py
+#      (graph replay == eager network)
+#   3. diffmf bench, float16: both presets, both scan backends, eager and CUDA graphs, 3 sizes;
+#      the paper preset at 640x512 with SSD chunks of 128 and 256
+# Needs PyTorch with CUDA, numpy, opencv, safetensors, PyYAML, psutil, matplotlib, pytest (no ROS).
+# Everything goes to $RESULTS (default runs/gpu): env.txt, install.log, tests.txt, one folder per
+# bench (bench.csv, latency.png) with its printed table in <name>.txt; and all of it packed in
+# $RESULTS.tar.gz. Env: PYTHON (default .venv/bin/python if present, else python3),
+# INSTALL_TIMEOUT (default 240), SKIP_INSTALL=1.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-OUT="${OUT:-runs/gpu}"
+OUT="${RESULTS:-runs/gpu}"
 mkdir -p "$OUT"
 if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"; elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 {
   date -u
   nvidia-smi 2>&1 || echo "nvidia-smi not found"
-  "$PY" - <<'EOF'
+  "$PY" - <<'PYEOF'
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
 if torch.cuda.is_available():
     print("device", torch.cuda.get_device_name(0))
-EOF
+PYEOF
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -32,31 +36,39 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
   exit 1
 fi
 
-has_fast_path() { "$PY" -c "from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined" >/dev/null 2>&1; }
+has_fast_path() { "$PY" -c "from diffmf_core.ops.scan import mamba_ssm_scan as f; import sys; sys.exit(f() is None)"; }
 if has_fast_path; then
-  echo "mamba_ssm already importable" | tee "$OUT/install.log"
+  echo "mamba_ssm fast path already importable" | tee "$OUT/install.log"
 elif [[ "${SKIP_INSTALL:-0}" == 1 ]]; then
   echo "SKIP_INSTALL=1: not installing mamba_ssm" | tee "$OUT/install.log"
-else
-  # Build against the torch already installed (no build isolation); prefer the prebuilt wheels that
-  # setup.py downloads; cap compile jobs if it has to build from source.
-  echo "installing mamba-ssm / causal-conv1d (at most ${INSTALL_TIMEOUT:-240} s)"
-  MAMBA_FORCE_BUILD=FALSE CAUSAL_CONV1D_FORCE_BUILD=FALSE MAX_JOBS="${MAX_JOBS:-8}" \
-    timeout "${INSTALL_TIMEOUT:-240}" "$PY" -m pip install --no-build-isolation einops causal-conv1d mamba-ssm \
+elif ls .whl/mamba_ssm-*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install --no-index --no-deps --no-compile --target /tmp/diffmf-site .whl/mamba_ssm-*.whl \
     > "$OUT/install.log" 2>&1
-  echo "pip exit status $? (log: $OUT/install.log)"
-  has_fast_path && echo "mamba_ssm fast path: available" || echo "mamba_ssm fast path: NOT available (portable scan only)"
+  export PYTHONPATH="$PYTHONPATH:/tmp/diffmf-site"
+else
+  # Online: build against the torch already installed; setup.py prefers prebuilt wheels.
+  MAMBA_FORCE_BUILD=FALSE CAUSAL_CONV1D_FORCE_BUILD=FALSE MAX_JOBS="${MAX_JOBS:-8}" \
+    timeout "${INSTALL_TIMEOUT:-240}" "$PY" -m pip install --no-build-isolation einops mamba-ssm \
+    > "$OUT/install.log" 2>&1
 fi
+if has_fast_path; then echo "mamba_ssm fast path: available"; else echo "mamba_ssm fast path: NOT available (portable scan only)"; fi \
+  | tee -a "$OUT/install.log"
 
-echo "== test/test_scan.py"
-timeout 180 "$PY" -m pytest -q -rs -p no:cacheprovider test/test_scan.py 2>&1 | tee "$OUT/test_scan.txt"
+echo "== CUDA tests"
+timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider test/test_scan.py test/test_cuda_graph.py 2>&1 | tee "$OUT/tests.txt"
 
-echo "== diffmf bench, float16, both presets"
-timeout 240 "$PY" -m diffmf_core.cli bench --device cuda --half --presets live paper \
-  --sizes 320x256 640x512 1280x1024 --repeats 20 --warmup 3 --budget-s 10 --out "$OUT/bench_half" 2>&1 \
-  | tee "$OUT/bench_half.txt"
-
-echo "== diffmf bench, float32, live"
-timeout 90 "$PY" -m diffmf_core.cli bench --device cuda --presets live --sizes 320x256 640x512 1280x1024 \
-  --repeats 20 --warmup 3 --budget-s 5 --scan-tokens 0 --out "$OUT/bench_fp32" 2>&1 | tee "$OUT/bench_fp32.txt"
-echo "results in $OUT"
+bench() {  # bench NAME TIMEOUT ARGS...
+  local name="$1" limit="$2"
+  shift 2
+  echo "== diffmf bench $*"
+  timeout "$limit" "$PY" -m diffmf_core.cli bench --device cuda --repeats 50 --warmup 3 --budget-s 3 \
+    --out "$OUT/$name" "$@" 2>&1 | tee "$OUT/$name.txt"
+}
+SIZES=(320x256 640x512 1280x1024)
+bench fp16_eager 200 --half --presets live paper --sizes "${SIZES[@]}"
+bench fp16_graph 120 --half --cuda-graph --presets live paper --sizes "${SIZES[@]}" --scan-tokens 0
+for q in 128 256; do
+  bench "fp16_paper_q$q" 40 --half --presets paper --sizes 640x512 --chunk-size "$q" --scan-tokens 0
+done
+tar -czf "$OUT.tar.gz" -C "$(dirname "$OUT")" "$(basename "$OUT")"
+echo "results in $OUT and $OUT.tar.gz"
