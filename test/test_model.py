@@ -355,6 +355,26 @@ def test_batch_items_are_independent():
         assert torch.allclose(both[1:2], model(ir2, vi2), atol=1e-5)
 
 
+def test_large_inference_batches_run_one_item_at_a_time(monkeypatch):
+    """Without gradients, VSS blocks above the memory bound split the batch; same output."""
+    from diffmf_core.modules import vss
+
+    seeded()
+    model = DiffMF(TINY).eval()
+    ir, vi = pair(24, 32, seed=5)
+    batch = (torch.cat((ir, ir.flip(-1))), torch.cat((vi, vi.flip(-2))))
+    calls = []
+    monkeypatch.setattr(vss.VSSBlock, "_block", lambda self, x, f=vss.VSSBlock._block: calls.append(x.shape[0]) or f(self, x))
+    with torch.no_grad():
+        whole = model(*batch)
+        whole_batches = set(calls)
+        calls.clear()
+        monkeypatch.setattr(vss, "MAX_BLOCK_ELEMENTS", 0)
+        split = model(*batch)
+    assert whole_batches == {2, 4} and set(calls) == {1}  # 4: the shared branch runs both modalities
+    assert torch.allclose(split, whole, atol=1e-6)
+
+
 def test_preset_shapes():
     live, paper = get_preset("live"), get_preset("paper")
     assert (paper.embed_dim, paper.d_state, paper.patch_size) == (32, 16, 1)

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffmf_core.ops.cross_scan import cross_merge, cross_scan
-from diffmf_core.ops.scan import selective_scan
+from diffmf_core.ops.scan import MAX_BLOCK_ELEMENTS, selective_scan
 
 ROUTES = 4
 
@@ -107,6 +107,15 @@ class VSSBlock(nn.Module):
             self.mlp_norm, self.mlp = nn.LayerNorm(dim), MLP(dim, cfg.mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, H, W, dim = x.shape
+        if b > 1 and not torch.is_grad_enabled() and ROUTES * H * W * dim > MAX_BLOCK_ELEMENTS:
+            # Inference on large maps (the route tokens of one item exceed the scan's memory bound):
+            # one batch item at a time bounds the mixer's working memory (exact: no operation mixes
+            # batch items).
+            return torch.cat([self._block(xi) for xi in x.split(1)])
+        return self._block(x)
+
+    def _block(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.mixer(self.norm(x))
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x))
