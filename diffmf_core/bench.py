@@ -9,6 +9,8 @@ warm-up runs): CUDA ``torch.cuda.max_memory_allocated``; CPU the peak RSS increa
 before the run, after freed blocks are returned to the OS (psutil, sampled every 2 ms). Scan micro-benchmark: naive loop vs portable chunked (vs mamba_ssm)
 on (1, L, heads, head_dim) inputs, L = ``--scan-tokens`` (default 20480), state 16, 64 channels.
 
+``--replot CSV ...`` measures nothing and merges earlier runs into one table, CSV and plot.
+
 Writes ``bench.csv`` and ``latency.png`` (median latency vs pixels, log-log, one line per preset
 and backend) under ``--out`` (default runs/bench) and prints a table headed by the device, the
 torch version and the thread count.
@@ -256,9 +258,37 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                                                   "64 for the scan micro-benchmark)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.csv and latency.png")
+    p.add_argument("--replot", nargs="+", type=Path, metavar="CSV",
+                   help="measure nothing: merge these bench.csv files into --out (table, CSV, plot)")
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a bench.csv, numbers parsed back."""
+    numeric = {"chunk": int, "width": int, "height": int, "pixels": int, "runs": int, "median_ms": float,
+               "p90_ms": float, "peak_mem_mb": float, "threads": int}
+    with open(path, newline="") as f:
+        return [{k: numeric[k](v) if k in numeric else v for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_outputs(rows: list[dict], out: Path, title: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "bench.csv")
+    if any(r["kind"] == "model" for r in rows):
+        plot(rows, out / "latency.png", title)
+    print(f"\n{title}\n{format_table(rows)}\nwrote {out / 'bench.csv'}"
+          + (f" and {out / 'latency.png'}" if any(r['kind'] == 'model' for r in rows) else ""))
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.replot:
+        try:
+            rows = [row for path in args.replot for row in read_csv(path)]
+        except (OSError, KeyError, ValueError) as exc:
+            print(f"error: cannot read {' '.join(map(str, args.replot))}: {exc}", file=sys.stderr)
+            return 2
+        devices = sorted({f"{r['device']}, torch {r['torch']}, {r['threads']} threads" for r in rows})
+        write_outputs(rows, args.out, "; ".join(devices))
+        return 0
     if args.repeats < 1 or args.warmup < 0 or args.scan_tokens < 0 or (args.chunk_size is not None
                                                                        and args.chunk_size < 8):
         print("error: --repeats must be >= 1, --warmup and --scan-tokens >= 0, --chunk-size >= 8", file=sys.stderr)
@@ -301,10 +331,5 @@ def main(args: argparse.Namespace) -> int:
         for backend in ["naive", "chunked"] + [b for b in available if b == "mamba_ssm"]:
             rows.append(bench_scan(backend, args.scan_tokens, **common))
             print(format_table(rows[-1:]).splitlines()[-1], flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, args.out / "bench.csv")
-    if any(r["kind"] == "model" for r in rows):
-        plot(rows, args.out / "latency.png", title)
-    print(f"\n{title}\n{format_table(rows)}\nwrote {args.out / 'bench.csv'}"
-          + (f" and {args.out / 'latency.png'}" if any(r['kind'] == 'model' for r in rows) else ""))
+    write_outputs(rows, args.out, title)
     return 0

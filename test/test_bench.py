@@ -85,3 +85,18 @@ def test_size_parsing_and_bad_options():
         with pytest.raises(argparse.ArgumentTypeError):
             cli.parse_size(bad)
     assert cli.main(["bench", "--repeats", "0"]) == 2
+
+
+def test_replot_merges_earlier_runs(tmp_path, capsys):
+    for name, size in (("a", "32x32"), ("b", "48x32")):
+        assert cli.main(["bench", "--device", "cpu", "--threads", "1", "--sizes", size, "--repeats", "1",
+                         "--warmup", "0", "--scan-tokens", "0", "--out", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "merged"
+    assert cli.main(["bench", "--replot", str(tmp_path / "a" / "bench.csv"), str(tmp_path / "b" / "bench.csv"),
+                     "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "bench.csv")))
+    assert [r["width"] for r in rows] == ["32", "48"]
+    assert (out / "latency.png").stat().st_size > 1000
+    assert "1 threads" in capsys.readouterr().out
+    assert cli.main(["bench", "--replot", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
