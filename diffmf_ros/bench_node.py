@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="node device parameter (auto, cpu, cuda, cuda:N)")
     p.add_argument("--fuser", default="diffmf", choices=("diffmf", "classical"))
     p.add_argument("--weights", help="weights .safetensors (default: shipped weights of --preset)")
+    p.add_argument("--cuda-graph", action="store_true", help="node parameter cuda_graph:=true (CUDA only)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="CSV folder (default runs/bench)")
     p.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the first output")
     args = p.parse_args(argv)
@@ -165,7 +166,7 @@ def run(args, node_log: Path, tmp: Path) -> dict:
     width, height = args.size
     weights, weights_note = resolve_weights(args, tmp)
     params = {"device": args.device, "preset": args.preset, "fuser": args.fuser, "weights": weights,
-              "diagnostics_period_s": 0.5}
+              "diagnostics_period_s": 0.5, "cuda_graph": str(args.cuda_graph).lower()}
     cmd = [sys.executable, "-m", "diffmf_ros.fusion_node", "--ros-args", "--params-file",
            str(package_config_file("fuse.yaml"))]
     for name, value in params.items():
@@ -225,6 +226,7 @@ def run(args, node_log: Path, tmp: Path) -> dict:
     span_s = (max(o[0] for o in outs) / 1e9 - min(o[0] for o in outs) / 1e9) if len(outs) > 1 else 0.0
     return {
         "preset": args.preset, "fuser": args.fuser, "weights": weights_note, "device": diag.get("device", args.device),
+        "cuda_graph": args.cuda_graph,
         "size": f"{width}x{height}", "rate_in_hz": round((args.frames - 1) / send_s, 2) if args.frames > 1 else 0.0, "frames_in": args.frames,
         "frames_out": len(outs), "drops": args.frames - len(outs),
         "drops_mailbox": counter("drops_mailbox"),
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"node_{args.preset if args.fuser == 'diffmf' else 'classical'}_{args.size[0]}x{args.size[1]}_" \
-           f"{args.rate:g}hz_{args.device.replace(':', '')}"
+           f"{args.rate:g}hz_{args.device.replace(':', '')}{'_graph' if args.cuda_graph else ''}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
             row = run(args, args.out / f"{stem}.log", Path(tmp))

@@ -6,7 +6,10 @@
 #      (graph replay == eager network)
 #   3. diffmf bench, float16: both presets, both scan backends, eager and CUDA graphs, 3 sizes;
 #      the paper preset at 640x512 with SSD chunks of 128 and 256
-# Needs PyTorch with CUDA, numpy, opencv, safetensors, PyYAML, psutil, matplotlib, pytest (no ROS).
+#   4. the node fed at 30 Hz with 640x512 pairs (live, live with CUDA graphs, paper), when rclpy is
+#      there or the ROS wheels are in .whl/
+# Steps 1-3 need PyTorch with CUDA, numpy, opencv, safetensors, PyYAML, psutil, matplotlib, pytest.
+# On the workplace's offline GPU machines: run scripts/gpu_wheels.sh here first and carry .whl/.
 # Everything goes to $RESULTS (default runs/gpu): env.txt, install.log, tests.txt, one folder per
 # bench (bench.csv, latency.png) with its printed table in <name>.txt; and all of it packed in
 # $RESULTS.tar.gz. Env: PYTHON (default .venv/bin/python if present, else python3),
@@ -70,5 +73,33 @@ bench fp16_graph 120 --half --cuda-graph --presets live paper --sizes "${SIZES[@
 for q in 128 256; do
   bench "fp16_paper_q$q" 40 --half --presets paper --sizes 640x512 --chunk-size "$q" --scan-tokens 0
 done
+# 4. The node at 30 Hz on the GPU (publisher and node in separate processes, diffmf_ros.bench_node).
+# Needs rclpy and the built messages: a ROS 2 system that has them, else a venv made here from the
+# wheels in .whl/ (scripts/gpu_wheels.sh) that also sees this Python's PyTorch (a .pth file).
+echo "== node at 30 Hz"
+NODE_PY=""
+if "$PY" -c "import rclpy, diffmf_ros.msg" >/dev/null 2>&1; then
+  NODE_PY="$PY"
+elif ls .whl/ros_rclpy-*.whl >/dev/null 2>&1; then
+  VENV=/tmp/diffmf-node-venv
+  "$PY" -m venv "$VENV"
+  "$PY" -c "import site; print('\n'.join(site.getsitepackages()))" \
+    > "$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/gpu_image.pth"
+  if PIP_NO_INDEX=1 PIP_FIND_LINKS="$ROOT/.whl" DIFFMF_VENV="$VENV" DIFFMF_REQUIREMENTS=requirements-ros.txt \
+      timeout 300 scripts/setup_env.sh > "$OUT/node_setup.log" 2>&1; then
+    NODE_PY="$VENV/bin/python"
+  fi
+  tail -n 3 "$OUT/node_setup.log"
+fi
+if [[ -z "$NODE_PY" ]]; then
+  echo "node check skipped: no rclpy with diffmf_ros messages, and no ROS wheels in .whl/" | tee "$OUT/node.txt"
+else
+  for args in "--preset live" "--preset live --cuda-graph" "--preset paper"; do
+    # shellcheck disable=SC2086  # $args is a list of options
+    timeout 150 "$NODE_PY" -m diffmf_ros.bench_node --device cuda --rate 30 --frames 300 --size 640x512 $args \
+      --out "$OUT/node" 2>&1 | tee -a "$OUT/node.txt"
+  done
+fi
+
 tar -czf "$OUT.tar.gz" -C "$(dirname "$OUT")" "$(basename "$OUT")"
 echo "results in $OUT and $OUT.tar.gz"

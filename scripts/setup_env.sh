@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent development environment for this checkout (no system ROS needed):
 #   1. .venv (python3 -m venv)                                   only if missing
-#   2. pip install -r requirements.txt                           only when requirements.txt changed
+#   2. pip install -r requirements.txt                           only when requirements*.txt changed
 #   3. msg/ -> rosidl interfaces installed into the venv         only when msg/ or the CMake/package
 #      (scripts/build_msgs.sh: plain cmake + wheel repairs)      files (or the requirements) changed
 #   4. pip install -e . (editable diffmf_core + diffmf_ros)      only when setup.py/pyproject changed
@@ -10,7 +10,10 @@
 # .venv/bin/python directly and `source scripts/ros_env.sh` for the Fast DDS profile and the
 # discovery range (see README).
 # Env: DIFFMF_VENV (venv location, default <repo>/.venv), PYTHON (interpreter for a new venv,
-# default python3), DIFFMF_FORCE=1 (redo every step).
+# default python3), DIFFMF_FORCE=1 (redo every step), DIFFMF_REQUIREMENTS (default
+# requirements.txt; requirements-ros.txt in a venv that sees an existing PyTorch, as
+# scripts/gpu_check.sh makes). pip's own variables apply, e.g. PIP_NO_INDEX=1 PIP_FIND_LINKS=.whl
+# to install offline from the wheels of scripts/gpu_wheels.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,10 +56,11 @@ fi
 PYVER="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 
 # 2. requirements
-req_hash="$(content_hash requirements.txt)-py$PYVER"
+REQS="${DIFFMF_REQUIREMENTS:-requirements.txt}"
+req_hash="$(content_hash "$REQS" requirements*.txt)-py$PYVER"
 if ! stamp_ok requirements "$req_hash"; then
-  step "installing requirements.txt into the venv (first time: several minutes)"
-  pip_quiet install -r requirements.txt || die "pip install -r requirements.txt failed"
+  step "installing $REQS into the venv (first time: several minutes)"
+  pip_quiet install -r "$REQS" || die "pip install -r $REQS failed"
   stamp_set requirements "$req_hash"
   rm -f "$STAMPS/msgs"  # reinstalled ROS wheels need the CMake repairs and a rebuild
 fi
