@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("diffmf_core.train", "train DIFF-MF (single process or torchrun)"),
     "eval": ("diffmf_core.evaluate", "paper metrics for DIFF-MF and classical baselines"),
     "bench": ("diffmf_core.bench", "latency / memory / scan benchmarks on this device"),
+    # The one subcommand outside the core: it drives the ROS node, and imports rclpy only when run.
+    "bench-node": ("diffmf_ros.bench_node", "node end-to-end latency at an input rate (needs rclpy)"),
     "flops": ("diffmf_core.flops", "FLOPs and parameters (paper Table VII)"),
     "export": ("diffmf_core.export", "export a preset to ONNX through the portable scan"),
     "bag": ("diffmf_core.bags", "rosbag2 tools: from-pairs, fuse, info"),

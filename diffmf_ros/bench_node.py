@@ -1,7 +1,8 @@
 """End-to-end benchmark of the fusion node: camera publisher (this process) -> diffmf_fusion (its own
 process) -> /fused/info back here.
 
-    python -m diffmf_ros.bench_node --rate 30 --frames 300 --size 640x512 --preset live --device cpu
+    diffmf bench-node --rate 30 --frames 300 --size 640x512 --preset live --device cpu
+    (the same: python -m diffmf_ros.bench_node ...)
 
 Both cameras publish a pair with one wall-clock stamp at ``--rate``; end-to-end latency of a
 fused frame = its arrival here - that stamp (transport in, waiting, registration, inference,
@@ -34,8 +35,8 @@ from diffmf_core.data import write_bytes
 from diffmf_core.sync import split_ns, stamp_to_ns
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m diffmf_ros.bench_node", description=__doc__.split("\n\n")[0])
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Options of ``diffmf bench-node`` / ``python -m diffmf_ros.bench_node``."""
     p.add_argument("--rate", type=float, default=30.0, help="input pairs per second (default 30)")
     p.add_argument("--frames", type=int, default=300, help="pairs to publish (default 300)")
     p.add_argument("--size", type=parse_size, default=(640, 512), help="WIDTHxHEIGHT (default 640x512)")
@@ -46,10 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cuda-graph", action="store_true", help="node parameter cuda_graph:=true (CUDA only)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="CSV folder (default runs/bench)")
     p.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the first output")
-    args = p.parse_args(argv)
-    if args.rate <= 0 or args.frames < 1:
-        p.error("--rate must be > 0 and --frames >= 1")
-    return args
 
 
 def resolve_weights(args, tmp: Path) -> tuple[str, str]:
@@ -241,8 +238,15 @@ def run(args, node_log: Path, tmp: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: argparse.Namespace | list[str] | None = None) -> int:
+    """Run the benchmark; ``args`` from ``diffmf bench-node``, or a command line (default sys.argv)."""
+    if not isinstance(args, argparse.Namespace):
+        parser = argparse.ArgumentParser(prog="python -m diffmf_ros.bench_node", description=__doc__.split("\n\n")[0])
+        configure_parser(parser)
+        args = parser.parse_args(args)
+    if args.rate <= 0 or args.frames < 1:
+        print("bench_node: error: --rate must be > 0 and --frames >= 1", file=sys.stderr)
+        return 2
     from diffmf_ros.fusion_node import package_config_file
 
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(package_config_file("fastdds_profile.xml")))
