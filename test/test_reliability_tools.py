@@ -56,12 +56,20 @@ def test_fuse_skips_unreadable_pair_and_resizes_mixed_sizes(tmp_path, capsys):
 
 
 def run_and_interrupt(args: list[str], started, timeout: float = 60.0) -> tuple[int, str]:
-    """Run `python -m diffmf_core.cli args`, SIGINT it once ``started()`` is true; (rc, stderr)."""
+    """Run `python -m diffmf_core.cli args`, SIGINT it once ``started()`` is true; (rc, stderr).
+    ``started`` looks at files the tool is writing: one that vanishes under it (OSError) means
+    not yet."""
+    def has_started() -> bool:
+        try:
+            return bool(started())
+        except OSError:
+            return False
+
     proc = subprocess.Popen([sys.executable, "-m", "diffmf_core.cli", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout
-        while not started() and proc.poll() is None and time.monotonic() < deadline:
+        while not has_started() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert proc.poll() is None, f"finished before the interrupt:\n{proc.stderr.read()}"
         proc.send_signal(signal.SIGINT)
