@@ -11,9 +11,9 @@ on (1, L, heads, head_dim) inputs, L = ``--scan-tokens`` (default 20480), state 
 
 ``--replot CSV ...`` measures nothing and merges earlier runs into one table, CSV and plot.
 
-Writes ``bench.csv`` and ``latency.png`` (median latency vs pixels, log-log, one line per preset
-and backend) under ``--out`` (default runs/bench) and prints a table headed by the device, the
-torch version and the thread count.
+Writes ``bench.csv`` (after every case, so an interrupted run keeps what it measured) and
+``latency.png`` (median latency vs pixels, log-log, one line per preset and backend) under ``--out``
+(default runs/bench) and prints a table headed by the device, the torch version and the thread count.
 """
 from __future__ import annotations
 
@@ -320,16 +320,21 @@ def main(args: argparse.Namespace) -> int:
     runner = "compile" if args.compile else "cuda_graph" if args.cuda_graph else "eager"
     common = dict(device=device, dtype=dtype, runner=runner, warmup=args.warmup, repeats=args.repeats,
                   budget_s=args.budget_s, chunk_size=args.chunk_size)
-    rows = []
+    rows: list[dict] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def add(row: dict) -> None:  # print and save each row as it comes: an interrupted run keeps them
+        rows.append(row)
+        print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+        write_csv(rows, args.out / "bench.csv")
+
     if not args.no_model:
         for preset in presets:
             for backend in backends:
                 for width, height in args.sizes:
-                    rows.append(bench_model(preset, backend, width, height, **common))
-                    print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+                    add(bench_model(preset, backend, width, height, **common))
     if args.scan_tokens:
         for backend in ["naive", "chunked"] + [b for b in available if b == "mamba_ssm"]:
-            rows.append(bench_scan(backend, args.scan_tokens, **common))
-            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+            add(bench_scan(backend, args.scan_tokens, **common))
     write_outputs(rows, args.out, title)
     return 0
