@@ -90,9 +90,13 @@ def _chunk_scan(xdt, log_a, B, C, chunk):
                                  C[:, :, :, i:i + step]) for i in range(0, c, step)]
         y = torch.cat([blk[0] for blk in blocks], dim=3)
         states = torch.cat([blk[1] for blk in blocks], dim=3)
-    # States entering each chunk: the same recurrence over chunks, one level up.
+    # States entering each chunk: the same recurrence over chunks, one level up. Their contribution
+    # C_t^T entering * exp(acum_t), with the r heads of a group side by side in one product (C is
+    # shared by them: no copy of C per head).
     entering = _carry_states(states, acum[..., -1], chunk)
-    y = y + (C @ entering) * acum.exp_()[..., None]
+    heads_wide = entering.permute(0, 1, 3, 4, 2, 5).reshape(b, g, c, n, r * p)
+    carried = (C[:, :, 0] @ heads_wide).reshape(b, g, c, chunk, r, p).permute(0, 1, 4, 2, 3, 5)
+    y.addcmul_(carried, acum.exp_()[..., None])
     return y.reshape(b, g, r, c * chunk, p)[..., :l, :]
 
 
@@ -106,7 +110,7 @@ def _within_chunks(xdt, acum, B, C):
     seg = (acum[..., :, None] - acum[..., None, :]).masked_fill_(~causal, float("-inf")).exp_()
     y = (seg * (C @ B.transpose(-1, -2))) @ xdt  # (b, g, r, c, Q, p)
     to_end = (acum[..., -1:] - acum).exp()
-    states = B.transpose(-1, -2) @ (xdt * to_end[..., None])  # (b, g, r, c, n, p)
+    states = (B.transpose(-1, -2) * to_end[..., None, :]) @ xdt  # (b, g, r, c, n, p)
     return y, states
 
 
