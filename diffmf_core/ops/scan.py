@@ -163,8 +163,10 @@ def selective_scan_chunked(x, dt, A, B, C, D=None, chunk_size: int = 64):
     xdt = (x * dt[..., None]).reshape(b, l, g, r, p).permute(0, 2, 3, 1, 4)
     log_a = (dt * A).reshape(b, l, g, r).permute(0, 2, 3, 1)
     y = _chunk_scan(xdt, log_a, B.transpose(1, 2), C.transpose(1, 2), chunk_size)
-    y = y.permute(0, 3, 1, 2, 4).reshape(b, l, h, p)
-    return (y if D is None else y + D[:, None] * x).to(dtype)
+    y = y.permute(0, 3, 1, 2, 4)  # (b, l, g, r, p), a view
+    if D is not None:  # D x first: the sum comes out token-major, so the skip costs no extra copy
+        y = D.view(g, r, 1) * x.view(b, l, g, r, p) + y
+    return y.reshape(b, l, h, p).to(dtype)
 
 
 def import_mamba_chunk_scan():
