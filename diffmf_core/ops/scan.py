@@ -160,8 +160,11 @@ def selective_scan_chunked(x, dt, A, B, C, D=None, chunk_size: int = 64):
                           for k, hk in enumerate(heads)], dim=2)
     dtype = x.dtype
     x, dt, A, B, C, D = _upcast(x, dt, A, B, C, D)
-    xdt = (x * dt[..., None]).reshape(b, l, g, r, p).permute(0, 2, 3, 1, 4)
-    log_a = (dt * A).reshape(b, l, g, r).permute(0, 2, 3, 1)
+    # Head-major (b, g, r, l, ...) operands; with the small dt made head-major first, the product
+    # x * dt comes out contiguous in that order, so chunking it later is a view, not a copy.
+    dt = dt.reshape(b, l, g, r).permute(0, 2, 3, 1).contiguous()
+    xdt = dt[..., None] * x.reshape(b, l, g, r, p).permute(0, 2, 3, 1, 4)
+    log_a = dt * A.view(g, r, 1)
     y = _chunk_scan(xdt, log_a, B.transpose(1, 2), C.transpose(1, 2), chunk_size)
     y = y.permute(0, 3, 1, 2, 4)  # (b, l, g, r, p), a view
     if D is not None:  # D x first: the sum comes out token-major, so the skip costs no extra copy
