@@ -65,9 +65,9 @@ class SSDMixer2D(nn.Module):
         seq = cross_scan(x)  # (b, L, 4, inner)
         bcdt = torch.einsum("blki,kfi->blkf", seq, self.route_proj)
         Bm, Cm, dt = bcdt.split((self.d_state, self.d_state, self.heads), dim=-1)
-        dt = F.softplus(dt.reshape(b, H * W, ROUTES * self.heads) + self.dt_bias)
+        dt = F.softplus(dt + self.dt_bias.view(ROUTES, self.heads)).reshape(b, H * W, ROUTES * self.heads)
         xs = seq.reshape(b, H * W, ROUTES * self.heads, self.head_dim)
-        return ScanTokens(xs, dt, Bm.contiguous(), Cm.contiguous(), z, H, W)
+        return ScanTokens(xs, dt, Bm, Cm, z, H, W)  # B, C: strided views; the scan lays them out once
 
     def mix(self, t: ScanTokens) -> torch.Tensor:
         A = -torch.exp(self.A_log.float())
