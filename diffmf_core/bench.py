@@ -6,8 +6,9 @@ on them), batch 1, no grad. Latency: median and p90 of ``--repeats`` timed runs 
 ``--warmup`` runs (CUDA synchronised); a case stops early once ``--budget-s`` seconds of timed runs
 are spent (the row records how many ran). Peak memory of the first run (untimed, one of the
 warm-up runs): CUDA ``torch.cuda.max_memory_allocated``; CPU the peak RSS increase over the RSS
-before the run, after freed blocks are returned to the OS (psutil, sampled every 2 ms). Scan micro-benchmark: naive loop vs portable chunked (vs mamba_ssm)
-on (1, L, heads, head_dim) inputs, L = ``--scan-tokens`` (default 20480), state 16, 64 channels.
+before the run, after freed blocks are returned to the OS (psutil, sampled every 2 ms).
+Scan micro-benchmark: naive loop vs portable chunked (vs mamba_ssm) on (1, L, heads, head_dim)
+inputs, L = ``--scan-tokens`` (default 20480), state 16, 64 channels.
 
 ``--replot CSV ...`` measures nothing and merges earlier runs into one table, CSV and plot.
 
@@ -101,6 +102,12 @@ def peak_memory_mb(fn, device: torch.device) -> float:
     return (peak[0] - before) / 2**20
 
 
+def measure(fn, device: torch.device, warmup: int, repeats: int, budget_s: float) -> tuple[list[float], float]:
+    """(run times in ms, peak memory in MB): the first warm-up run measures the memory, the rest time."""
+    mem = peak_memory_mb(fn, device)
+    return time_runs(fn, device, max(warmup - 1, 0), repeats, budget_s), mem
+
+
 def make_runner(fn, args: tuple, runner: str, device: torch.device):
     """A no-grad callable running ``fn(*args)`` and the runner actually used: ``eager``; ``compile``
     (``torch.compile``, kept if a first call works, else eager with a message); ``cuda_graph``
@@ -143,8 +150,7 @@ def bench_model(preset: str, backend: str, width: int, height: int, device: torc
     vi = torch.rand(1, 1, height, width, device=device, dtype=dtype)
 
     fn, used = make_runner(model, (ir, vi), runner, device)
-    mem = peak_memory_mb(fn, device)  # the first, untimed run: one of the warm-up runs
-    times = time_runs(fn, device, max(warmup - 1, 0), repeats, budget_s)
+    times, mem = measure(fn, device, warmup, repeats, budget_s)
     return _row("model", preset, backend, cfg.chunk_size, width, height, dtype, used, times, mem, device)
 
 
@@ -169,8 +175,7 @@ def bench_scan(backend: str, tokens: int, device: torch.device, dtype: torch.dty
         return selective_scan(*tensors, backend=backend, chunk_size=chunk)
 
     fn, used = make_runner(scan, (x, dt, A, B, C, D), runner if backend == "chunked" else "eager", device)
-    mem = peak_memory_mb(fn, device)  # the first, untimed run: one of the warm-up runs
-    times = time_runs(fn, device, max(warmup - 1, 0), repeats, budget_s)
+    times, mem = measure(fn, device, warmup, repeats, budget_s)
     return _row("scan", f"L={tokens},N={d_state},D={channels}", backend, chunk, tokens, 1, dtype, used, times, mem,
                 device)
 
