@@ -45,6 +45,19 @@ class Sampler(threading.Thread):
                                  len(os.listdir(f"/proc/{self.pid}/fd"))))
 
 
+def settled_diag(rig: Rig, timeout: float) -> dict[str, str]:
+    """/diagnostics once the counters stop moving: two reports in a row with the same matched count
+    and an empty mailbox (the last pairs can still be in transit when publishing ends)."""
+    deadline = time.monotonic() + timeout
+    prev = rig.fresh_diag(timeout=timeout)
+    while True:
+        cur = rig.fresh_diag(timeout=max(0.1, deadline - time.monotonic()))
+        if cur["sync_matched"] == prev["sync_matched"] and cur["mailbox_pending"] == "0":
+            return cur
+        assert time.monotonic() < deadline, f"counters still moving after {timeout} s: {cur}"
+        prev = cur
+
+
 def run_load(tmp, *, rate_hz: float, size: tuple[int, int], frames: int) -> dict:
     """Publish ``frames`` pairs at ``rate_hz`` into a fresh node; returns the measurements."""
     proc = start_node(tmp, device="cpu", diagnostics_period_s=0.5, sync_queue_size=SYNC_QUEUE_SIZE,
@@ -71,7 +84,7 @@ def run_load(tmp, *, rate_hz: float, size: tuple[int, int], frames: int) -> dict
             time.sleep(max(0.0, start + i / rate_hz - time.monotonic()))
             send()
         sent_s = time.monotonic() - start
-        last = rig.fresh_diag(timeout=10.0)  # outputs and counters settle within a diagnostics period
+        last = settled_diag(rig, timeout=10.0)
         sampler.stop_event.set()
         sampler.join()
         assert proc.poll() is None, proc.describe()
