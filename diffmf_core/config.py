@@ -40,7 +40,7 @@ class DiffMFConfig:
     conv_kernel: int = 3           # depth-wise conv inside every VSS block
     mlp_ratio: float = 2.0         # VSS block feed-forward width (0 disables the FFN)
     spatial_levels: int = 3        # high / middle / low scales of the spatial-exchange module
-    skip_dim: int = 16             # channels of the full-resolution detail path of the decoder
+    pyramid_levels: int = 5        # Laplacian pyramid levels of the decoder (detail bands + base)
     scan_backend: str = "auto"     # auto: mamba_ssm on CUDA when importable, else chunked
     mixer: str = "ssm"             # "attention" replaces every VSS mixer (Table VII FLOPs study)
     attention_heads: int = 16      # heads of that attention mixer (paper: 16)
@@ -63,6 +63,7 @@ class DiffMFConfig:
             ((self.expand * self.embed_dim) % self.head_dim == 0, "expand*embed_dim must be a multiple of head_dim"),
             (self.chunk_size >= 8, "chunk_size must be >= 8"),
             (self.spatial_levels in (1, 2, 3), "spatial_levels must be 1, 2 or 3"),
+            (2 <= self.pyramid_levels <= 8, "pyramid_levels must be 2..8"),
             (self.mixer in ("ssm", "attention"), "mixer must be 'ssm' or 'attention'"),
             (self.scan_backend in SCAN_BACKENDS, f"scan_backend must be one of {SCAN_BACKENDS}"),
             (self.guidance in GUIDANCE_MODES, f"guidance must be one of {GUIDANCE_MODES}"),
@@ -98,10 +99,10 @@ PRESETS: dict[str, DiffMFConfig] = {
     # The paper's network: embed dim 32, N = 16, SSMs at full resolution.
     "paper": DiffMFConfig(name="paper"),
     # Live use on CPUs and small GPUs: same modules and order, SSMs on an 8x coarser grid
-    # (the full-resolution detail path of the decoder restores fine texture), fewer channels.
+    # (the decoder's Laplacian pyramid of the sources keeps full-resolution texture), fewer channels.
     "live": DiffMFConfig(
         name="live", embed_dim=16, patch_size=8, chunk_size=16, extraction_depth=1, d_state=8, expand=1,
-        head_dim=8, mlp_ratio=0.0, skip_dim=8,
+        head_dim=8, mlp_ratio=0.0,
     ),
 }
 

@@ -14,7 +14,7 @@ from diffmf_core.modules.exchange import ChannelExchange, ChannelReweighting, Cr
 from diffmf_core.modules.extraction import DiffExtractionStage, guide
 
 TINY = DiffMFConfig(name="tiny", embed_dim=8, d_state=4, expand=1, head_dim=4, chunk_size=8, extraction_depth=1,
-                    mlp_ratio=0.0, spatial_levels=2, skip_dim=4)
+                    mlp_ratio=0.0, spatial_levels=2, pyramid_levels=3)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,6 +22,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def seeded(seed=0):
     torch.manual_seed(seed)
+
+
+def decisive(model: DiffMF) -> DiffMF:
+    """Random decoder head (it starts at zero, where the output ignores the features), so that the
+    output depends on everything before it, as in a trained network."""
+    torch.nn.init.normal_(model.decoder.head.weight, std=0.5)
+    return model
 
 
 def maps(*shape, n=2, seed=1):
@@ -308,7 +315,7 @@ def test_every_ablation_builds_runs_and_trains(changes):
 def test_ablation_changes_the_output():
     """Switching an ablation on the same weights changes the result (the switch is live)."""
     seeded()
-    model = DiffMF(TINY).eval()
+    model = decisive(DiffMF(TINY)).eval()
     ir, vi = pair(seed=2)
     with torch.no_grad():
         base = model(ir, vi)

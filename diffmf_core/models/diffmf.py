@@ -7,11 +7,10 @@ colour visible image and restores colour from its Cb/Cr). Output: fused luminanc
 
 Choices where the paper is silent (also listed in the README):
 - Embedding: a ``patch_size`` x ``patch_size`` strided conv per modality (1 = full resolution, as
-  in the paper preset; the ``live`` preset runs all SSMs on a 4x coarser grid).
-- Decoder: conv on the fused features, pixel-shuffle back to full resolution, concatenated with a
-  full-resolution shallow feature map of both inputs, two convs giving a per-pixel source weight w
-  and a detail term d: fused = clip(w * I_ir + (1 - w) * I_vi + d, 0, 1). Expressing the output
-  relative to the sources keeps full-resolution texture even when the SSMs run on a coarse grid.
+  in the paper preset; the ``live`` preset runs all SSMs on an 8x coarser grid).
+- Decoder (``modules.pyramid_decoder``): the fused features predict per-band selection and gain
+  maps for a Laplacian pyramid of both sources plus a base selection and correction; the pyramid
+  supplies every pixel of detail, so texture survives even when the SSMs run on a coarse grid.
 """
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from diffmf_core.config import DiffMFConfig
 from diffmf_core.modules.exchange import ChannelExchange, SpatialExchange
 from diffmf_core.modules.extraction import DiffDrivenExtraction
+from diffmf_core.modules.pyramid_decoder import PyramidDecoder
 
 
 class PatchEmbed(nn.Module):
@@ -36,29 +36,6 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
-class Decoder(nn.Module):
-    """Fused features (b, h, w, C) + both inputs -> fused Y = clip(w * ir + (1 - w) * vi + d, 0, 1)."""
-
-    def __init__(self, dim: int, patch: int, skip: int):
-        super().__init__()
-        self.body = nn.Conv2d(dim, dim, 3, padding=1)
-        self.up = nn.Conv2d(dim, skip * patch * patch, 1)
-        self.shuffle = nn.PixelShuffle(patch)
-        self.shallow = nn.Conv2d(2, skip, 3, padding=1)
-        self.refine = nn.Conv2d(2 * skip, skip, 3, padding=1)
-        self.head = nn.Conv2d(skip, 2, 3, padding=1)  # source-weight logit, detail
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, f, ir, vi):
-        f = F.gelu(self.body(f.permute(0, 3, 1, 2)))
-        f = self.shuffle(self.up(f))
-        detail = F.gelu(self.shallow(torch.cat((ir, vi), dim=1)))
-        f = F.gelu(self.refine(torch.cat((f, detail), dim=1)))
-        logit, d = self.head(f).chunk(2, dim=1)
-        w = torch.sigmoid(logit)
-        return (w * ir + (1 - w) * vi + d).clamp(0, 1)
-
-
 class DiffMF(nn.Module):
     """DIFF-MF built from one ``DiffMFConfig`` (see diffmf_core.config for the ablation switches)."""
 
@@ -70,7 +47,7 @@ class DiffMF(nn.Module):
         self.extraction = DiffDrivenExtraction(cfg) if cfg.feature_extraction else None
         self.channel_exchange = ChannelExchange(cfg) if cfg.channel_exchange else None
         self.spatial_exchange = SpatialExchange(cfg)
-        self.decoder = Decoder(cfg.embed_dim, cfg.patch_size, cfg.skip_dim)
+        self.decoder = PyramidDecoder(cfg.embed_dim, cfg.pyramid_levels)
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         H, W = ir.shape[-2:]

@@ -1,0 +1,105 @@
+"""The Laplacian pyramid op and the pyramid decoder: exact collapse, and an untrained decoder that
+already fuses like a Laplacian pyramid with a max base (texture of both sources kept)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffmf_core.baselines import fuse_laplacian
+from diffmf_core.modules.pyramid_decoder import PyramidDecoder
+from diffmf_core.ops.pyramid import laplacian_pyramid, pyr_down, pyramid_levels, reconstruct
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("size", [(8, 8), (37, 53), (64, 96), (255, 129)])
+def test_pyramid_collapses_exactly(size):
+    x = torch.rand(2, 1, *size, generator=torch.Generator().manual_seed(0))
+    levels = pyramid_levels(*size, 5)
+    pyr = laplacian_pyramid(x, levels)
+    assert len(pyr) == levels
+    assert torch.allclose(reconstruct(pyr), x, atol=1e-6)
+
+
+def test_pyr_down_halves_rounding_up_and_keeps_constants():
+    x = torch.full((1, 1, 9, 14), 0.3)
+    y = pyr_down(x)
+    assert y.shape[-2:] == (5, 7)
+    assert torch.allclose(y, torch.full_like(y, 0.3))
+
+
+def test_pyramid_levels_keep_the_coarsest_side_at_least_four():
+    assert pyramid_levels(512, 640, 5) == 5
+    assert pyramid_levels(16, 16, 5) == 3  # 16 -> 8 -> 4
+    assert pyramid_levels(7, 100, 5) == 2  # 7 -> 4
+    assert pyramid_levels(6, 100, 5) == 1  # 6 -> 3 would be too small
+    assert pyramid_levels(1, 1, 5) == 1
+
+
+def scene(seed=0, size=64):
+    """ir: a bright warm square on a smooth background; vi: fine stripes (texture) on mid gray."""
+    gen = torch.Generator().manual_seed(seed)
+    ir = 0.2 + 0.05 * torch.rand(1, 1, size, size, generator=gen)
+    ir[..., 20:40, 20:40] = 0.9
+    vi = torch.full((1, 1, size, size), 0.45)
+    vi[..., :, ::2] += 0.2
+    return ir, vi
+
+
+def untrained(dim=4, levels=4):
+    return PyramidDecoder(dim, levels).eval()
+
+
+def test_untrained_decoder_is_a_laplacian_pyramid_with_max_base():
+    ir, vi = scene()
+    features = torch.randn(1, 8, 8, 4)  # ignored by a head that starts at zero
+    with torch.no_grad():
+        fused = untrained()(features, ir, vi)[0, 0].numpy()
+    reference = fuse_laplacian(ir[0, 0].numpy(), vi[0, 0].numpy(), levels=4, base="max")
+    # soft selection (sigmoid) instead of a hard max: close to the classical rule, not bit-equal
+    assert np.abs(fused - reference).mean() < 0.02
+    # the warm target stays bright (max base) and the visible stripes survive on the background
+    assert fused[25:35, 25:35].mean() > 0.8
+    stripes = np.abs(np.diff(fused[45:60, 5:60], axis=1)).mean()
+    assert stripes > 0.15  # visible stripe contrast is 0.2 per column step
+
+
+def test_decoder_output_does_not_depend_on_features_until_the_head_learns():
+    ir, vi = scene()
+    dec = untrained()
+    with torch.no_grad():
+        a = dec(torch.randn(1, 8, 8, 4), ir, vi)
+        b = dec(torch.randn(1, 8, 8, 4), ir, vi)
+        assert torch.equal(a, b)
+        torch.nn.init.normal_(dec.head.weight, std=1.0)
+        assert not torch.allclose(dec(torch.randn(1, 8, 8, 4), ir, vi), a)
+
+
+def test_gain_logits_sharpen_and_selection_logits_choose_a_source():
+    ir, vi = scene()
+    f = torch.zeros(1, 8, 8, 4)
+    dec = untrained()
+    with torch.no_grad():
+        plain = dec(f, ir, vi)
+        dec.head.bias[1:6:2] = 1.0  # gain logits of the three detail bands: gain e^tanh(1) = 2.14
+        sharper = dec(f, ir, vi)
+        dec.head.bias.zero_()
+        dec.head.bias[0:6:2] = 30.0  # every detail band from the infrared image
+        dec.head.bias[6] = 30.0       # and the base: the output is the infrared image
+        only_ir = dec(f, ir, vi)
+
+    def texture(x):
+        return (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+    assert texture(sharper) > 1.5 * texture(plain)
+    assert torch.allclose(only_ir, ir, atol=1e-4)
+
+
+def test_decoder_gradients_reach_every_head_output():
+    ir, vi = scene()
+    dec = PyramidDecoder(4, 4)
+    f = torch.randn(1, 8, 8, 4)
+    dec(f, ir, vi).mean().backward()
+    grad = dec.head.weight.grad.abs().sum(dim=(1, 2, 3))
+    assert (grad > 0).all()
