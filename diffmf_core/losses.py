@@ -5,6 +5,9 @@ Inputs are Bx1xHxW luminance tensors in [0, 1] (fused, ir, vi).
           window, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2 (data range 1), mean over the valid region.
 - Eq. 12  L_text = mean | |grad f| - max(|grad ir|, |grad vi|) |, with |grad x| = |Sobel_x * x| +
           |Sobel_y * x| (the L1 gradient magnitude, as SwinFusion's Sobelxy), reflect padding.
+          Written as mean relu(T - G_f) + ``text_overshoot`` * mean relu(G_f - T): the default 1.0
+          is Eq. 12 exactly; a smaller value stops penalising a fused gradient that is stronger
+          than both sources' (the symmetric L1 forbids being sharper than the sources).
 - Eq. 13  L_int = mean |f - M(ir, vi)|, M = element-wise max (``aggregation="max"``) or mean.
 - Eq. 14  L_total = lambda_ssim L_ssim + lambda_text L_text + lambda_int L_int.
 ``FusionLoss(...)(fused, ir, vi)`` returns (total, {"ssim", "text", "int"} detached parts).
@@ -73,19 +76,22 @@ class FusionLoss(nn.Module):
     """L_total of Eq. 14 with the SSIM (Eq. 11), texture (Eq. 12) and intensity (Eq. 13) terms."""
 
     def __init__(self, lambda_ssim: float = 10.0, lambda_text: float = 20.0, lambda_int: float = 20.0,
-                 w1: float = 0.5, w2: float = 0.5, aggregation: str = "max"):
+                 w1: float = 0.5, w2: float = 0.5, aggregation: str = "max", text_overshoot: float = 1.0):
         super().__init__()
         if aggregation not in ("max", "mean"):
             raise ValueError(f"aggregation must be 'max' or 'mean', got {aggregation!r}")
         self.lambda_ssim, self.lambda_text, self.lambda_int = lambda_ssim, lambda_text, lambda_int
-        self.w1, self.w2, self.aggregation = w1, w2, aggregation
+        if text_overshoot < 0:
+            raise ValueError(f"text_overshoot must be >= 0, got {text_overshoot!r}")
+        self.w1, self.w2, self.aggregation, self.text_overshoot = w1, w2, aggregation, text_overshoot
         self.sobel = SobelGradient()
 
     def forward(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         l_ssim = self.w1 * (1 - ssim_torch(fused, ir)) + self.w2 * (1 - ssim_torch(fused, vi))
         target_grad = torch.maximum(self.sobel(ir), self.sobel(vi))
-        l_text = F.l1_loss(self.sobel(fused), target_grad)
+        excess = self.sobel(fused) - target_grad
+        l_text = F.relu(-excess).mean() + self.text_overshoot * F.relu(excess).mean()
         target = torch.maximum(ir, vi) if self.aggregation == "max" else (ir + vi) * 0.5
         l_int = F.l1_loss(fused, target)
         total = self.lambda_ssim * l_ssim + self.lambda_text * l_text + self.lambda_int * l_int
