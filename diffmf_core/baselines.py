@@ -5,6 +5,8 @@ Luminance functions take and return float32 HxW in [0, 1]:
 - ``fuse_max``: element-wise maximum.
 - ``fuse_laplacian``: Laplacian pyramid (up to 5 levels), max-abs detail selection, averaged base
   (Burt & Adelson 1983 / Burt & Kolczynski 1993).
+- ``fuse_laplacian_max``: the same pyramid with the element-wise maximum as the base (brighter
+  targets; the strongest classical rule on EN/SD/SF/AG in this project's tables).
 - ``fuse_gff``: guided filtering fusion (Li, Kang, Hu, IEEE TIP 2013): 31x31 mean-filter two-scale
   decomposition, saliency = Gaussian(11x11, sigma 5)-smoothed |3x3 Laplacian|, binary max-saliency
   weight maps refined by a guided filter (base r1 = 45, eps1 = 0.3, computed as a fast guided
@@ -15,6 +17,7 @@ chroma (YCrCb, see color.py), returning BGR u8 (gray u8 when vi is gray); ``fuse
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import cv2
@@ -45,13 +48,14 @@ def _laplacian_pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
     return pyramid
 
 
-def fuse_laplacian(ir: np.ndarray, vi: np.ndarray, levels: int = 5) -> np.ndarray:
-    """Laplacian-pyramid fusion: max-abs detail coefficients, mean of the coarsest level."""
+def fuse_laplacian(ir: np.ndarray, vi: np.ndarray, levels: int = 5, base: str = "mean") -> np.ndarray:
+    """Laplacian-pyramid fusion: max-abs detail coefficients; the coarsest level is the mean of
+    the two (``base="mean"``) or their element-wise maximum (``base="max"``)."""
     levels = max(1, min(levels, int(np.log2(max(1, min(ir.shape)))) - 2))
     pa = _laplacian_pyramid(ir.astype(np.float32), levels)
     pb = _laplacian_pyramid(vi.astype(np.float32), levels)
     fused = [np.where(np.abs(a) >= np.abs(b), a, b) for a, b in zip(pa[:-1], pb[:-1])]
-    out = (pa[-1] + pb[-1]) * 0.5
+    out = np.maximum(pa[-1], pb[-1]) if base == "max" else (pa[-1] + pb[-1]) * 0.5
     for detail in reversed(fused):
         out = cv2.pyrUp(out, dstsize=(detail.shape[1], detail.shape[0])) + detail
     return np.clip(out, 0.0, 1.0).astype(np.float32)
@@ -107,6 +111,7 @@ CLASSICAL_FUSERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "mean": fuse_mean,
     "max": fuse_max,
     "laplacian": fuse_laplacian,
+    "laplacian_max": functools.partial(fuse_laplacian, base="max"),
     "gff": fuse_gff,
 }
 

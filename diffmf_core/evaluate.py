@@ -3,10 +3,14 @@
 For every dataset root (default: the shared TNO and DroneVehicle test sets; DroneVehicle's white
 border is stripped by ``data.load_pair``) it writes under ``--out/<dataset>/``:
 ``<method>.csv`` (one row per image plus a ``mean`` row), ``results.md`` (methods x metrics, best
-per column in bold) and ``contact_sheet.png`` (rows: a few images; columns: ir | visible | each
-method | |fused - visible| of diffmf, or of the first method without diffmf). ``--out/results.md``
-collects all tables, which are also printed. ``evaluate_methods`` is reusable by training
-validation with any ``{name: object with .fuse(ir, vi)}``.
+per column in bold) and ``contact_sheet.png`` (for a few images, three rows: the whole frame, then
+2x-or-more zooms of its most textured window (lettering, foliage, brick) and of its flattest window
+(sky, smoke, walls: where blotches and halos would show); columns: ir | visible | each method |
+|fused - visible| of diffmf, or of the first method without diffmf). ``--out/results.md`` collects
+all tables, which are also printed. ``evaluate_methods`` takes any ``{name: object with .fuse}``.
+
+``--clip DIR`` (a folder of consecutive pairs, e.g. a video) adds the temporal flicker of each
+method (``temporal_flicker``) to ``--out/flicker.md``.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from diffmf_core.fuse_cmd import FuserUnavailable, make_fuser
 from diffmf_core.metrics import METRICS, evaluate_pair
 from diffmf_core.paths import shared_data_dir
 
-DEFAULT_METHODS = "diffmf,mean,max,laplacian,gff"
+DEFAULT_METHODS = "diffmf,mean,max,laplacian,gff,laplacian_max"
 DEFAULT_TEST_SETS = ("test/TNO", "test/DroneVehicle")
 TILE_W, TILE_H, HEADER_H = 224, 176, 24
 
@@ -37,25 +41,42 @@ def default_datasets() -> list[Path]:
     return [] if root is None else [root / d for d in DEFAULT_TEST_SETS if (root / d).is_dir()]
 
 
-def _tile(img: np.ndarray, label: str) -> np.ndarray:
+def _tile(img: np.ndarray, label: str, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """Letterbox ``img`` into a TILE_W x TILE_H BGR tile with a caption bar on top."""
     bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
     scale = min(TILE_W / bgr.shape[1], TILE_H / bgr.shape[0])
     w, h = max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))
     tile = np.zeros((TILE_H + HEADER_H, TILE_W, 3), np.uint8)
     y0, x0 = HEADER_H + (TILE_H - h) // 2, (TILE_W - w) // 2
-    tile[y0:y0 + h, x0:x0 + w] = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+    tile[y0:y0 + h, x0:x0 + w] = cv2.resize(bgr, (w, h), interpolation=interpolation)
     cv2.putText(tile, label[:30], (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return tile
 
 
-def _contact_row(name: str, ir: np.ndarray, vi: np.ndarray, fused: dict[str, np.ndarray], diff_method: str) -> np.ndarray:
+def zoom_windows(gray: np.ndarray) -> dict[str, tuple[int, int, int]]:
+    """Square windows (y, x, side) of ``gray`` for the contact sheet's zooms: the one with the most
+    gradient energy ("texture") and the one with the least ("flat"); side = min(H, W) / 4."""
+    side = max(8, min(gray.shape) // 4)
+    energy = cv2.boxFilter(np.abs(cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F)), -1, (side, side),
+                           normalize=True, borderType=cv2.BORDER_REFLECT)
+    half = side // 2
+    inner = energy[half:gray.shape[0] - side + half + 1, half:gray.shape[1] - side + half + 1]
+    out = {}
+    for label, index in (("texture", int(np.argmax(inner))), ("flat", int(np.argmin(inner)))):
+        y, x = np.unravel_index(index, inner.shape)
+        out[label] = (int(y), int(x), side)
+    return out
+
+
+def _contact_rows(name: str, ir: np.ndarray, vi: np.ndarray, fused: dict[str, np.ndarray], diff_method: str) -> np.ndarray:
     diff = cv2.absdiff(to_gray(fused[diff_method]), to_gray(vi))
     heat = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_INFERNO)
-    tiles = [_tile(ir, f"ir {name}"), _tile(vi, "visible")]
-    tiles += [_tile(img, m) for m, img in fused.items()]
-    tiles.append(_tile(heat, f"|{diff_method} - vi| x2"))
-    return np.hstack(tiles)
+    images = [(f"ir {name}", ir), ("visible", vi), *fused.items(), (f"|{diff_method} - vi| x2", heat)]
+    rows = [np.hstack([_tile(img, label) for label, img in images])]
+    for where, (y, x, side) in zoom_windows(to_gray(vi)).items():
+        rows.append(np.hstack([_tile(img[y:y + side, x:x + side], f"{label.split()[0]} ({where} zoom)",
+                                     cv2.INTER_NEAREST) for label, img in images]))
+    return np.vstack(rows)
 
 
 def _write_csv(path: Path, rows: list[dict], mean: dict[str, float]) -> None:
@@ -99,7 +120,7 @@ def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path
             if i in sheet_at:
                 fused_imgs[method] = fused
         if i in sheet_at:
-            sheet.append(_contact_row(name, ir, vi, fused_imgs, diff_method))
+            sheet.append(_contact_rows(name, ir, vi, fused_imgs, diff_method))
     means = {m: {k: float(np.mean([r[k] for r in rs])) for k in METRICS} for m, rs in rows.items()}
     for method, rs in rows.items():
         _write_csv(out_dir / f"{method}.csv", rs, means[method])
@@ -107,6 +128,29 @@ def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path
     write_bytes(out_dir / "results.md", markdown_table(means, title).encode())
     write_image(out_dir / "contact_sheet.png", np.vstack(sheet))
     return means
+
+
+def temporal_flicker(fused: list[np.ndarray], ir: list[np.ndarray], vi: list[np.ndarray]) -> float:
+    """Frame-to-frame change of a fused video beyond the larger source change, in grey levels:
+    mean over consecutive frames and pixels of max(0, |dF| - max(|dIR|, |dVI|)) on gray u8 frames.
+    0 when the fused video changes no more than its sources do."""
+    if not (len(fused) == len(ir) == len(vi)) or len(fused) < 2:
+        raise ValueError("temporal_flicker needs at least two frames of each, equally many")
+    f, a, b = ([to_gray(x).astype(np.float32) for x in seq] for seq in (fused, ir, vi))
+    excess = [np.maximum(0.0, np.abs(f[t] - f[t - 1]) - np.maximum(np.abs(a[t] - a[t - 1]), np.abs(b[t] - b[t - 1])))
+              .mean() for t in range(1, len(f))]
+    return float(np.mean(excess))
+
+
+def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None) -> dict[str, float]:
+    """{method: temporal_flicker} over the consecutive pairs of ``clip_root`` (sorted by name)."""
+    pairs = find_pairs(clip_root)[:limit]
+    frames = [load_pair(ir_path, vi_path) for _, ir_path, vi_path in pairs]
+    if len(frames) < 2 or len({ir.shape for ir, _ in frames}) != 1:
+        raise DataError(f"{clip_root}: a clip needs at least two frames of one size")
+    irs, vis = [ir for ir, _ in frames], [vi for _, vi in frames]
+    return {m: temporal_flicker([fuser.fuse(ir, vi) for ir, vi in frames], irs, vis)
+            for m, fuser in tqdm(fusers.items(), desc=f"flicker {Path(clip_root).name}", unit="method")}
 
 
 def _positive_int(text: str) -> int:
@@ -120,11 +164,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, nargs="+",
                    help="dataset roots with ir/ + vi/ (default: shared test/TNO and test/DroneVehicle)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma-separated: diffmf and/or mean,max,laplacian,gff (default: {DEFAULT_METHODS})")
+                   help=f"comma-separated: diffmf and/or mean,max,laplacian,gff,laplacian_max (default: {DEFAULT_METHODS})")
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
     p.add_argument("--preset", help="DIFF-MF preset name (paper or live)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N pairs of each dataset")
+    p.add_argument("--clip", type=Path, help="folder of consecutive pairs (a video): also measure each "
+                                              "method's temporal flicker (grey levels beyond the sources' change)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -154,6 +200,17 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         tables.append((args.out / name / "results.md").read_text())
+    if args.clip is not None:
+        try:
+            flicker = clip_flicker(args.clip, fusers, args.limit)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        lines = [f"### Temporal flicker on {args.clip.name} (grey levels of frame-to-frame change beyond "
+                 "the larger source change; lower is steadier)", "", "| Method | flicker |", "|---|---:|"]
+        lines += [f"| {m} | {v:.3f} |" for m, v in flicker.items()]
+        write_bytes(args.out / "flicker.md", ("\n".join(lines) + "\n").encode())
+        tables.append("\n".join(lines) + "\n")
     report = "\n".join(tables)
     write_bytes(args.out / "results.md", report.encode())
     print(report)

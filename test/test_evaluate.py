@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffmf_core import cli
-from diffmf_core.evaluate import evaluate_methods, markdown_table
+from diffmf_core.evaluate import evaluate_methods, markdown_table, temporal_flicker, zoom_windows
 from diffmf_core.fuse_cmd import FuserUnavailable, make_fuser
 from diffmf_core.metrics import METRICS
 
@@ -47,7 +47,8 @@ def test_evaluate_methods_writes_reports(dataset, tmp_path):
     assert float(rows[-1][1]) == pytest.approx(means["mean"]["EN"], abs=1e-5)
     assert "**" in (out / "results.md").read_text()
     sheet = cv2.imread(str(out / "contact_sheet.png"))
-    assert sheet.shape[0] == 2 * 200 and sheet.shape[1] == 5 * 224  # ir, vi, 2 methods, diff
+    # two images x (whole frame, texture zoom, flat zoom); columns ir, vi, 2 methods, diff
+    assert sheet.shape[0] == 2 * 3 * 200 and sheet.shape[1] == 5 * 224
 
 
 def test_markdown_table_bolds_best():
@@ -81,3 +82,43 @@ def test_fuse_cli_pair_and_folder(dataset, tmp_path):
     assert cli.main(["fuse", "--data", str(dataset), "--method", "mean", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["00.png", "01.png", "02.png"]  # no temp files left
     assert cli.main(["fuse", "--ir", str(ir), "--method", "mean"]) == 2
+
+
+def test_zoom_windows_find_the_textured_and_the_flat_part():
+    gray = np.full((80, 120), 128, np.uint8)
+    gray[50:75, 85:115] = np.tile(np.array([0, 255], np.uint8), 15)  # stripes at the lower right
+    gray[:30, :40] = 128  # flat upper left (as is the rest)
+    windows = zoom_windows(gray)
+    y, x, side = windows["texture"]
+    assert side == 20 and 50 - side < y <= 75 and 85 - side < x <= 115
+    y, x, side = windows["flat"]
+    assert np.ptp(gray[y:y + side, x:x + side]) == 0
+
+
+def test_temporal_flicker_counts_only_change_beyond_the_sources():
+    rng = np.random.default_rng(0)
+    ir = [rng.integers(0, 256, (16, 16)).astype(np.uint8) for _ in range(4)]
+    vi = [np.full((16, 16), 100, np.uint8)] * 4
+    assert temporal_flicker(ir, ir, vi) == 0.0  # the fused video follows a source exactly
+    steady = [np.full((16, 16), 50, np.uint8)] * 4
+    blink = [np.full((16, 16), 50 + 10 * (t % 2), np.uint8) for t in range(4)]
+    assert temporal_flicker(blink, steady, vi) == pytest.approx(10.0)
+    with pytest.raises(ValueError):
+        temporal_flicker(blink[:1], steady[:1], vi[:1])
+
+
+def test_eval_cli_clip_writes_flicker_table(dataset, tmp_path, capsys):
+    out, clip = tmp_path / "ev", tmp_path / "clip"
+    rng = np.random.default_rng(1)
+    for sub in ("ir", "vi"):
+        (clip / sub).mkdir(parents=True)
+    for t in range(3):
+        cv2.imwrite(str(clip / "ir" / f"{t:03d}.png"), rng.integers(0, 256, (24, 32)).astype(np.uint8))
+        cv2.imwrite(str(clip / "vi" / f"{t:03d}.png"), rng.integers(0, 256, (24, 32, 3)).astype(np.uint8))
+    assert cli.main(["eval", "--data", str(dataset), "--methods", "max,gff", "--out", str(out),
+                     "--clip", str(clip)]) == 0
+    table = (out / "flicker.md").read_text()
+    assert "| max |" in table and "| gff |" in table and "Temporal flicker" in capsys.readouterr().out
+    assert cli.main(["eval", "--data", str(dataset), "--methods", "max", "--out", str(out),
+                     "--clip", str(dataset)]) == 2  # frames of different sizes are no clip
+    assert "one size" in capsys.readouterr().err
