@@ -1,17 +1,25 @@
 """``diffmf train``: train DIFF-MF with the loss of Eq. 11-14 (single process, or torchrun + DDP).
 
-    diffmf train --data ../shared/data/train/RoadScene --preset live --iters 4000 --out runs/train/live
+    diffmf train --data DATA/RoadScene DATA/M3SVD --holdout '1230_1202_*' --val-every 250 --out runs/train/live
     torchrun --nproc_per_node 2 -m diffmf_core.cli train ...      # DistributedDataParallel
 
 Everything goes to ``--out``: ``checkpoint.safetensors`` (model + Adam state + step + RNG, written
 atomically every ``--ckpt-every`` steps; a restarted run with the same ``--out`` continues from it),
 ``weights.safetensors`` (the final network, loadable by ``Fuser``), and ``log.csv`` (losses per
 logged step). No pickle anywhere: checkpoints are safetensors with JSON metadata.
+
+Validation (``--holdout`` patterns take whole clips out of training, ``--val-every K``): the score
+is the mean over the paper's six metrics (EN, SD, SF, MI, VIF, AG) of the network's value divided
+by the value of the Laplacian pyramid with a max base (``baselines.fuse_laplacian(base="max")``)
+on the same held-out pairs at full size; > 1 means better than that classical rule on average.
+Scores go to ``val.csv`` (its first row: the reference values); the best network so far to ``best.safetensors``, and with validation on,
+``weights.safetensors`` is that best network.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import hashlib
 import json
 import math
@@ -19,43 +27,119 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from diffmf_core.baselines import fuse_laplacian
+from diffmf_core.color import bgr_to_ycrcb
 from diffmf_core.config import PRESETS, get_preset
-from diffmf_core.data import PairDataset
+from diffmf_core.data import DataError, PairDataset, find_pairs, load_pair
 from diffmf_core.losses import FusionLoss
+from diffmf_core.metrics import evaluate_pair
 from diffmf_core.models import DiffMF
 from diffmf_core.paths import shared_data_dir
-from diffmf_core.weights import load_model, save_weights
+from diffmf_core.weights import WeightsError, load_model, save_weights
+
+VAL_METRICS = ("EN", "SD", "SF", "MI", "VIF", "AG")
+VAL_HEADER = ["step", "score", *VAL_METRICS]
+
+
+def _number(kind, minimum, inclusive: bool = True):
+    """argparse type: ``kind`` parsed, finite, and >= (or >) ``minimum``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum}, got {text}")
+        return value
+    return parse
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    default_data = shared_data_dir() / "train" / "RoadScene" if shared_data_dir() else None
-    p.add_argument("--data", type=Path, default=default_data, help="root with ir/ and vi/ (default: shared RoadScene)")
+    default_data = [shared_data_dir() / "train" / "RoadScene"] if shared_data_dir() else None
+    p.add_argument("--data", type=Path, nargs="+", default=default_data,
+                   help="one or more roots with ir/ and vi/ (default: shared RoadScene)")
+    p.add_argument("--holdout", action="append", default=[], metavar="PATTERN",
+                   help="pairs whose name matches this glob (e.g. a clip '1230_1202_*') are kept out of "
+                        "training and used for validation; repeatable")
+    p.add_argument("--val-every", type=_number(int, 0), default=0, help="validate every K steps (0: never)")
+    p.add_argument("--val-max", type=_number(int, 1), default=12, help="validate on at most N held-out pairs")
     p.add_argument("--preset", default="live", choices=sorted(PRESETS))
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/train/<preset>)")
-    p.add_argument("--iters", type=int, default=None, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--epochs", type=int, default=46, help="epochs over the data set (paper: 46)")
-    p.add_argument("--batch-size", type=int, default=4, help="per process (paper: 4)")
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-5, help="Adam learning rate (paper: 2e-5)")
-    p.add_argument("--lr-min", type=float, default=None, help="cosine-decay the lr to this value (default: constant)")
-    p.add_argument("--lambda-ssim", type=float, default=10.0)
-    p.add_argument("--lambda-text", type=float, default=20.0)
-    p.add_argument("--lambda-int", type=float, default=20.0)
+    p.add_argument("--iters", type=_number(int, 1), default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--epochs", type=_number(int, 1), default=46, help="epochs over the data set (paper: 46)")
+    p.add_argument("--batch-size", type=_number(int, 1), default=4, help="per process (paper: 4)")
+    p.add_argument("--crop", type=_number(int, 32), default=128, help="random square crop side in pixels")
+    p.add_argument("--lr", type=_number(float, 0.0, inclusive=False), default=2e-5,
+                   help="Adam learning rate (paper: 2e-5)")
+    p.add_argument("--lr-min", type=_number(float, 0.0), default=None,
+                   help="cosine-decay the lr to this value (default: constant)")
+    p.add_argument("--lambda-ssim", type=_number(float, 0.0), default=10.0, help="weight of the SSIM loss (Eq. 11)")
+    p.add_argument("--lambda-text", type=_number(float, 0.0), default=20.0, help="weight of the texture loss (Eq. 12)")
+    p.add_argument("--lambda-int", type=_number(float, 0.0), default=20.0, help="weight of the intensity loss (Eq. 13)")
+    p.add_argument("--text-overshoot", type=_number(float, 0.0), default=1.0,
+                   help="weight of fused gradients stronger than both sources' in the texture loss "
+                        "(1: the paper's symmetric L1; smaller lets the output be sharper)")
     p.add_argument("--aggregation", default="max", choices=("max", "mean"), help="M of Eq. 13")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every K steps")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed (initial weights, crops, order)")
+    p.add_argument("--ckpt-every", type=_number(int, 1), default=100, help="checkpoint every K steps")
+    p.add_argument("--log-every", type=_number(int, 1), default=10, help="write log.csv every K steps")
+    p.add_argument("--workers", type=_number(int, 0), default=0, help="DataLoader workers")
+    p.add_argument("--threads", type=_number(int, 1), default=None, help="torch CPU threads")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this weights file (fine-tuning; its preset must match --preset)")
+
+
+def split_pairs(roots: list[Path], holdout: list[str]) -> tuple[list, list]:
+    """(training pairs, held-out pairs) of every root; a pair is held out when its name matches a
+    ``holdout`` glob. Raises DataError when a pattern matches nothing or nothing is left to train."""
+    pairs = [pair for root in roots for pair in find_pairs(root)]
+    held = [pair for pair in pairs if any(fnmatch.fnmatchcase(pair[0], pat) for pat in holdout)]
+    for pat in holdout:
+        if not any(fnmatch.fnmatchcase(name, pat) for name, _, _ in pairs):
+            raise DataError(f"--holdout {pat!r} matches no pair name")
+    train = [pair for pair in pairs if pair not in held]
+    if not train:
+        raise DataError("no training pairs left after --holdout")
+    return train, held
+
+
+class Validator:
+    """Scores a network on held-out pairs at full size (see the module docstring)."""
+
+    def __init__(self, pairs: list, limit: int):
+        step = max(1, len(pairs) / limit)
+        chosen = [pairs[int(i * step)] for i in range(min(limit, len(pairs)))]
+        self.images = []
+        for _, ir_path, vi_path in chosen:
+            ir, vi = load_pair(ir_path, vi_path)
+            self.images.append((ir.astype(np.float32) / 255.0, bgr_to_ycrcb(vi)[0], ir))
+        self.reference = self._means([fuse_laplacian(ir, vi, base="max") for ir, vi, _ in self.images])
+
+    def _means(self, fused: list) -> dict[str, float]:
+        rows = [evaluate_pair(_to_u8(f), ir8, _to_u8(vi)) for f, (_, vi, ir8) in zip(fused, self.images)]
+        return {k: float(np.mean([r[k] for r in rows])) for k in VAL_METRICS}
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module, device: torch.device) -> tuple[float, dict[str, float]]:
+        was_training = model.training
+        model.eval()
+        fused = [model(torch.from_numpy(ir)[None, None].to(device), torch.from_numpy(vi)[None, None].to(device))
+                 [0, 0].float().cpu().numpy() for ir, vi, _ in self.images]
+        model.train(was_training)
+        means = self._means(fused)
+        return float(np.mean([means[k] / self.reference[k] for k in VAL_METRICS])), means
+
+
+def _to_u8(y: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
 
 
 def _optimizer_tensors(opt: torch.optim.Adam, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -120,6 +204,12 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.data is None:
         raise SystemExit("diffmf train: --data is required (no shared data folder found)")
+    if args.val_every and not args.holdout:
+        raise SystemExit("diffmf train: --val-every needs --holdout (validation uses held-out pairs only)")
+    try:
+        train_pairs, held_pairs = split_pairs(args.data, args.holdout)
+    except DataError as exc:
+        raise SystemExit(f"diffmf train: {exc}") from None
     if distributed:
         backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
         dist.init_process_group(backend)
@@ -134,9 +224,13 @@ def main(args: argparse.Namespace) -> int:
     cfg = get_preset(args.preset)
     model = DiffMF(cfg)
     if args.init is not None:
-        model.load_state_dict(load_model(args.init, expect_preset=args.preset).state_dict())
+        try:
+            model.load_state_dict(load_model(args.init, expect_preset=args.preset).state_dict())
+        except WeightsError as exc:
+            raise SystemExit(f"diffmf train: --init: {exc}") from None
     model = model.to(device)
-    dataset = PairDataset(args.data, crop=args.crop, train=True)
+    dataset = PairDataset(train_pairs, crop=args.crop, train=True)
+    validator = Validator(held_pairs, args.val_max) if args.val_every and rank == 0 else None
     steps_per_epoch = max(1, len(dataset) // (args.batch_size * world))
     total = args.iters or args.epochs * steps_per_epoch
     out = args.out or Path("runs/train") / args.preset
@@ -146,12 +240,17 @@ def main(args: argparse.Namespace) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     start = 0
     if ckpt.exists() and not args.fresh:
-        start = load_checkpoint(ckpt, model, opt)
+        try:
+            start = load_checkpoint(ckpt, model, opt)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise SystemExit(f"diffmf train: {ckpt} does not resume a {args.preset!r} run ({exc.__class__.__name__}); "
+                             "use another --out or --fresh") from None
         if rank == 0:
             print(f"resuming from {ckpt} at step {start}/{total}")
     torch.manual_seed(args.seed * 1000 + rank + start)  # data order differs per rank and resume point
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    loss_fn = FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation)
+    loss_fn = FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation,
+                         text_overshoot=args.text_overshoot)
 
     sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, seed=args.seed + start)
                if distributed else RandomSampler(dataset, replacement=True, num_samples=10 ** 8))
@@ -164,8 +263,9 @@ def main(args: argparse.Namespace) -> int:
     if new_log:
         writer.writerow(["step", "lr", "loss", "ssim", "text", "int", "seconds"])
     # paths relative to the working directory: a weights file must not carry a machine's layout
-    meta = {k: os.path.relpath(v) if isinstance(v, Path) else str(v) for k, v in vars(args).items()
-            if not k.startswith("_") and k != "command"}
+    meta = {k: _portable(v) for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
+    val_path, best_path = out / "val.csv", out / "best.safetensors"
+    best = _best_score(val_path) if start else None
 
     step, epoch, t0 = start, 0, time.time()
     bar = tqdm(total=total, initial=start, disable=rank != 0, desc=f"train {args.preset}", unit="step")
@@ -193,6 +293,17 @@ def main(args: argparse.Namespace) -> int:
                                  *(f"{parts[k].item():.5f}" for k in ("ssim", "text", "int")),
                                  f"{time.time() - t0:.1f}"])
                 log.flush()
+            if validator is not None and (step % args.val_every == 0 or step == total):
+                score, means = validator(model, device)
+                if not val_path.exists():  # the reference values the score divides by
+                    _append_row(val_path, VAL_HEADER, ["laplacian_max", "1.00000",
+                                                       *(f"{validator.reference[k]:.4f}" for k in VAL_METRICS)])
+                _append_row(val_path, VAL_HEADER, [step, f"{score:.5f}", *(f"{means[k]:.4f}" for k in VAL_METRICS)])
+                if best is None or score > best:
+                    best = score
+                    save_weights(model, best_path, steps=step, seed=args.seed, val_score=f"{score:.5f}",
+                                 command=_command(meta))
+                bar.write(f"step {step}: validation score {score:.4f} (best {best:.4f})")
             if rank == 0 and (step % args.ckpt_every == 0 or step == total):
                 save_checkpoint(ckpt, model, opt, step, meta)
         epoch += 1
@@ -200,10 +311,45 @@ def main(args: argparse.Namespace) -> int:
     log.close()
     print(f"rank {rank} finished at step {step}: parameter digest {parameter_digest(model)}", flush=True)
     if rank == 0:
-        final = save_weights(model, out / "weights.safetensors", steps=step, seed=args.seed,
-                             command="diffmf train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in meta.items()))
-        print(f"wrote {final} after {step} steps ({time.time() - t0:.0f} s)")
+        if validator is not None and best_path.exists():
+            final = out / "weights.safetensors"
+            final.write_bytes(best_path.read_bytes())
+            print(f"wrote {final}: the best validated network (score {best:.4f}) of {step} steps")
+        else:
+            final = save_weights(model, out / "weights.safetensors", steps=step, seed=args.seed,
+                                 command=_command(meta))
+            print(f"wrote {final} after {step} steps ({time.time() - t0:.0f} s)")
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def _portable(value):
+    """Argument values for the metadata: paths relative to the working directory (no machine layout)."""
+    if isinstance(value, Path):
+        return os.path.relpath(value)
+    if isinstance(value, list):
+        return " ".join(str(_portable(v)) for v in value)
+    return str(value)
+
+
+def _command(meta: dict) -> str:
+    return "diffmf train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in meta.items())
+
+
+def _append_row(path: Path, header: list, row: list) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(header)
+        writer.writerow(row)
+
+
+def _best_score(path: Path) -> float | None:
+    if not path.exists():
+        return None
+    with open(path, newline="") as fh:
+        scores = [float(row["score"]) for row in csv.DictReader(fh) if row["step"].isdigit()]
+    return max(scores) if scores else None

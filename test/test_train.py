@@ -83,3 +83,62 @@ def test_two_process_ddp_ranks_end_identical(tiny_pairs, tmp_path):
     assert set(digests) == {"0", "1"}, result.stdout
     assert digests["0"] == digests["1"]
     assert (out / "weights.safetensors").exists()
+
+
+def test_holdout_validation_scores_and_keeps_the_best(tiny_pairs, tmp_path):
+    out = tmp_path / "val"
+    result = _run(_train_cmd(tiny_pairs, out, 4, "--holdout", "0[45]", "--val-every", "2", "--val-max", "2"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = (out / "val.csv").read_text().splitlines()
+    assert rows[0] == "step,score,EN,SD,SF,MI,VIF,AG"
+    assert rows[1].startswith("laplacian_max,1.00000,") and [r.split(",")[0] for r in rows[2:]] == ["2", "4"]
+    best = max(float(r.split(",")[1]) for r in rows[2:])
+    from diffmf_core.weights import read_metadata
+    assert float(read_metadata(out / "weights.safetensors")["val_score"]) == pytest.approx(best, abs=1e-5)
+    assert (out / "best.safetensors").read_bytes() == (out / "weights.safetensors").read_bytes()
+
+
+def test_split_pairs_keeps_held_out_clips_out_of_training(tiny_pairs):
+    from diffmf_core.data import DataError
+    from diffmf_core.train import split_pairs
+    train, held = split_pairs([tiny_pairs], ["0[01]"])
+    assert [n for n, _, _ in held] == ["00", "01"] and [n for n, _, _ in train] == ["02", "03", "04", "05"]
+    with pytest.raises(DataError, match="matches no pair"):
+        split_pairs([tiny_pairs], ["clip_*"])
+    with pytest.raises(DataError, match="no training pairs"):
+        split_pairs([tiny_pairs], ["*"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--batch-size", "0"], "--batch-size: must be >= 1"),
+    (["--iters", "0"], "--iters: must be >= 1"),
+    (["--crop", "0"], "--crop: must be >= 32"),
+    (["--lr", "-1"], "--lr: must be > 0.0"),
+    (["--lr", "nan"], "--lr: must be > 0.0"),
+    (["--preset", "bogus"], "invalid choice: 'bogus'"),
+])
+def test_bad_arguments_are_one_line_errors(tiny_pairs, tmp_path, bad, message):
+    cmd = _train_cmd(tiny_pairs, tmp_path / "run", 1)
+    result = _run(cmd + bad)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unusable_inputs_are_clear_errors(tiny_pairs, tmp_path):
+    missing = _run(_train_cmd(tmp_path / "nowhere", tmp_path / "a", 1))
+    bad_init = tmp_path / "init.safetensors"
+    bad_init.write_bytes(b"not a weights file at all")
+    init = _run(_train_cmd(tiny_pairs, tmp_path / "b", 1, "--init", str(bad_init)))
+    holdout = _run(_train_cmd(tiny_pairs, tmp_path / "c", 1, "--val-every", "1"))
+    for result, message in ((missing, "not a directory"), (init, "--init:"), (holdout, "needs --holdout")):
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_resume_with_another_preset_is_refused(tiny_pairs, tmp_path):
+    out = tmp_path / "run"
+    assert _run(_train_cmd(tiny_pairs, out, 1, "--ckpt-every", "1")).returncode == 0
+    cmd = _train_cmd(tiny_pairs, out, 2)
+    cmd[cmd.index("live")] = "paper"
+    result = _run(cmd)
+    assert result.returncode != 0 and "does not resume a 'paper' run" in result.stderr
+    assert "Traceback" not in result.stderr
