@@ -121,18 +121,26 @@ def decode_msg(msg, msgtype: str, max_pixels: int, agc=None) -> np.ndarray:
 
 
 @contextmanager
-def atomic_output(output: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write ``output`` into; rename on success, remove on failure."""
+def atomic_output(output: Path, overwrite: bool = False, inputs=()) -> Iterator[Path]:
+    """Yield a temporary path to write ``output`` into; rename on success, remove on failure.
+
+    The output policy (diffmf_core.outputs) is checked first: never an input (or inside/around
+    one), an existing output only with ``overwrite`` and only when it is a bag. Partial folders
+    of killed earlier runs are removed.
+    """
+    from diffmf_core.outputs import OutputError, check_bag_output, clean_partials, partial_dir, replace_dir
+
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise BagError(f"{output} exists already (use --overwrite to replace it)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    try:
+        check_bag_output(output, inputs, overwrite)
+    except OutputError as exc:
+        raise BagError(str(exc)) from None
+    for note in clean_partials(output):
+        print(f"diffmf bag: {note}", file=sys.stderr)
+    tmp = partial_dir(output)
     try:
         yield tmp / output.name
-        if output.exists():
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-        os.replace(tmp / output.name, output)
+        replace_dir(tmp / output.name, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -251,8 +259,9 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
                     quality: int = 90, rate: float = 30.0, jitter_ms: float = 0.0,
                     thermal_delay_ms: float = 0.0, drop: float = 0.0, seed: int = 0,
                     start_ns: int = 1_700_000_000_000_000_000, strip="auto", overwrite: bool = False,
-                    progress: bool = True) -> dict:
-    """Write (name, ir_path, vi_path) pairs as a thermal+RGB bag; returns counts per topic."""
+                    progress: bool = True, inputs=()) -> dict:
+    """Write (name, ir_path, vi_path) pairs as a thermal+RGB bag; returns counts per topic.
+    ``inputs``: paths the output must not touch (diffmf_core.outputs)."""
     from tqdm import tqdm
 
     from diffmf_core.data import load_pair
@@ -266,7 +275,7 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
     for p in plan:
         remaining[p.pair] = remaining.get(p.pair, 0) + 1
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    with atomic_output(output, overwrite) as tmp_path:
+    with atomic_output(output, overwrite, inputs) as tmp_path:
         writer = open_writer(tmp_path, storage)
         try:
             conns = {cam: writer.add_connection(topic + suffix, msgtype, typestore=store)
@@ -301,7 +310,8 @@ def _cmd_from_pairs(args) -> int:
         pairs, Path(args.output), storage=args.storage, compressed=args.compressed, quality=args.quality,
         rate=args.rate, jitter_ms=args.jitter_ms, thermal_delay_ms=args.thermal_delay_ms, drop=args.drop,
         seed=args.seed, start_ns=int(round(args.start_time * 1e9)),
-        strip="none" if args.keep_border else "auto", overwrite=args.overwrite, progress=not args.quiet)
+        strip="none" if args.keep_border else "auto", overwrite=args.overwrite, progress=not args.quiet,
+        inputs=[args.pairs])
     print(f"wrote {args.output} ({args.storage}): {len(pairs)} pairs, "
           + ", ".join(f"{t} {n}" for t, n in counts.items()))
     return 0
@@ -325,8 +335,10 @@ def load_node_params(path: Path | None = None) -> dict:
 
 def pick_image_topic(topics: dict, source: str, requested: str | None, params: dict) -> tuple[str, str]:
     """(topic, msgtype) of ``source`` ("thermal"/"rgb"): ``requested`` or the params' topic,
-    raw or /compressed, whichever the bag has."""
+    raw or /compressed, whichever the bag has. Relative parameter names (the node resolves them in
+    its namespace) are taken in the root namespace, as bags store absolute names."""
     base = params.get(f"{source}_topic", THERMAL_TOPIC if source == "thermal" else RGB_TOPIC)
+    base = base if base.startswith("/") else "/" + base
     candidates = [requested] if requested else [base, base.rstrip("/") + "/compressed"]
     for topic in candidates:
         if topic in topics:
@@ -433,7 +445,7 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                   file=sys.stderr)
         wanted = reader.connections if copy_inputs else [c for c in reader.connections if c.topic in sources]
         total = sum(c.msgcount for c in wanted)
-        with atomic_output(output, overwrite) as tmp_path:
+        with atomic_output(output, overwrite, [input_path]) as tmp_path:
             writer = open_writer(tmp_path, storage)
             try:
                 out_conns = {c.id: copy_connection(writer, c, store) for c in wanted} if copy_inputs else {}
@@ -520,6 +532,12 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
 
 
 def _cmd_fuse(args) -> int:
+    from diffmf_core.outputs import OutputError, check_bag_output
+
+    try:  # before the model loads; fuse_bag checks again when it writes
+        check_bag_output(Path(args.output), [args.input], args.overwrite)
+    except OutputError as exc:
+        raise BagError(str(exc)) from None
     params = load_node_params(args.params_file)
     for key, value in (("fuser", args.fuser), ("device", args.device), ("weights", args.weights)):
         if value is not None:
@@ -604,43 +622,92 @@ def _percentiles(values, qs=(50, 90, 99)) -> str:
     return " / ".join(f"{np.percentile(v, q):.1f}" for q in qs) + f" / {v.max():.1f}"
 
 
+REPORT_FILES = ("fused.mp4", "strip.png", "summary.md")
+
+
 def write_report(recorded: Path, input_bag: Path, outdir: Path, params: dict, device: str = "",
-                 strip_frames: int = 4) -> dict:
+                 strip_frames: int = 4, overwrite: bool = False) -> dict:
     """From a recorded fusion bag: ``fused.mp4`` (mp4v, at the input's frame rate), ``strip.png``
     (thermal / RGB / fused rows at ``strip_frames`` times) and ``summary.md`` (frames in/out, pairs,
-    drops, modes, FusionInfo latency percentiles, device) in ``outdir``; returns the numbers."""
+    drops, modes, FusionInfo latency percentiles, device) in ``outdir``; returns the numbers.
+
+    Output policy as every command (diffmf_core.outputs): the three files are written into a hidden
+    folder inside ``outdir`` and moved in when all are complete, so an error or Ctrl-C leaves no
+    partial file. Fused frames of another size than the first are resized for the video (counted in
+    ``frames_resized``). The input bag must be the one that was fused: every input stamp a
+    FusionInfo names must be in it, else BagError.
+    """
+    from diffmf_core.outputs import OutputError, check_results, mark_results
+
+    recorded, input_bag, outdir = Path(recorded), Path(input_bag), Path(outdir)
+    try:
+        check_results(outdir, REPORT_FILES, [recorded, input_bag], overwrite, "bag report")
+    except OutputError as exc:
+        raise BagError(str(exc)) from None
+    created = not outdir.exists()
+    tmp = None
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".diffmf-report.", suffix=".partial", dir=outdir))
+        numbers = _write_report_files(recorded, input_bag, tmp, params, device, strip_frames)
+        mark_results(outdir, "bag report")
+        for name in REPORT_FILES:
+            os.replace(tmp / name, outdir / name)
+    except BaseException:
+        if created:
+            shutil.rmtree(outdir, ignore_errors=True)
+        raise
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return numbers
+
+
+def _write_report_files(recorded: Path, input_bag: Path, outdir: Path, params: dict, device: str,
+                        strip_frames: int) -> dict:
     import cv2
 
     store = make_typestore()
-    outdir.mkdir(parents=True, exist_ok=True)
     in_stamps, expected = sync_pairs(input_bag, params)
     rgb_in = sorted(in_stamps["rgb"])
     fps = (len(rgb_in) - 1) / ((rgb_in[-1] - rgb_in[0]) / 1e9) if len(rgb_in) > 1 and rgb_in[-1] > rgb_in[0] else 30.0
     infos, delivered, samples = [], {}, []
-    video = None
-    with open_reader(recorded) as reader:
-        n_fused = reader.topics[FUSED_TOPIC].msgcount if FUSED_TOPIC in reader.topics else 0
-        if not n_fused:
-            raise BagError(f"{recorded}: no {FUSED_TOPIC} messages were recorded")
-        picks = set(np.linspace(0, n_fused - 1, min(strip_frames, n_fused)).round().astype(int).tolist())
-        index = 0
-        for conn, _, raw in iter_messages(reader):
-            if conn.topic == INFO_TOPIC:
-                infos.append(store.deserialize_cdr(raw, FUSION_INFO_TYPE))
-            elif conn.topic == FUSED_TOPIC:
-                msg = store.deserialize_cdr(raw, IMAGE_TYPE)
-                img = decode_msg(msg, IMAGE_TYPE, 1 << 26)
-                img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-                if video is None:
-                    size = (img.shape[1], img.shape[0])
-                    video = cv2.VideoWriter(str(outdir / "fused.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-                video.write(img if (img.shape[1], img.shape[0]) == size else cv2.resize(img, size))
-                if index in picks:
-                    samples.append((stamp_to_ns(msg.header.stamp), img))
-                index += 1
-            else:
-                delivered[conn.topic] = delivered.get(conn.topic, 0) + 1
-    video.release()
+    video, size, resized = None, None, 0
+    try:
+        with open_reader(recorded) as reader:
+            n_fused = reader.topics[FUSED_TOPIC].msgcount if FUSED_TOPIC in reader.topics else 0
+            if not n_fused:
+                raise BagError(f"{recorded}: no {FUSED_TOPIC} messages were recorded")
+            picks = set(np.linspace(0, n_fused - 1, min(strip_frames, n_fused)).round().astype(int).tolist())
+            index = 0
+            for conn, _, raw in iter_messages(reader):
+                if conn.topic == INFO_TOPIC:
+                    infos.append(store.deserialize_cdr(raw, FUSION_INFO_TYPE))
+                elif conn.topic == FUSED_TOPIC:
+                    msg = store.deserialize_cdr(raw, IMAGE_TYPE)
+                    img = decode_msg(msg, IMAGE_TYPE, 1 << 26)
+                    img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+                    if video is None:
+                        size = (img.shape[1], img.shape[0])
+                        video = cv2.VideoWriter(str(outdir / "fused.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                    if (img.shape[1], img.shape[0]) != size:
+                        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+                        resized += 1
+                    video.write(img)
+                    if index in picks:
+                        samples.append((stamp_to_ns(msg.header.stamp), img))
+                    index += 1
+                else:
+                    delivered[conn.topic] = delivered.get(conn.topic, 0) + 1
+    finally:
+        if video is not None:
+            video.release()
+    known = {"thermal": set(in_stamps["thermal"]), "rgb": set(in_stamps["rgb"])}
+    foreign = sum(1 for i in infos
+                  if any(stamp_to_ns(getattr(i, f"{s}_stamp")) not in known[s] | {0} for s in known))
+    if foreign:
+        raise BagError(f"{input_bag} is not the bag that was fused into {recorded}: {foreign} of {len(infos)} "
+                       "fused frames name input stamps that it does not contain (give the played bag as --input)")
     by_stamp = {stamp_to_ns(i.header.stamp): i for i in infos}
     _write_strip(outdir / "strip.png", input_bag, samples, by_stamp, params)
 
@@ -655,6 +722,8 @@ def write_report(recorded: Path, input_bag: Path, outdir: Path, params: dict, de
         "frames_delivered": delivered,
         "pairs_expected": len(expected),
         "frames_out": n_fused,
+        "frames_resized": resized,
+        "video_size": f"{size[0]}x{size[1]}",
         "infos_out": len(infos),
         "pairs_fused": len(fused_pairs),
         "pairs_lost": sum(1 for p in expected if p not in got),
@@ -704,7 +773,8 @@ def _write_strip(path: Path, input_bag: Path, samples, infos_by_stamp: dict, par
     scale = min(1.0, 1600 / strip.shape[1])
     if scale < 1.0:
         strip = cv2.resize(strip, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(path), strip)
+    if not cv2.imwrite(str(path), strip):
+        raise BagError(f"{path}: cannot write the strip image")
 
 
 def _summary_markdown(n: dict, recorded: Path, input_bag: Path) -> str:
@@ -716,6 +786,8 @@ def _summary_markdown(n: dict, recorded: Path, input_bag: Path) -> str:
         ("pairs the synchronizer can form (offline, node parameters)", n["pairs_expected"]),
         ("unpaired input frames (no partner within the slop)", n["unpaired_frames"]),
         ("fused frames out (`/fused/image`)", f"{n['frames_out']} (`/fused/info` {n['infos_out']})"),
+        ("fused frames resized to the video size", f"{n['frames_resized']} (video {n['video_size']}; "
+         "the image size changed during the recording)" if n["frames_resized"] else "0"),
         ("pairs fused", n["pairs_fused"]),
         ("pairs not fused live (node busy: newer pair replaced a waiting one, or lost)", n["pairs_lost"]),
         ("modes", ", ".join(f"{m} {c}" for m, c in sorted(n["modes"].items()))),
@@ -735,7 +807,8 @@ def _summary_markdown(n: dict, recorded: Path, input_bag: Path) -> str:
 
 def _cmd_report(args) -> int:
     params = load_node_params(args.params_file)
-    numbers = write_report(Path(args.recorded), Path(args.input), Path(args.outdir), params, args.device)
+    numbers = write_report(Path(args.recorded), Path(args.input), Path(args.outdir), params, args.device,
+                           overwrite=args.overwrite)
     print((Path(args.outdir) / "summary.md").read_text())
     if args.min_frames and numbers["frames_out"] < args.min_frames:
         raise BagError(f"only {numbers['frames_out']} fused frames (expected at least {args.min_frames})")
@@ -798,6 +871,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     rp.add_argument("--params-file", help="node parameters YAML used (default: config/fuse.yaml)")
     rp.add_argument("--device", default="", help="device the node ran on, for the summary")
     rp.add_argument("--min-frames", type=int, default=1, help="fail with fewer fused frames (default 1)")
+    rp.add_argument("--overwrite", action="store_true",
+                    help="replace fused.mp4/strip.png/summary.md of an earlier report in --outdir")
     rp.set_defaults(_bag_func=_cmd_report)
 
     inf = sub.add_parser("info", help="topics, counts and duration of a bag")
