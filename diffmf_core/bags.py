@@ -36,6 +36,8 @@ from typing import Iterator
 
 import numpy as np
 
+from diffmf_core.argtypes import device as device_arg
+from diffmf_core.argtypes import float_range, int_range
 from diffmf_core.paths import repo_root
 from diffmf_core.pipeline import build_pipeline
 from diffmf_core.sync import split_ns, stamp_to_ns
@@ -53,6 +55,8 @@ FUSION_INFO_MSG = repo_root() / "msg" / "FusionInfo.msg"
 STORAGES = ("mcap", "sqlite3")
 BAG_VERSION = 9  # rosbag2 metadata version written by jazzy and kilted
 MODE_NAMES = {0: "fused", 1: "rgb-only", 2: "thermal-only", 3: "classical"}  # FusionInfo.MODE_*
+MAX_DROP = 0.9
+MAX_STAMP_S = 2**31 - 1  # builtin_interfaces/Time.sec is an int32
 
 
 class BagError(Exception):
@@ -267,6 +271,13 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
     from diffmf_core.data import load_pair
 
     plan = plan_stamps(len(pairs), rate, jitter_ms, thermal_delay_ms, drop, seed, start_ns)
+    for camera in ("thermal", "rgb"):
+        if not any(p.camera == camera for p in plan):
+            raise BagError(f"no {camera} message is left ({len(pairs)} pairs, --drop {drop:g}): the bag would be "
+                           "useless; lower --drop or use more pairs")
+    if plan[0].stamp_ns < 0 or plan[-1].stamp_ns >= MAX_STAMP_S * 10**9:
+        raise BagError(f"stamps run from {plan[0].stamp_ns / 1e9:.3f} to {plan[-1].stamp_ns / 1e9:.3f} s; they "
+                       f"must stay within [0, {MAX_STAMP_S}] s (ROS Time): change --start-time")
     store = make_typestore()
     suffix = "/compressed" if compressed else ""
     msgtype = COMPRESSED_TYPE if compressed else IMAGE_TYPE
@@ -531,6 +542,20 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
     return summary
 
 
+def _check_model(params: dict) -> None:
+    """An explicit --weights/--device/--fuser diffmf must be usable: BagError instead of the classical
+    fallback that the node (and the automatic defaults) use."""
+    try:
+        from diffmf_core.fuser import Fuser
+
+        Fuser(params.get("weights") or None, preset=params.get("preset") or None,
+              device=params.get("device", "auto"), half=bool(params.get("half_precision", True)))
+    except Exception as exc:  # noqa: BLE001 - any load failure is the user's explicit choice failing
+        raise BagError(f"the requested DIFF-MF model cannot be used ({type(exc).__name__}: {exc}); "
+                       "explicit --weights/--device/--fuser diffmf never fall back (use --fuser classical "
+                       "to fuse without the model)") from None
+
+
 def _cmd_fuse(args) -> int:
     from diffmf_core.outputs import OutputError, check_bag_output
 
@@ -546,9 +571,16 @@ def _cmd_fuse(args) -> int:
         params["sync_slop_s"] = args.slop_ms / 1000.0
     if args.thermal_delay_ms is not None:
         params["thermal_delay_s"] = args.thermal_delay_ms / 1000.0
+    explicit = args.weights or args.device not in (None, "auto") or args.fuser == "diffmf"
+    if explicit and params.get("fuser", "diffmf") == "diffmf":
+        _check_model(params)
     summary = fuse_bag(Path(args.input), Path(args.output), params, storage=args.storage,
                        thermal_topic=args.thermal_topic, rgb_topic=args.rgb_topic,
                        copy_inputs=not args.only_fused, overwrite=args.overwrite, progress=not args.quiet)
+    if not summary.fused:
+        shutil.rmtree(args.output, ignore_errors=True)
+        print(summary.text(), file=sys.stderr)
+        raise BagError(f"nothing could be fused from {args.input} (see the counts above); no output written")
     print(f"wrote {args.output}\n{summary.text()}")
     return 0
 
@@ -830,14 +862,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     fp.add_argument("--storage", choices=STORAGES, default="mcap")
     fp.add_argument("--compressed", action="store_true",
                     help="CompressedImage JPEG on <topic>/compressed instead of raw Image")
-    fp.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
-    fp.add_argument("--rate", type=float, default=30.0, help="frame rate, Hz (default 30)")
-    fp.add_argument("--jitter-ms", type=float, default=0.0, help="uniform stamp jitter per message, +- ms")
-    fp.add_argument("--thermal-delay-ms", type=float, default=0.0, help="constant thermal stamp delay, ms")
-    fp.add_argument("--drop", type=float, default=0.0, help="probability of dropping each message")
-    fp.add_argument("--seed", type=int, default=0, help="random seed for jitter and drops")
-    fp.add_argument("--start-time", type=float, default=1_700_000_000.0, help="first stamp, s since epoch")
-    fp.add_argument("--limit", type=int, default=0, help="use only the first N pairs")
+    fp.add_argument("--quality", type=int_range(1, 100), default=90, help="JPEG quality 1-100 (default 90)")
+    fp.add_argument("--rate", type=float_range(0, 1000, lo_open=True), default=30.0,
+                    help="frame rate, Hz, in (0, 1000] (default 30)")
+    fp.add_argument("--jitter-ms", type=float_range(0, None), default=0.0,
+                    help="uniform stamp jitter per message, +- ms (below half a frame period)")
+    fp.add_argument("--thermal-delay-ms", type=float_range(-10_000, 10_000), default=0.0,
+                    help="constant thermal stamp delay, ms")
+    fp.add_argument("--drop", type=float_range(0, MAX_DROP), default=0.0,
+                    help=f"probability of dropping each message, 0-{MAX_DROP:g} (default 0)")
+    fp.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="random seed for jitter and drops")
+    fp.add_argument("--start-time", type=float_range(0, MAX_STAMP_S), default=1_700_000_000.0,
+                    help="first stamp, s since epoch (default 1700000000; stamps must stay below 2^31 s)")
+    fp.add_argument("--limit", type=int_range(0), default=0, help="use only the first N pairs (0: all)")
     fp.add_argument("--keep-border", action="store_true", help="do not strip a DroneVehicle-style white border")
     fp.add_argument("--overwrite", action="store_true", help="replace an existing output")
     fp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -853,10 +890,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     fu.add_argument("--rgb-topic", help="default: /rgb/image_raw or its /compressed")
     fu.add_argument("--params-file", help="node parameters YAML (default: config/fuse.yaml)")
     fu.add_argument("--fuser", choices=("diffmf", "classical"), help="override the fuser parameter")
-    fu.add_argument("--device", help="override the device parameter (auto, cpu, cuda)")
-    fu.add_argument("--weights", help="override the weights parameter (.safetensors)")
-    fu.add_argument("--slop-ms", type=float, help="override sync_slop_s (milliseconds)")
-    fu.add_argument("--thermal-delay-ms", type=float, help="override thermal_delay_s (milliseconds)")
+    fu.add_argument("--device", type=device_arg,
+                    help="override the device parameter (auto, cpu, cuda, cuda:N); an explicit device "
+                         "that cannot be used is an error")
+    fu.add_argument("--weights", help="override the weights parameter (.safetensors); a file that cannot "
+                                      "be used is an error, not a classical fallback")
+    fu.add_argument("--slop-ms", type=float_range(0, 10_000), help="override sync_slop_s (milliseconds)")
+    fu.add_argument("--thermal-delay-ms", type=float_range(-10_000, 10_000),
+                    help="override thermal_delay_s (milliseconds)")
     fu.add_argument("--only-fused", action="store_true", help="do not copy the input topics")
     fu.add_argument("--overwrite", action="store_true", help="replace an existing output")
     fu.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -870,7 +911,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     rp.add_argument("--outdir", required=True, help="folder for fused.mp4, strip.png, summary.md")
     rp.add_argument("--params-file", help="node parameters YAML used (default: config/fuse.yaml)")
     rp.add_argument("--device", default="", help="device the node ran on, for the summary")
-    rp.add_argument("--min-frames", type=int, default=1, help="fail with fewer fused frames (default 1)")
+    rp.add_argument("--min-frames", type=int_range(0), default=1, help="fail with fewer fused frames (default 1)")
     rp.add_argument("--overwrite", action="store_true",
                     help="replace fused.mp4/strip.png/summary.md of an earlier report in --outdir")
     rp.set_defaults(_bag_func=_cmd_report)
