@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import re
 import sys
 import threading
@@ -526,7 +527,12 @@ class FusionNode(LifecycleNode):
 
     # ---- worker thread -----------------------------------------------------------------------
     def _work(self) -> None:
+        # test hook: DIFFMF_TEST_WORKER_DELAY_S holds every pair this long before fusing it, so a test
+        # can make the node slower than its input on any machine (test_reliability_load's overload)
+        delay_s = float(os.environ.get("DIFFMF_TEST_WORKER_DELAY_S") or 0.0)
         while (job := self.mailbox.get()) is not None:
+            if delay_s > 0:
+                time.sleep(delay_s)
             try:
                 self._process(job)
             except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node

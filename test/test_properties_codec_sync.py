@@ -50,7 +50,7 @@ def test_decode_compressed_raises_only_decode_errors(fmt, kind, cut, flips, gray
     try:
         out = decode_compressed(fmt, data, max_pixels=1000)
     except ImageDecodeError as exc:
-        assert exc.kind in {"bad_compressed", "too_large", "empty", "unknown_encoding"}
+        assert exc.kind in {"bad_jpeg", "bad_png", "bad_compressed", "too_large", "empty", "unknown_encoding"}
         return
     assert out.dtype == np.uint8 and out.shape[:2] == (12, 10)
 
