@@ -590,16 +590,27 @@ def _cmd_fuse(args) -> int:
 
 
 def bag_info(path: Path) -> dict:
-    """Topics (type, count, rate), message count, start/end/duration of a bag."""
+    """Topics (type, count, rate), message count, start/end/duration of a bag.
+
+    Counts and times come from the messages in the storage, not from metadata.yaml (which a tool
+    may have written wrong); ``metadata_mismatch`` lists the topics whose metadata count differs."""
     with open_reader(path) as reader:
-        duration_s = reader.duration / 1e9 if reader.message_count else 0.0
-        topics = {
-            name: {"type": t.msgtype, "count": t.msgcount,
-                   "rate_hz": round((t.msgcount - 1) / duration_s, 3) if duration_s > 0 and t.msgcount > 1 else None}
-            for name, t in reader.topics.items()}
-        return {"path": str(path), "messages": reader.message_count, "duration_s": duration_s,
-                "start_ns": reader.start_time if reader.message_count else None,
-                "end_ns": reader.end_time if reader.message_count else None, "topics": topics}
+        counts = {name: 0 for name in reader.topics}
+        start = end = None
+        for conn, bag_ns, _ in iter_messages(reader):
+            counts[conn.topic] = counts.get(conn.topic, 0) + 1
+            start = bag_ns if start is None else min(start, bag_ns)
+            end = bag_ns if end is None else max(end, bag_ns)
+        duration_s = (end - start) / 1e9 if start is not None else 0.0
+        types = {name: t.msgtype for name, t in reader.topics.items()}
+        mismatch = {name: {"metadata": t.msgcount, "storage": counts.get(name, 0)}
+                    for name, t in reader.topics.items() if t.msgcount != counts.get(name, 0)}
+    topics = {
+        name: {"type": types.get(name, "?"), "count": n,
+               "rate_hz": round((n - 1) / duration_s, 3) if duration_s > 0 and n > 1 else None}
+        for name, n in counts.items()}
+    return {"path": str(path), "messages": sum(counts.values()), "duration_s": duration_s,
+            "start_ns": start, "end_ns": end, "topics": topics, "metadata_mismatch": mismatch}
 
 
 def _cmd_info(args) -> int:
@@ -616,6 +627,9 @@ def _cmd_info(args) -> int:
     for name, t in sorted(info["topics"].items()):
         rate = f"{t['rate_hz']:.2f} Hz" if t["rate_hz"] else "-"
         print(f"  {name:<{width}}  {t['count']:>6}  {rate:>10}  {t['type']}")
+    for name, m in sorted(info["metadata_mismatch"].items()):
+        print(f"warning: metadata.yaml says {m['metadata']} message(s) on {name}, the storage holds "
+              f"{m['storage']} (counts above are from the storage)", file=sys.stderr)
     return 0
 
 
@@ -852,14 +866,22 @@ def _cmd_report(args) -> int:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from diffmf_core.cli import examples_epilog
+
+    raw = argparse.RawDescriptionHelpFormatter
     sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
+    policy = ("Output policy: the output is never an input (nor inside or around one); an existing output "
+              "is an error unless --overwrite, which replaces only a bag (a folder with metadata.yaml).")
 
     fp = sub.add_parser("from-pairs", help="write a thermal+RGB bag from a folder of ir/vi pairs",
                         description="Write a thermal+RGB rosbag2 from ir/+vi/ (or DroneVehicle "
-                                    "trainimgr/+trainimg/) pairs with camera-like stamps.")
+                                    "trainimgr/+trainimg/) pairs with camera-like stamps.", formatter_class=raw,
+                        epilog=examples_epilog(["diffmf bag from-pairs DATA runs/bags/pairs --compressed",
+                                                "diffmf bag from-pairs DATA runs/bags/jitter --jitter-ms 3 "
+                                                "--drop 0.05 --limit 50"], policy))
     fp.add_argument("pairs", help="folder with ir/+vi/ or DroneVehicle trainimgr/+trainimg/")
-    fp.add_argument("output", help="output bag folder")
-    fp.add_argument("--storage", choices=STORAGES, default="mcap")
+    fp.add_argument("output", help="output bag folder (must not exist, see --overwrite)")
+    fp.add_argument("--storage", choices=STORAGES, default="mcap", help="bag storage (default mcap)")
     fp.add_argument("--compressed", action="store_true",
                     help="CompressedImage JPEG on <topic>/compressed instead of raw Image")
     fp.add_argument("--quality", type=int_range(1, 100), default=90, help="JPEG quality 1-100 (default 90)")
@@ -876,16 +898,20 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                     help="first stamp, s since epoch (default 1700000000; stamps must stay below 2^31 s)")
     fp.add_argument("--limit", type=int_range(0), default=0, help="use only the first N pairs (0: all)")
     fp.add_argument("--keep-border", action="store_true", help="do not strip a DroneVehicle-style white border")
-    fp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    fp.add_argument("--overwrite", action="store_true", help="replace an existing output bag (only a bag)")
     fp.add_argument("--quiet", action="store_true", help="no progress bar")
     fp.set_defaults(_bag_func=_cmd_from_pairs)
 
     fu = sub.add_parser("fuse", help="fuse a thermal+RGB bag offline into a new bag",
                         description="Decode, pair, register and fuse a bag with the node's code; "
-                                    "write the original topics plus /fused/image and /fused/info.")
+                                    "write the original topics plus /fused/image and /fused/info.",
+                        formatter_class=raw,
+                        epilog=examples_epilog(["diffmf bag fuse samples/m3svd_0117_1605 runs/bags/fused",
+                                                "diffmf bag fuse IN OUT --fuser classical --only-fused --overwrite"],
+                                               policy + " Exits non-zero when no frame could be fused."))
     fu.add_argument("input", help="input bag (folder, .mcap or .db3)")
-    fu.add_argument("output", help="output bag folder")
-    fu.add_argument("--storage", choices=STORAGES, default="mcap")
+    fu.add_argument("output", help="output bag folder (must not exist, see --overwrite)")
+    fu.add_argument("--storage", choices=STORAGES, default="mcap", help="bag storage (default mcap)")
     fu.add_argument("--thermal-topic", help="default: /thermal/image_raw or its /compressed")
     fu.add_argument("--rgb-topic", help="default: /rgb/image_raw or its /compressed")
     fu.add_argument("--params-file", help="node parameters YAML (default: config/fuse.yaml)")
@@ -899,13 +925,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     fu.add_argument("--thermal-delay-ms", type=float_range(-10_000, 10_000),
                     help="override thermal_delay_s (milliseconds)")
     fu.add_argument("--only-fused", action="store_true", help="do not copy the input topics")
-    fu.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    fu.add_argument("--overwrite", action="store_true", help="replace an existing output bag (only a bag)")
     fu.add_argument("--quiet", action="store_true", help="no progress bar")
     fu.set_defaults(_bag_func=_cmd_fuse)
 
     rp = sub.add_parser("report", help="video, image strip and summary.md from a recorded fusion run",
                         description="Write fused.mp4, strip.png and summary.md for a bag recorded from "
-                                    "the fusion node (scripts/demo.sh).")
+                                    "the fusion node (scripts/demo.sh).", formatter_class=raw,
+                        epilog=examples_epilog(["diffmf bag report runs/demo/fused_bag --input "
+                                                "samples/m3svd_0117_1605 --outdir runs/demo"],
+                                               "The --input bag must be the one played into the node (its stamps "
+                                               "are checked). Files are complete or absent (Ctrl-C included); "
+                                               "--overwrite replaces only an earlier report's files."))
     rp.add_argument("recorded", help="bag with /fused/image and /fused/info (optionally the inputs)")
     rp.add_argument("--input", required=True, help="the bag that was played into the node")
     rp.add_argument("--outdir", required=True, help="folder for fused.mp4, strip.png, summary.md")
@@ -916,8 +947,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                     help="replace fused.mp4/strip.png/summary.md of an earlier report in --outdir")
     rp.set_defaults(_bag_func=_cmd_report)
 
-    inf = sub.add_parser("info", help="topics, counts and duration of a bag")
-    inf.add_argument("bag")
+    inf = sub.add_parser("info", help="topics, counts and duration of a bag",
+                         description="Topics, types, message counts (counted in the storage, compared with "
+                                     "metadata.yaml), rates and duration of a bag.", formatter_class=raw,
+                         epilog=examples_epilog(["diffmf bag info samples/m3svd_0117_1605",
+                                                 "diffmf bag info runs/bags/fused --json"]))
+    inf.add_argument("bag", help="bag folder, .mcap or .db3 file")
     inf.add_argument("--json", action="store_true", help="machine-readable output")
     inf.set_defaults(_bag_func=_cmd_info)
 

@@ -115,11 +115,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
     p.epilog = ("Outputs: OUT/<name>.png per pair, named after the visible image. An existing output is an "
                 "error unless --overwrite, which replaces only PNGs that diffmf fuse wrote there earlier "
-                "(the folder carries a .diffmf-fuse marker); inputs are never written.\n\n"
-                "examples:\n"
-                "  diffmf fuse --ir ir/0001.png --vi vi/0001.png --out runs/fuse\n"
-                "  diffmf fuse --ir DATA/ir --vi DATA/vi --method gff --out runs/gff --overwrite")
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+                "(the folder carries a .diffmf-fuse marker); inputs are never written.")
     src = p.add_argument_group("input (either --ir and --vi, or --data)")
     src.add_argument("--ir", type=Path, help="infrared image of a single pair, or a folder of infrared images")
     src.add_argument("--vi", type=Path, help="visible image of a single pair, or a folder of visible images "
