@@ -82,7 +82,10 @@ def examples_epilog(examples: list[str], epilog: str | None = None) -> str | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    try:
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line printed by argparse)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except KeyboardInterrupt:

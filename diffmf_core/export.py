@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffmf_core.argtypes import float_range, int_range
 from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
 from diffmf_core.outputs import OutputError, check_file_output
@@ -102,14 +103,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset, "
                                      "else a random network with a warning)")
     p.add_argument("--preset", default="live", choices=["live", "paper"], help="preset when no --weights")
-    p.add_argument("--height", type=int, default=512, help="fixed input height (default 512)")
-    p.add_argument("--width", type=int, default=640, help="fixed input width (default 640)")
-    p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
+    p.add_argument("--height", type=int_range(1, 8192), default=512, help="fixed input height (default 512)")
+    p.add_argument("--width", type=int_range(1, 8192), default=640, help="fixed input width (default 640)")
+    p.add_argument("--opset", type=int_range(MIN_OPSET), default=MIN_OPSET,
+                   help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
     p.add_argument("--out", type=Path, help="output .onnx (default runs/export/diffmf_<name>_<H>x<W>.onnx)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx file at --out")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed (default 1e-3)")
+    p.add_argument("--tolerance", type=float_range(0, None, lo_open=True), default=1e-3,
+                   help="max abs diff allowed (default 1e-3)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and onnxruntime (default 2)")
+    p.add_argument("--threads", type=int_range(1, 1024), default=2,
+                   help="CPU threads for PyTorch and onnxruntime (default 2)")
 
 
 def main(args: argparse.Namespace) -> int:
