@@ -43,11 +43,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="input pairs per second (default 30)")
     p.add_argument("--frames", type=int_range(1), default=300, help="pairs to publish (default 300)")
     p.add_argument("--size", type=parse_size, default=(640, 512), help="WIDTHxHEIGHT (default 640x512)")
-    p.add_argument("--preset", default="live", choices=("live", "paper"))
+    p.add_argument("--preset", default="live", choices=("live", "paper"), help="model preset (default live)")
     p.add_argument("--device", default="cpu", type=device_arg,
                    help="node device parameter (auto, cpu, cuda, cuda:N; default cpu); an explicit device "
                         "that is unavailable is an error")
-    p.add_argument("--fuser", default="diffmf", choices=("diffmf", "classical"))
+    p.add_argument("--fuser", default="diffmf", choices=("diffmf", "classical"),
+                   help="node fuser parameter (default diffmf; classical = the GFF fallback)")
     p.add_argument("--weights", help="weights .safetensors (default: shipped weights of --preset); a file "
                                      "that cannot be used is an error")
     p.add_argument("--cuda-graph", action="store_true", help="node parameter cuda_graph:=true (CUDA only)")
