@@ -8,10 +8,11 @@ plus ``diffmf_ros/msg/FusionInfo`` registered from ``msg/FusionInfo.msg``.
   mono8/bgr8, or ``/compressed`` CompressedImage JPEG) with camera-like stamps: nominal
   ``--rate``, independent uniform jitter, a constant thermal delay and random drops. Messages are
   written in stamp order and each message's bag (receive) time equals its header stamp.
-- ``fuse``: decode -> PairSynchronizer -> FusionPipeline (the node's per-pair code) -> a new bag
+- ``fuse``: decode -> the node's per-frame routine (diffmf_core.frames: pairing, degraded modes,
+  stamp/frame rule; FusionPipeline) with the node's settings (diffmf_core.settings) -> a new bag
   with every original topic plus ``/fused/image`` and ``/fused/info``. The fused frame carries the
-  stamp the node gives it (newer of the pair's two stamps); its bag time is that of the message
-  that completed the pair. ``FusionInfo.latency_ms`` is the offline processing time of the pair
+  stamp and frame_id the node gives it (the output geometry camera's, see docs/node.md); its bag
+  time is that of the message that completed the pair. ``FusionInfo.latency_ms`` is the offline processing time of the pair
   (decode + registration + fusion), since a recording has no live clock.
 - ``info``: topics, types, counts, rates, duration.
 - ``report``: for a bag recorded from the node (scripts/demo.sh): fused.mp4, strip.png, summary.md.
@@ -405,43 +406,34 @@ class FuseSummary:
         return "\n".join(lines)
 
 
-@dataclass
-class _Frame:
-    image: np.ndarray
-    stamp_ns: int
-    frame_id: str
-    decode_ms: float
-
-
 def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mcap",
              thermal_topic: str | None = None, rgb_topic: str | None = None, copy_inputs: bool = True,
              overwrite: bool = False, progress: bool = True) -> FuseSummary:
     """Fuse a thermal+RGB bag offline with the node's per-pair path (see module docstring).
 
-    As in the node: pairs come from PairSynchronizer on header stamps; a frame arriving while the
-    other camera has been silent for more than ``source_timeout_s`` (bag time) goes out alone
-    (RGB_ONLY / THERMAL_ONLY). Unlike the live node, no pair is skipped for lack of time.
+    ``params`` are the node's parameters (diffmf_core.settings.NodeSettings: same names, defaults
+    and checks; SettingsError on invalid values). Each frame goes through the node's per-frame
+    routine (diffmf_core.frames: FrameRouter pairing, degraded modes, output stamp and frame_id
+    rule, then run_job), with bag receive time as the arrival clock. Unlike the live node, no job
+    is skipped for lack of time.
     Images may change size mid-stream: registration adapts the homography to each pair's sizes
     (counted in ``size_changes``).
     """
     from tqdm import tqdm
 
     from diffmf_core.agc import ThermalAGC
+    from diffmf_core.frames import Frame, FrameRouter, run_job
     from diffmf_core.imagecodec import ImageDecodeError
     from diffmf_core.pipeline import MODE_RGB_ONLY, MODE_THERMAL_ONLY
-    from diffmf_core.sync import PairSynchronizer
+    from diffmf_core.settings import NodeSettings
 
+    settings = NodeSettings.from_mapping(params)
     store = make_typestore()
     summary = FuseSummary()
-    interval = float(params.get("sync_min_interval_s", 0.0))
-    sync = PairSynchronizer(params.get("sync_queue_size", 10), params.get("sync_slop_s", 0.02),
-                            params.get("thermal_delay_s", 0.0), inter_message_lower_bound=(interval, interval))
-    agc = ThermalAGC(params.get("thermal_agc_mode", "auto"), params.get("agc_low"), params.get("agc_high"))
-    max_pixels = int(params.get("max_image_pixels", 4096 * 4096))
-    timeout_ns = float(params.get("source_timeout_s", 0.5)) * 1e9
-    geometry = params.get("output_geometry", "rgb")
-    out_encoding = params.get("output_encoding", "bgr8")
-    jpeg = bool(params.get("publish_compressed", False))
+    agc = ThermalAGC(settings.thermal_agc_mode, settings.agc_low, settings.agc_high)
+    max_pixels = settings.max_image_pixels
+    out_encoding = settings.output_encoding
+    jpeg = settings.publish_compressed
     Info = store.types[FUSION_INFO_TYPE]
 
     with open_reader(input_path) as reader:
@@ -450,7 +442,8 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                    pick_image_topic(topics, "rgb", rgb_topic, params)[0]: "rgb"}
         if len(sources) != 2:
             raise BagError("the thermal and RGB topics must differ")
-        pipeline, warning, cal_frames = build_pipeline(params)
+        pipeline, warning, cal_frames = build_pipeline(settings.as_dict())
+        router = FrameRouter(settings, cal_frames)
         if warning:
             print(f"diffmf bag fuse: warning: {warning}; using the classical fuser {pipeline.fallback.name!r}",
                   file=sys.stderr)
@@ -464,7 +457,6 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                 info_conn = writer.add_connection(INFO_TOPIC, FUSION_INFO_TYPE, typestore=store)
                 jpeg_conn = (writer.add_connection(FUSED_TOPIC + "/compressed", COMPRESSED_TYPE, typestore=store)
                              if jpeg else None)
-                last_seen: dict[str, int] = {}
                 sizes: dict[str, tuple] = {}
                 for conn, bag_ns, raw in tqdm(iter_messages(reader, wanted), total=total, desc="bag fuse",
                                               unit="msg", disable=not progress):
@@ -490,39 +482,25 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                     if sizes.get(source) not in (None, img.shape[:2]):
                         summary.size_changes += 1
                     sizes[source] = img.shape[:2]
-                    frame = _Frame(img, stamp_to_ns(msg.header.stamp), msg.header.frame_id,
-                                   (time.perf_counter() - start) * 1e3)
-                    other = "rgb" if source == "thermal" else "thermal"
-                    last_seen.setdefault(other, bag_ns)
-                    last_seen[source] = bag_ns
-                    add = sync.add_thermal if source == "thermal" else sync.add_rgb
-                    pairs = add(frame.stamp_ns, frame)
-                    jobs = [(p.thermal, p.rgb) for p in pairs]
-                    if not pairs and bag_ns - last_seen[other] > timeout_ns:
-                        jobs = [(frame, None) if source == "thermal" else (None, frame)]
-                    for th, rgb in jobs:
+                    frame = Frame(img, stamp_to_ns(msg.header.stamp), msg.header.frame_id, bag_ns,
+                                  decode_ms=(time.perf_counter() - start) * 1e3)
+                    for job in router.add(source, frame):
+                        th, rgb = job.thermal, job.rgb
                         t0 = time.perf_counter()
-                        if th is not None and rgb is not None:
-                            result = pipeline.fuse_pair(th.image, rgb.image)
-                        else:
-                            result = pipeline.single_source(thermal=th.image if th else None,
-                                                            rgb=rgb.image if rgb else None)
-                        latency = sum(f.decode_ms for f in (th, rgb) if f) + (time.perf_counter() - t0) * 1e3
-                        ref = th if (geometry == "thermal" or rgb is None) else rgb
-                        frame_id = (params.get("frame_id") or ref.frame_id
-                                    or cal_frames["thermal" if ref is th else "rgb"])
-                        fused_img = image_msg(store, result.image, ref.stamp_ns, frame_id, out_encoding)
+                        result = run_job(pipeline, job)
+                        latency = sum(f.decode_ms for f in job.frames) + (time.perf_counter() - t0) * 1e3
+                        stamp, frame_id = result.stamp_ns, result.frame_id
+                        fused_img = image_msg(store, result.image, stamp, frame_id, out_encoding)
                         writer.write(fused_conn, bag_ns, store.serialize_cdr(fused_img, IMAGE_TYPE))
                         if jpeg_conn is not None:
-                            cmsg = compressed_msg(store, result.image, ref.stamp_ns, frame_id, "jpeg",
-                                                  int(params.get("jpeg_quality", 90)))
+                            cmsg = compressed_msg(store, result.image, stamp, frame_id, "jpeg", settings.jpeg_quality)
                             writer.write(jpeg_conn, bag_ns, store.serialize_cdr(cmsg, COMPRESSED_TYPE))
                         info = Info(
-                            header=header(store, ref.stamp_ns, frame_id),
-                            thermal_stamp=ns_to_time(store, th.stamp_ns if th else 0),
-                            rgb_stamp=ns_to_time(store, rgb.stamp_ns if rgb else 0),
-                            homography=np.asarray(result.homography, np.float64).reshape(9),
-                            registration_quality=np.float32(result.quality), mode=int(result.mode),
+                            header=header(store, stamp, frame_id),
+                            thermal_stamp=ns_to_time(store, result.thermal_stamp_ns),
+                            rgb_stamp=ns_to_time(store, result.rgb_stamp_ns),
+                            homography=result.homography,
+                            registration_quality=np.float32(result.registration_quality), mode=result.mode,
                             inference_ms=np.float32(result.inference_ms), latency_ms=np.float32(latency),
                             model_name=result.model_name)
                         writer.write(info_conn, bag_ns, store.serialize_cdr(info, FUSION_INFO_TYPE))
@@ -538,7 +516,7 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
             except BaseException:
                 writer.abort()
                 raise
-    summary.sync = sync.stats.as_dict()
+    summary.sync = {**router.sync.stats.as_dict(), "stamp_order_drops": router.stamp_order_drops}
     return summary
 
 
@@ -640,12 +618,11 @@ def _cmd_info(args) -> int:
 def sync_pairs(bag: Path, params: dict, thermal_topic: str | None = None, rgb_topic: str | None = None):
     """(thermal stamps, rgb stamps, [(thermal_stamp, rgb_stamp)] the PairSynchronizer forms) for a bag,
     from header stamps only (no image decoding)."""
-    from diffmf_core.sync import PairSynchronizer
+    from diffmf_core.frames import make_synchronizer
+    from diffmf_core.settings import NodeSettings
 
     store = make_typestore()
-    interval = float(params.get("sync_min_interval_s", 0.0))
-    sync = PairSynchronizer(params.get("sync_queue_size", 10), params.get("sync_slop_s", 0.02),
-                            params.get("thermal_delay_s", 0.0), inter_message_lower_bound=(interval, interval))
+    sync = make_synchronizer(NodeSettings.from_mapping(params))
     stamps: dict[str, list[int]] = {"thermal": [], "rgb": []}
     pairs = []
     with open_reader(bag) as reader:

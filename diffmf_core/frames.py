@@ -8,9 +8,10 @@ Contract:
   ``add(source, frame) -> list[Job]``. Frames are paired by header stamp with
   ``PairSynchronizer`` (ApproximateTime, ``sync_slop_s``, ``thermal_delay_s``,
   ``sync_min_interval_s``); a frame that forms no pair while the other camera has been silent
-  (arrival times) for more than ``source_timeout_s`` goes out alone (degraded mode), unless its
-  own camera was silent that long too (start-up, both cameras back at once): such a frame waits
-  for a partner, and the camera's next frame goes out alone if none came. Before the first frame
+  (arrival times) for more than ``source_timeout_s``, and since before this camera's previous
+  frame, goes out alone (degraded mode). So when both cameras start or come back at once, the
+  first frame waits for its partner (no single frame followed by its own pair); the camera's next
+  frame goes out alone if no partner came. Before the first frame
   (``start(now_ns)`` not called) both cameras count as seen at the first arrival.
 - The stamp and frame rule (every Job): the output is in the pixels of the output geometry's
   camera (``settings.geometry_source``: thermal for ``output_geometry: thermal``, else RGB).
@@ -125,7 +126,7 @@ class FrameRouter:
         """Route one arriving frame of ``source`` ("thermal"/"rgb"); the jobs to run, in order."""
         other = "rgb" if source == "thermal" else "thermal"
         self.last_rx.setdefault(other, frame.rx_ns)
-        returning = self.stale(source, frame.rx_ns)  # this camera was silent too: wait for a partner
+        previous_rx = self.last_rx.get(source, frame.rx_ns)
         self.last_rx[source] = frame.rx_ns
         if frame.frame_id:
             self.last_frame_id[source] = frame.frame_id
@@ -140,7 +141,9 @@ class FrameRouter:
             self.pairs += 1
             ref = pair.thermal if geometry == "thermal" else pair.rgb
             jobs.append(Job(pair.thermal, pair.rgb, ref.stamp_ns, self.frame_id()))
-        if not pairs and not returning and self.stale(other, frame.rx_ns):
+        # alone only if the other camera went silent before this camera's previous frame: when both
+        # come back at once (start-up, a shared outage), the first frame waits for its partner
+        if not pairs and self.stale(other, frame.rx_ns) and self.last_rx[other] < previous_rx:
             jobs.append(Job(frame if source == "thermal" else None, frame if source == "rgb" else None,
                             frame.stamp_ns, self.frame_id()))
         return [job for job in jobs if self._admit(job)]
