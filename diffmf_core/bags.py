@@ -350,6 +350,7 @@ def pick_image_topic(topics: dict, source: str, requested: str | None, params: d
     raw or /compressed, whichever the bag has. Relative parameter names (the node resolves them in
     its namespace) are taken in the root namespace, as bags store absolute names."""
     base = params.get(f"{source}_topic", THERMAL_TOPIC if source == "thermal" else RGB_TOPIC)
+    base = base if base.startswith("/") else "/" + base  # the node's relative names, in the root namespace
     base = base if base.startswith("/") else "/" + base
     candidates = [requested] if requested else [base, base.rstrip("/") + "/compressed"]
     for topic in candidates:
