@@ -48,7 +48,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # n
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.qos_overriding_options import QoSOverridingOptions  # noqa: E402
 from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
@@ -80,7 +80,9 @@ SYNC_ANOMALIES = {
 }
 PARAMS = SPECS  # the node's parameters (diffmf_core.settings)
 PARAM_BY_NAME = SPEC_BY_NAME
-QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()  # reliability, depth, history, durability
+# qos_overrides.<resolved topic>.<publisher|subscription>.<policy> parameters for these policies
+QOS_OVERRIDES = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.RELIABILITY, QoSPolicyKind.DEPTH,
+                                                   QoSPolicyKind.HISTORY, QoSPolicyKind.DURABILITY))
 OUTPUT_QOS_DEPTH = 5
 
 
@@ -284,6 +286,7 @@ class FusionNode(LifecycleNode):
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().info(f"configuring: loading the calibration and the {self.s.fuser} fuser")
         self._agc = self._make_agc()
         try:
             self._pipeline, frame_ids = self._build_pipeline()
