@@ -561,6 +561,11 @@ def _cmd_fuse(args) -> int:
         print(summary.text(), file=sys.stderr)
         raise BagError(f"nothing could be fused from {args.input} (see the counts above); no output written")
     print(f"wrote {args.output}\n{summary.text()}")
+    if explicit and params.get("fuser", "diffmf") == "diffmf" and summary.modes.get("classical"):
+        print(f"diffmf bag: error: DIFF-MF failed during the run; {summary.modes['classical']} frame(s) were fused "
+              f"with the classical fallback (FusionInfo mode CLASSICAL). The output {args.output} is kept.",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -343,3 +343,15 @@ def test_fuse_ir_and_vi_accept_folders(tmp_path, capsys):
     assert cli(["fuse", "--ir", str(data / "ir"), "--vi", str(data / "vi" / "00.png"), "--method", "max",
                 "--out", str(tmp_path / "o3")]) == 2
     assert "both be files or both be folders" in capsys.readouterr().err
+
+
+def test_explicit_model_failing_during_bag_fuse_is_not_exit_0(tmp_path, small_bag, monkeypatch, capsys):
+    from diffmf_core.fuser import Fuser, NonFiniteOutput
+
+    def nan_output(self, ir, vi):
+        raise NonFiniteOutput("diffmf-live produced 10 non-finite (NaN/Inf) output value(s)")
+
+    monkeypatch.setattr(Fuser, "fuse_tensor", nan_output)
+    out = tmp_path / "out"
+    assert cli(["bag", "fuse", str(small_bag), str(out), "--fuser", "diffmf", "--device", "cpu"] + Q) == 1
+    assert "classical fallback" in capsys.readouterr().err and out.is_dir()
