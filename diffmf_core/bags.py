@@ -264,9 +264,10 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
                     quality: int = 90, rate: float = 30.0, jitter_ms: float = 0.0,
                     thermal_delay_ms: float = 0.0, drop: float = 0.0, seed: int = 0,
                     start_ns: int = 1_700_000_000_000_000_000, strip="auto", overwrite: bool = False,
-                    progress: bool = True, inputs=()) -> dict:
+                    progress: bool = True, inputs=(), max_pixels: int = 4096 * 4096) -> dict:
     """Write (name, ir_path, vi_path) pairs as a thermal+RGB bag; returns counts per topic.
-    ``inputs``: paths the output must not touch (diffmf_core.outputs)."""
+    ``inputs``: paths the output must not touch (diffmf_core.outputs). An image above
+    ``max_pixels`` (the node's max_image_pixels default) stops the run with BagError (no output)."""
     from tqdm import tqdm
 
     from diffmf_core.data import load_pair
@@ -296,6 +297,11 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
                 if p.pair not in cache:
                     _, ir_path, vi_path = pairs[p.pair]
                     cache[p.pair] = load_pair(ir_path, vi_path, strip)
+                    h, w = cache[p.pair][1].shape[:2]
+                    if h * w > max_pixels:
+                        raise BagError(f"{vi_path}: {w}x{h} = {h * w / 1e6:.1f} MP exceeds the input limit of "
+                                       f"{max_pixels / 1e6:.1f} MP, which the node would refuse (--max-pixels "
+                                       "raises it)")
                 img = cache[p.pair][0 if p.camera == "thermal" else 1]
                 frame = THERMAL_FRAME if p.camera == "thermal" else RGB_FRAME
                 msg = (compressed_msg(store, img, p.stamp_ns, frame, "jpeg", quality) if compressed
@@ -323,7 +329,7 @@ def _cmd_from_pairs(args) -> int:
         rate=args.rate, jitter_ms=args.jitter_ms, thermal_delay_ms=args.thermal_delay_ms, drop=args.drop,
         seed=args.seed, start_ns=int(round(args.start_time * 1e9)),
         strip="none" if args.keep_border else "auto", overwrite=args.overwrite, progress=not args.quiet,
-        inputs=[args.pairs])
+        inputs=[args.pairs], max_pixels=args.max_pixels)
     print(f"wrote {args.output} ({args.storage}): {len(pairs)} pairs, "
           + ", ".join(f"{t} {n}" for t, n in counts.items()))
     return 0
@@ -880,6 +886,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     fp.add_argument("--start-time", type=float_range(0, MAX_STAMP_S), default=1_700_000_000.0,
                     help="first stamp, s since epoch (default 1700000000; stamps must stay below 2^31 s)")
     fp.add_argument("--limit", type=int_range(0), default=0, help="use only the first N pairs (0: all)")
+    fp.add_argument("--max-pixels", type=int_range(1), default=4096 * 4096,
+                    help="largest image accepted, pixels (default 16777216, the node's max_image_pixels)")
     fp.add_argument("--keep-border", action="store_true", help="do not strip a DroneVehicle-style white border")
     fp.add_argument("--overwrite", action="store_true", help="replace an existing output bag (only a bag)")
     fp.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -355,3 +355,12 @@ def test_explicit_model_failing_during_bag_fuse_is_not_exit_0(tmp_path, small_ba
     out = tmp_path / "out"
     assert cli(["bag", "fuse", str(small_bag), str(out), "--fuser", "diffmf", "--device", "cpu"] + Q) == 1
     assert "classical fallback" in capsys.readouterr().err and out.is_dir()
+
+
+def test_from_pairs_shares_the_node_size_limit(tmp_path, capsys):
+    data = make_pairs(tmp_path / "data", n=2, size=(40, 50))
+    out = tmp_path / "bag"
+    assert cli(["bag", "from-pairs", str(data), str(out), "--max-pixels", "1999"] + Q) == 2
+    assert "exceeds the input limit" in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["data"]
+    assert cli(["bag", "from-pairs", str(data), str(out), "--max-pixels", "2000"] + Q) == 0
