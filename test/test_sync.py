@@ -199,3 +199,25 @@ def test_slop_zero_pairs_only_equal_stamps():
     sync = PairSynchronizer(queue_size=5, slop=0.0)
     pairs = feed(sync, [(0, "t"), (1e-6, "r"), (100, "t"), (100, "r"), (200, "t"), (200, "r")])
     assert stamps(pairs) == [(100, 100), (200, 200)]
+
+
+# --- found by the mutation run (docs/development.md): counters accumulate, the default back-jump limit ------
+
+
+def test_counters_accumulate_and_default_backjump_is_one_second():
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(10_000, "t"), (10_000, "r"), (10_200, "t"), (10_100, "t"), (10_150, "t")])
+    assert sync.stats.out_of_order == 2  # both inserted in time order (newer than anything consumed)
+    feed(sync, [(9_400, "t")])             # 0.8 s back: within the default 1 s, out of order only
+    assert sync.stats.resets == 0
+    feed(sync, [(8_000, "t")])             # 2.2 s back from the newest: a new epoch
+    assert sync.stats.resets == 1
+    feed(sync, [(6_500, "t")])             # 1.5 s back again
+    assert sync.stats.resets == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(queue_size=0), "queue_size"), (dict(slop=-1), "slop"),
+                                             (dict(max_backjump=0), "max_backjump")])
+def test_bad_parameters_name_the_parameter(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PairSynchronizer(**kwargs)
