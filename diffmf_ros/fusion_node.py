@@ -405,7 +405,7 @@ class FusionNode(LifecycleNode):
         reason = pipeline.degraded_reason
         if pipeline.model is None and self.s.fuser == "diffmf" and reason != self._logged_reason:
             self._logged_reason = reason
-            self.get_logger().warning(f"{reason}: using the classical fuser {pipeline.fallback.name!r}")
+            self.get_logger().error(f"{reason}: using the classical fuser {pipeline.fallback.name!r}")
 
     def _pipeline_name(self) -> str:
         return self._pipeline.active_name if self._pipeline is not None else ""
