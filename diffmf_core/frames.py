@@ -23,8 +23,10 @@ Contract:
   start-up, drop-out and return of either camera (e.g. a fused pair whose RGB frame already went
   out alone). A stamp back-jump that resets the synchronizer (> 1 s: bag loop, clock reset)
   starts a new epoch.
-- ``FrameResult`` / ``run_job(pipeline, job)``: the pipeline's output for a job and every field
-  of diffmf_ros/FusionInfo except latency_ms (which depends on the caller's clock).
+- ``FrameResult`` / ``run_job(pipeline, job, undistortion)``: undistorts frames that carry a
+  ``camera`` (diffmf_core.camera, maps cached per camera in ``Undistortion``), runs the pipeline,
+  and returns its output with every field of diffmf_ros/FusionInfo except latency_ms (which
+  depends on the caller's clock).
 - Not thread-safe; the caller serialises ``add`` calls. No ROS imports.
 """
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from diffmf_core.camera import CameraModel, Undistorter
 from diffmf_core.settings import NodeSettings
 from diffmf_core.sync import PairSynchronizer
 
@@ -49,6 +52,7 @@ class Frame:
     frame_id: str
     rx_ns: int
     decode_ms: float = 0.0
+    camera: CameraModel | None = None  # intrinsics/distortion (camera_info) to undistort with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,14 +160,27 @@ class FrameRouter:
         return True
 
 
-def run_job(pipeline, job: Job) -> FrameResult:
-    """Run ``pipeline`` (diffmf_core.pipeline.FusionPipeline) on ``job``: fuse a pair, or pass one
-    camera through in the output geometry."""
-    if job.thermal is not None and job.rgb is not None:
-        out = pipeline.fuse_pair(job.thermal.image, job.rgb.image)
+class Undistortion:
+    """One cached Undistorter per camera (diffmf_core.camera)."""
+
+    def __init__(self) -> None:
+        self.cameras = {s: Undistorter() for s in SOURCES}
+
+    def image(self, source: str, frame: Frame | None) -> np.ndarray | None:
+        if frame is None:
+            return None
+        return self.cameras[source].undistort(frame.image, frame.camera)
+
+
+def run_job(pipeline, job: Job, undistortion: Undistortion | None = None) -> FrameResult:
+    """Run ``pipeline`` (diffmf_core.pipeline.FusionPipeline) on ``job``: undistort the frames that
+    carry a camera model, then fuse a pair or pass one camera through in the output geometry."""
+    undistortion = undistortion or Undistortion()
+    thermal, rgb = undistortion.image("thermal", job.thermal), undistortion.image("rgb", job.rgb)
+    if thermal is not None and rgb is not None:
+        out = pipeline.fuse_pair(thermal, rgb)
     else:
-        out = pipeline.single_source(rgb=job.rgb.image if job.rgb else None,
-                                     thermal=job.thermal.image if job.thermal else None)
+        out = pipeline.single_source(rgb=rgb, thermal=thermal)
     return FrameResult(
         image=out.image, stamp_ns=job.stamp_ns, frame_id=job.frame_id,
         thermal_stamp_ns=job.thermal.stamp_ns if job.thermal else 0,

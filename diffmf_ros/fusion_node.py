@@ -56,7 +56,8 @@ from std_msgs.msg import Header  # noqa: E402
 
 from diffmf_core import imagecodec  # noqa: E402
 from diffmf_core.agc import ThermalAGC  # noqa: E402
-from diffmf_core.frames import SOURCES, Frame, FrameRouter, Job, run_job  # noqa: E402
+from diffmf_core.camera import CameraModel, output_camera_matrix  # noqa: E402
+from diffmf_core.frames import SOURCES, Frame, FrameRouter, Job, Undistortion, run_job  # noqa: E402
 from diffmf_core.imagecodec import ImageDecodeError  # noqa: E402
 from diffmf_core.pipeline import FusionPipeline, build_pipeline  # noqa: E402
 from diffmf_core.registration import CalibrationError  # noqa: E402
@@ -249,6 +250,8 @@ class FusionNode(LifecycleNode):
         self._bad_logged: dict[str, float] = {}  # bad-input kind -> monotonic time last logged
         self._state = "unconfigured"
         self._active_since_ns = 0
+        self._cameras: dict[str, CameraModel | None] = {}  # last camera_info per camera
+        self._undistortion = Undistortion()
         # /diagnostics is reported in every lifecycle state: a plain publisher and timer
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10,
                                                qos_overriding_options=QOS_OVERRIDES)
@@ -427,7 +430,18 @@ class FusionNode(LifecycleNode):
             agc=self._agc if source == "thermal" else None))
 
     def _on_camera_info(self, source: str, msg: CameraInfo) -> None:
-        pass  # filled in by the camera_info change
+        """Keep the camera's intrinsics; frames arriving from now on are undistorted with them."""
+        try:
+            model = CameraModel.from_msg(msg)
+        except ValueError as exc:
+            self._count_decode_error(source, "camera_info", f"camera_info ignored: {exc}")
+            return
+        with self._lock:
+            changed = self._cameras.get(source) != model
+            self._cameras[source] = model
+        if changed:
+            self.get_logger().info(f"{source} camera_info: {model.width}x{model.height} {model.distortion_model} "
+                                   f"d={list(model.d)}" if model else f"{source} camera_info without calibration")
 
     def _receive(self, source: str, msg, decode) -> None:
         rx = time.monotonic_ns()
@@ -444,7 +458,13 @@ class FusionNode(LifecycleNode):
         except ImageDecodeError as exc:
             self._count_decode_error(source, exc.kind, str(exc))
             return
-        frame = Frame(image, stamp_ns, msg.header.frame_id, rx)
+        with self._lock:
+            camera = self._cameras.get(source)
+        if camera is not None and (camera.width, camera.height) != (image.shape[1], image.shape[0]):
+            self._count_decode_error(source, "camera_info_size", f"camera_info_size: image {image.shape[1]}x"
+                                     f"{image.shape[0]} but camera_info {camera.width}x{camera.height}; not undistorted")
+            camera = None
+        frame = Frame(image, stamp_ns, msg.header.frame_id, rx, camera=camera)
         with self._lock:
             router = self._router
             if router is None:
@@ -512,7 +532,7 @@ class FusionNode(LifecycleNode):
 
     def _process(self, job: Job) -> None:
         pipeline = self._pipeline
-        out = run_job(pipeline, job)
+        out = run_job(pipeline, job, self._undistortion)
         if out.mode == FusionInfo.MODE_CLASSICAL:
             self._log_degraded_reason(pipeline)
         self._last_mode = out.mode
@@ -538,8 +558,17 @@ class FusionNode(LifecycleNode):
         self.stats.record(latency_ms, out.inference_ms)
 
     def _camera_info(self, header: Header, width: int, height: int) -> CameraInfo:
-        """fused/camera_info: output size; intrinsics left zero (uncalibrated) until known."""
-        return CameraInfo(header=header, width=width, height=height)
+        """fused/camera_info: the output's size and (undistorted) intrinsics, from the output
+        geometry camera's camera_info; k all zero (uncalibrated) until one arrived."""
+        info = CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob",
+                          d=[0.0] * 5, r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+        with self._lock:
+            model = self._cameras.get(self.s.geometry_source)
+        if model is not None:
+            k = output_camera_matrix(model, (width, height))
+            info.k = k.reshape(9).tolist()
+            info.p = np.hstack([k, np.zeros((3, 1))]).reshape(12).tolist()
+        return info
 
     def _use_sim_time(self) -> bool:
         return bool(self.get_parameter("use_sim_time").value)
