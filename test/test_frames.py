@@ -108,3 +108,14 @@ def test_settings_defaults_ranges_and_errors():
     assert s.replace(output_geometry="fixed").geometry_source == "rgb"
     from diffmf_core.baselines import CLASSICAL_FUSERS
     assert set(NodeSettings.__dataclass_fields__["fallback_fuser"].metadata["choices"]) == set(CLASSICAL_FUSERS)
+
+
+def test_node_reference_documents_every_parameter_and_topic():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "node.md").read_text()
+    for spec in SPECS:
+        assert f"| `{spec.name}` |" in doc, spec.name
+    for topic in ("thermal/image_raw", "rgb/image_raw", "thermal/camera_info", "rgb/camera_info", "fused/image",
+                  "fused/camera_info", "fused/info", "fused/image/compressed", "/diagnostics"):
+        assert f"`{topic}" in doc, topic
