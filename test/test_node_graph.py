@@ -224,3 +224,46 @@ def test_sigint_at_each_phase_exits_cleanly(tmp_path, phase):
         if probe is not None:
             probe.close()
         proc.stop()
+
+
+def test_stamps_increase_and_frame_id_is_the_rgb_camera_through_start_drop_and_return(tmp_path):
+    """RGB-only start, fusion, thermal drop-out and return, both silent, thermal-only start, RGB
+    drop-out and return: output stamps strictly increase, every output (fused, RGB_ONLY,
+    THERMAL_ONLY) carries the RGB camera's frame_id (output_geometry rgb), single-camera frames
+    carry their own stamp and pairs the RGB stamp."""
+    proc = start(tmp_path, fuser="classical", fallback_fuser="mean", warmup=False, source_timeout_s=0.3)
+    probe = Probe()
+    outs = []
+    probe.node.create_subscription(msg_mod.FusionInfo, "/fused/info", outs.append, 100)
+    try:
+        probe.wait(lambda: all(p.get_subscription_count() > 0 for p in probe.pubs.values()), 60.0,
+                   "subscriptions", proc)
+        time.sleep(0.5)
+        for thermal, rgb, seconds in ((False, True, 1.0), (True, True, 1.0), (False, True, 1.0), (True, True, 1.0),
+                                      (False, False, 0.8), (True, False, 1.0), (True, True, 1.0),
+                                      (True, False, 1.0), (True, True, 1.0)):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t = time.time_ns()
+                if rgb:
+                    probe.pubs["rgb"].publish(image_msg(VI, "bgr8", t, "rgb_optical"))
+                if thermal:
+                    probe.pubs["thermal"].publish(image_msg(IR, "mono8", t + 3_000_000, "flir_optical"))
+                time.sleep(0.1)
+        time.sleep(0.5)
+        with probe.lock:
+            got = list(outs)
+    finally:
+        probe.close()
+        assert_clean(proc, proc.stop())
+    from diffmf_core.sync import stamp_to_ns
+    stamps = [stamp_to_ns(o.header.stamp) for o in got]
+    assert all(b > a for a, b in zip(stamps, stamps[1:])), "output stamps repeat or go back"
+    modes = [o.mode for o in got]
+    FI = msg_mod.FusionInfo
+    assert {FI.MODE_RGB_ONLY, FI.MODE_THERMAL_ONLY, FI.MODE_CLASSICAL} <= set(modes), modes
+    assert {o.header.frame_id for o in got} == {"rgb_optical"}
+    for o in got:
+        own = o.thermal_stamp if o.mode == FI.MODE_THERMAL_ONLY else o.rgb_stamp
+        assert stamp_to_ns(o.header.stamp) == stamp_to_ns(own)
+    print(f"{len(got)} outputs, modes in order: {''.join('FRTC'[m] for m in modes)}")
