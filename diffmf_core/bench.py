@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffmf_core.argtypes import device as device_arg
+from diffmf_core.argtypes import float_range, int_range
 from diffmf_core.cli import parse_size
 from diffmf_core.config import get_preset
 from diffmf_core.fuser import GraphedForward, keep_freed_memory, release_freed_memory, resolve_device
@@ -240,7 +242,8 @@ def format_table(rows: list[dict]) -> str:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", type=device_arg,
+                   help="auto (CUDA if present), cpu, cuda, cuda:N; an explicit device that is unavailable is an error")
     p.add_argument("--presets", nargs="+", choices=["live", "paper"],
                    help="presets to time (default: live and paper on CUDA; live on CPU, where paper takes "
                         "minutes per frame)")
@@ -248,20 +251,22 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="model scan backends (default: chunked, plus mamba_ssm where available)")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES],
                    metavar="WxH", help=f"input sizes (default: {' '.join(DEFAULT_SIZES)})")
-    p.add_argument("--repeats", type=int, default=10, help="timed runs per case (default 10)")
-    p.add_argument("--warmup", type=int, default=2,
+    p.add_argument("--repeats", type=int_range(1), default=10, help="timed runs per case (default 10)")
+    p.add_argument("--warmup", type=int_range(0), default=2,
                    help="untimed runs first; the first measures peak memory and always runs (default 2)")
-    p.add_argument("--budget-s", type=float, default=30.0, help="stop a case's timed runs after this (default 30)")
-    p.add_argument("--scan-tokens", type=int, default=20480, help="scan micro-benchmark length (0 skips it)")
+    p.add_argument("--budget-s", type=float_range(0, None, lo_open=True), default=30.0,
+                   help="stop a case's timed runs after this (default 30)")
+    p.add_argument("--scan-tokens", type=int_range(0), default=20480, help="scan micro-benchmark length (0 skips it)")
     p.add_argument("--no-model", action="store_true", help="only the scan micro-benchmark")
-    p.add_argument("--half", action="store_true", help="float16 model and scans (CUDA only)")
+    p.add_argument("--half", action="store_true",
+                   help="float16 model and scans (CUDA only; ignored with a message on the CPU)")
     runner = p.add_mutually_exclusive_group()
     runner.add_argument("--compile", action="store_true", help="torch.compile the model and the chunked scan")
     runner.add_argument("--cuda-graph", action="store_true",
                         help="replay the model and the chunked scan from CUDA graphs (CUDA only)")
-    p.add_argument("--chunk-size", type=int, help="SSD chunk length Q for every case (default: the preset's; "
+    p.add_argument("--chunk-size", type=int_range(8), help="SSD chunk length Q for every case (default: the preset's; "
                                                   "64 for the scan micro-benchmark)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    p.add_argument("--threads", type=int_range(1, 1024), help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.csv and latency.png")
     p.add_argument("--replot", nargs="+", type=Path, metavar="CSV",
                    help="measure nothing: merge these bench.csv files into --out (table, CSV, plot)")

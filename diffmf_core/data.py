@@ -17,7 +17,7 @@ Contract:
   Same-size pairs are cropped by the border common to both; if sizes still differ the infrared
   image is resized (bilinear) to the visible image's size (the visible frame is the reference).
 - ``write_image(path, img)``: atomic image write (encode, write a temporary file next to the target,
-  ``os.replace``), the format chosen by the suffix; creates parent folders. ``write_bytes(path,
+  ``os.replace``; the file gets the user's umask), the format chosen by the suffix; creates parent folders. ``write_bytes(path,
   data)`` is the same for any bytes (CSV, Markdown).
 - ``PairDataset``: torch Dataset of luminance pairs (see its docstring).
 """
@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from diffmf_core.color import bgr_to_ycrcb, to_gray
+from diffmf_core.outputs import file_mode
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # (infrared folder, visible folder) layouts understood by find_pairs, in priority order.
@@ -113,6 +114,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; the file gets the user's umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -153,22 +153,18 @@ def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None) 
             for m, fuser in tqdm(fusers.items(), desc=f"flicker {Path(clip_root).name}", unit="method")}
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from diffmf_core.argtypes import int_range
+    from diffmf_core.config import PRESETS
+
     p.add_argument("--data", type=Path, nargs="+",
                    help="dataset roots with ir/ + vi/ (default: shared test/TNO and test/DroneVehicle)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated: diffmf and/or mean,max,laplacian,gff,laplacian_max (default: {DEFAULT_METHODS})")
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
-    p.add_argument("--preset", help="DIFF-MF preset name (paper or live)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
-    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N pairs of each dataset")
+    p.add_argument("--limit", type=int_range(1), help="evaluate only the first N pairs of each dataset")
     p.add_argument("--clip", type=Path, help="folder of consecutive pairs (a video): also measure each "
                                               "method's temporal flicker (grey levels beyond the sources' change)")
 

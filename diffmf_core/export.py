@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffmf_core.argtypes import float_range, int_range
 from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
+from diffmf_core.outputs import OutputError, check_file_output
 from diffmf_core.paths import default_weights_path
 from diffmf_core.weights import WeightsError, load_model
 
@@ -101,13 +103,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset, "
                                      "else a random network with a warning)")
     p.add_argument("--preset", default="live", choices=["live", "paper"], help="preset when no --weights")
-    p.add_argument("--height", type=int, default=512, help="fixed input height (default 512)")
-    p.add_argument("--width", type=int, default=640, help="fixed input width (default 640)")
-    p.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
+    p.add_argument("--height", type=int_range(1, 8192), default=512, help="fixed input height (default 512)")
+    p.add_argument("--width", type=int_range(1, 8192), default=640, help="fixed input width (default 640)")
+    p.add_argument("--opset", type=int_range(MIN_OPSET), default=MIN_OPSET,
+                   help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
     p.add_argument("--out", type=Path, help="output .onnx (default runs/export/diffmf_<name>_<H>x<W>.onnx)")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max abs diff allowed (default 1e-3)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx file at --out")
+    p.add_argument("--tolerance", type=float_range(0, None, lo_open=True), default=1e-3,
+                   help="max abs diff allowed (default 1e-3)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and onnxruntime (default 2)")
+    p.add_argument("--threads", type=int_range(1, 1024), default=2,
+                   help="CPU threads for PyTorch and onnxruntime (default 2)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -121,8 +127,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out = args.out or Path("runs/export") / f"diffmf_{model.cfg.name}_{args.height}x{args.width}.onnx"
+    try:
+        check_file_output(out, [args.weights], args.overwrite, suffix=".onnx")
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
-    export_onnx(model, out, args.height, args.width, args.opset)
+    try:
+        export_onnx(model, out, args.height, args.width, args.opset)
+    except OSError as exc:
+        print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"exported {source} -> {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
           f"{args.height}x{args.width}, {time.perf_counter() - start:.1f} s)")
     if args.no_check:

@@ -22,6 +22,16 @@ from diffmf_core.data import DataError, find_pairs, load_pair, write_image
 METHOD_CHOICES = ["diffmf", *CLASSICAL_FUSERS]
 
 
+class NonFiniteOutput(RuntimeError):
+    """Stand-in when diffmf_core.fuser (which defines the real one) cannot be imported."""
+
+
+try:
+    from diffmf_core.fuser import NonFiniteOutput  # noqa: F811 - the fuser's own class when present
+except ImportError:
+    pass
+
+
 class FuserUnavailable(RuntimeError):
     """The requested fusion method cannot be constructed; the message says why and what to do."""
 
@@ -44,42 +54,132 @@ def make_fuser(method: str, weights: str | None = None, preset: str | None = Non
         raise FuserUnavailable(f"method 'diffmf' could not load {source}: {type(exc).__name__}: {exc}") from exc
 
 
+MAX_PIXELS = 4096 * 4096  # the node's max_image_pixels default (config/fuse.yaml)
+# resident memory per input pixel measured on the CPU (README, Performance: 447 MB live and
+# 19.9 GB paper at 1280x1024), rounded up
+BYTES_PER_PIXEL = {"live": 400, "paper": 16_000}
+
+
+def positive_pixels(text: str) -> int:
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pixel count such as 16777216, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def size_problem(shape, fuser, max_pixels: int) -> str | None:
+    """Why a pair of ``shape`` (H, W, ...) is refused up front, or None: above ``max_pixels``, or
+    (DIFF-MF on the CPU) an estimated memory need above the memory available now."""
+    h, w = shape[:2]
+    pixels = h * w
+    preset = getattr(getattr(fuser, "config", None), "name", None)
+    need = BYTES_PER_PIXEL.get(preset, 0) * pixels
+    estimate = f"; DIFF-MF {preset} needs about {need / 2**30:.1f} GB at this size" if need else ""
+    if pixels > max_pixels:
+        return (f"{w}x{h} = {pixels / 1e6:.1f} MP exceeds the input limit of {max_pixels / 1e6:.1f} MP "
+                f"(--max-pixels raises it{estimate})")
+    device = getattr(getattr(fuser, "device", None), "type", "cpu")
+    if need and device == "cpu":
+        try:
+            import psutil
+
+            available = psutil.virtual_memory().available
+        except ImportError:
+            return None
+        if need > available:
+            return (f"{w}x{h}: DIFF-MF {preset} needs about {need / 2**30:.1f} GB here, "
+                    f"{available / 2**30:.1f} GB are available; use a smaller image or a classical --method")
+    return None
+
+
+def pairs_from_folders(ir_dir: Path, vi_dir: Path) -> list[tuple[str, Path, Path]]:
+    """(name, ir, vi) for the images of two folders matched by file name stem (extensions may differ)."""
+    from diffmf_core.data import _images_by_stem, _natural_key
+
+    ir_imgs, vi_imgs = _images_by_stem(ir_dir), _images_by_stem(vi_dir)
+    unmatched = sorted({str(p) for s, p in ir_imgs.items() if s not in vi_imgs}
+                       | {str(p) for s, p in vi_imgs.items() if s not in ir_imgs})
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (f" (+{len(unmatched) - 5} more)" if len(unmatched) > 5 else "")
+        raise DataError(f"--ir {ir_dir} / --vi {vi_dir}: {len(unmatched)} image(s) without a partner: {shown}")
+    if not ir_imgs:
+        raise DataError(f"--ir {ir_dir} / --vi {vi_dir}: no images (PNG/JPG/BMP/TIF) in the folders")
+    return sorted(((s, ir_imgs[s], vi_imgs[s]) for s in ir_imgs), key=lambda t: _natural_key(t[0]))
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    from diffmf_core.config import PRESETS
+
+    p.epilog = ("Outputs: OUT/<name>.png per pair, named after the visible image. An existing output is an "
+                "error unless --overwrite, which replaces only PNGs that diffmf fuse wrote there earlier "
+                "(the folder carries a .diffmf-fuse marker); inputs are never written.")
     src = p.add_argument_group("input (either --ir and --vi, or --data)")
-    src.add_argument("--ir", type=Path, help="infrared image of a single pair")
-    src.add_argument("--vi", type=Path, help="visible image of a single pair")
+    src.add_argument("--ir", type=Path, help="infrared image of a single pair, or a folder of infrared images")
+    src.add_argument("--vi", type=Path, help="visible image of a single pair, or a folder of visible images "
+                                             "(matched to --ir by file name)")
     src.add_argument("--data", type=Path, help="folder with ir/ + vi/ (or DroneVehicle *imgr/ + *img/)")
     p.add_argument("--method", default="diffmf", choices=METHOD_CHOICES, help="fuser (default: diffmf)")
-    p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
-    p.add_argument("--preset", help="DIFF-MF preset name (paper or live)")
+    p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset); "
+                                     "a file that cannot be used is an error")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")
     p.add_argument("--out", type=Path, default=Path("runs/fuse"), help="output folder (default: runs/fuse)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace PNGs an earlier diffmf fuse wrote in --out (never other files)")
+    p.add_argument("--max-pixels", type=positive_pixels, default=MAX_PIXELS,
+                   help=f"largest input accepted, pixels (default {MAX_PIXELS}, as the node)")
     p.add_argument("--strip", default="auto", choices=["auto", "none"],
                    help="remove a uniform white frame such as DroneVehicle's 100-px border (default: auto)")
 
 
 def main(args: argparse.Namespace) -> int:
+    from diffmf_core.outputs import OutputError, check_results, mark_results
+
     if args.data is not None and (args.ir or args.vi):
         print("error: give either --ir and --vi, or --data, not both", file=sys.stderr)
         return 2
     try:
         if args.data is not None:
             pairs = find_pairs(args.data)
+            inputs = [args.data]
         elif args.ir and args.vi:
-            pairs = [(args.vi.stem, args.ir, args.vi)]
+            if args.ir.is_dir() != args.vi.is_dir():
+                raise DataError("--ir and --vi must both be files or both be folders")
+            pairs = (pairs_from_folders(args.ir, args.vi) if args.ir.is_dir()
+                     else [(args.vi.stem, args.ir, args.vi)])
+            inputs = [args.ir, args.vi]
         else:
             print("error: give --ir and --vi, or --data", file=sys.stderr)
             return 2
+        names = [f"{name}.png" for name, _, _ in pairs]
+        check_results(args.out, names, inputs, args.overwrite, "fuse")
         fuser = make_fuser(args.method, args.weights, args.preset)
-    except (DataError, FuserUnavailable) as exc:
+        mark_results(args.out, "fuse")
+    except (DataError, FuserUnavailable, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     failures = []
-    for name, ir_path, vi_path in tqdm(pairs, desc=f"fuse ({fuser.name})", unit="pair"):
+    for (name, ir_path, vi_path), out_name in zip(tqdm(pairs, desc=f"fuse ({fuser.name})", unit="pair"), names):
         try:
             ir, vi = load_pair(ir_path, vi_path, strip=args.strip)
-            write_image(args.out / f"{name}.png", fuser.fuse(ir, vi))
+            problem = size_problem(vi.shape, fuser, args.max_pixels)
+            if problem:
+                raise DataError(f"{vi_path}: {problem}")
+            fused = fuser.fuse(ir, vi)
         except DataError as exc:
             failures.append(str(exc))
             tqdm.write(f"skipped: {exc}", file=sys.stderr)
+            continue
+        except NonFiniteOutput as exc:
+            print(f"error: {name}: {exc}; nothing more written", file=sys.stderr)
+            return 1
+        try:
+            write_image(args.out / out_name, fused)
+        except (OSError, DataError) as exc:
+            print(f"error: cannot write {args.out / out_name}: {getattr(exc, 'strerror', None) or exc}",
+                  file=sys.stderr)
+            return 1
     print(f"wrote {len(pairs) - len(failures)} fused image(s) to {args.out}")
     return 1 if failures else 0

@@ -5,7 +5,7 @@
 
 Colour handling (as in the paper's qualitative figures): the network fuses the infrared image
 with the visible image's Y (BT.601 YCrCb) channel, and the fused Y is recombined with the visible
-Cr/Cb. Half precision is used on CUDA when ``half`` is true; with ``cuda_graph`` the network is
+Cr/Cb. Outputs with NaN/Inf raise ``NonFiniteOutput`` instead of becoming black pixels. Half precision is used on CUDA when ``half`` is true; with ``cuda_graph`` the network is
 replayed from a CUDA graph captured once per input size (``GraphedForward``), which removes the
 per-kernel launch cost that dominates a small network on a GPU.
 """
@@ -25,7 +25,13 @@ from diffmf_core.color import fuse_in_colour
 from diffmf_core.paths import DEFAULT_PRESET, default_weights_path
 from diffmf_core.weights import WeightsError, load_model
 
-__all__ = ["Fuser", "GraphedForward", "WeightsError", "resolve_device"]
+__all__ = ["Fuser", "GraphedForward", "NonFiniteOutput", "WeightsError", "resolve_device"]
+
+
+class NonFiniteOutput(RuntimeError):
+    """The network produced NaN/Inf (e.g. overflow in half precision, or broken weights): the
+    image would be silently black. Offline tools stop with an error; the node's pipeline counts it
+    and falls back to its classical fuser (degraded mode)."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -153,7 +159,12 @@ class Fuser:
         """(b, 1, H, W) float luminance in [0, 1] on any device -> fused (b, 1, H, W) float32."""
         ir = ir.to(self.device, self.dtype)
         vi = vi.to(self.device, self.dtype)
-        return self.forward(ir, vi).float().clamp(0, 1)  # not in place: may be a CUDA graph's output
+        out = self.forward(ir, vi).float()  # not in place: may be a CUDA graph's output
+        if not bool(torch.isfinite(out).all()):
+            bad = int((~torch.isfinite(out)).sum())
+            raise NonFiniteOutput(f"{self.name} produced {bad} non-finite (NaN/Inf) output value(s) "
+                                  f"of {out.numel()} ({self.weights_path})")
+        return out.clamp(0, 1)
 
     def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
         """float32 [0, 1] HxW luminance pair -> fused float32 [0, 1] HxW."""

@@ -12,8 +12,9 @@ Contract:
 - Bad input raises ``ImageDecodeError(kind, message)``; ``kind`` is a stable counter key:
   "unknown_encoding", "empty", "too_large" (height*width > max_pixels, checked before any
   allocation or decoding), "bad_step" (step < width * bytes per pixel), "short_data"
-  (len(data) < height*step), "needs_agc" (16-bit image without an AGC), "bad_compressed"
-  (corrupt or unrecognised JPEG/PNG).
+  (len(data) < height*step), "needs_agc" (16-bit image without an AGC), "bad_jpeg" / "bad_png"
+  (data that starts as a JPEG / PNG but is corrupt or truncated), "bad_compressed" (data that is
+  neither).
 - ``decode_compressed(format, data, ...)`` reads JPEG/PNG (format strings "jpeg", "png",
   "bgr8; jpeg compressed bgr8", "mono8; png compressed mono8", ...). The image size is read
   from the PNG IHDR / JPEG SOF header first, so oversized images are refused before decoding.
@@ -118,7 +119,7 @@ def decode_image(encoding: str, height: int, width: int, step: int, is_bigendian
 def _png_size(data: memoryview) -> tuple[int, int]:
     # signature (8) + IHDR length (4) + b"IHDR" (4) + width (4) + height (4)
     if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
-        raise ImageDecodeError("bad_compressed", "PNG without a valid IHDR header")
+        raise ImageDecodeError("bad_png", "PNG without a valid IHDR header")
     width, height = struct.unpack(">II", data[16:24])
     return width, height
 
@@ -127,7 +128,7 @@ def _jpeg_size(data: memoryview) -> tuple[int, int]:
     pos, n = 2, len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:
-            raise ImageDecodeError("bad_compressed", f"JPEG marker expected at byte {pos}")
+            raise ImageDecodeError("bad_jpeg", f"JPEG marker expected at byte {pos}")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -144,7 +145,7 @@ def _jpeg_size(data: memoryview) -> tuple[int, int]:
             height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
             return width, height
         pos += 2 + length
-    raise ImageDecodeError("bad_compressed", "JPEG without a frame header (SOF)")
+    raise ImageDecodeError("bad_jpeg", "JPEG without a frame header (SOF)")
 
 
 def _compressed_kind(fmt: str, head: bytes) -> str:
@@ -173,14 +174,15 @@ def decode_compressed(format: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS
                       agc: ThermalAGC | None = None) -> np.ndarray:
     """Decode sensor_msgs/CompressedImage (JPEG/PNG) to HxW uint8 or HxWx3 BGR uint8."""
     buf = _as_bytes_view(data)
-    width, height = compressed_size(format, buf)
+    width, height = compressed_size(format, buf)  # the data starts as a PNG or a JPEG from here on
+    bad = "bad_png" if bytes(buf[:8]).startswith(_PNG_MAGIC) else "bad_jpeg"
     _check_size(height, width, max_pixels)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise ImageDecodeError("bad_compressed", f"decoder failed: {exc}") from None
+        raise ImageDecodeError(bad, f"decoder failed: {exc}") from None
     if image is None or image.shape[:2] != (height, width):
-        raise ImageDecodeError("bad_compressed", f"corrupt {format!r} image data")
+        raise ImageDecodeError(bad, f"corrupt {format!r} image data")
     original = format.split(";")[0].strip()
     if image.dtype == np.uint16:
         if image.ndim != 2:

@@ -5,17 +5,26 @@ VIFB): inputs are uint8 gray images (colour is converted with ``to_gray``, i.e. 
 computed in float64 on the [0, 255] scale. All metrics are "higher is better".
 
 - EN   entropy of the 256-bin histogram, bits.
-- SD   standard deviation (MATLAB std2: sample, N - 1).
+- SD   population standard deviation (divides by N) of the uint8 gray image, as the MATLAB
+       evaluation code (not MATLAB ``std2``, which divides by N - 1; the two differ by a factor
+       sqrt(N / (N - 1)), about 4e-4 absolute at 280x280).
 - SF   sqrt(RF^2 + CF^2), RF^2 / CF^2 = mean squared horizontal / vertical first difference.
-- MI   MI(f, ir) + MI(f, vi), 256x256 joint histograms, bits.
+- MI   MI(f, ir) + MI(f, vi), 256x256 joint histograms with exact bins, bits. (The MATLAB code
+       saturates a uint8 +1 index, so its levels 254 and 255 share a joint bin; that quirk is not
+       reproduced: values can be up to a few 1e-2 lower than the MATLAB code's on images using
+       both levels.)
 - VIF  VIF(ir, f) + VIF(vi, f), multiscale pixel-domain VIF (Sheikh & Bovik ``vifp_mscale``:
        4 scales, Gaussian windows of size 2^(5-s)+1 with sigma = size/5, sigma_n^2 = 2).
 - AG   MATLAB ``gradient`` (central differences inside, one-sided at the edges),
        sum of sqrt((gx^2 + gy^2) / 2) divided by (H - 1)(W - 1).
 - Qabf Xydeas-Petrovic edge preservation (3x3 Sobel, zero padding, L = 1, Tg = 0.9994,
-       kg = -15, Dg = 0.5, Ta = 0.9879, ka = -22, Da = 0.8). The strength ratio is
-       min(g, gF) / max(g, gF) (1 when equal), which differs from the MATLAB code only where both
-       gradients are equal and tiny.
+       kg = -15, Dg = 0.5, Ta = 0.9879, ka = -22, Da = 0.8), weighted by the source gradient
+       strengths, exactly as the MATLAB code: its ``conv2`` flips the kernels, so the horizontal
+       response is the negative of a Sobel correlation (the orientation atan(gy / gx) changes
+       sign, which matters wherever one image has gx == 0, orientation pi/2, and the other not);
+       the strength ratio is min(g, gF) / max(g, gF) except where g == gF, where the code takes
+       gF itself (not 1). Both quirks are kept so values match the field's published numbers
+       (ignoring them shifts Qabf by up to about 1e-3).
 - SSIM SSIM(f, ir) + SSIM(f, vi), Wang et al. 2004 (11x11 Gaussian, sigma 1.5, K = 0.01/0.03,
        L = 255, mean over the valid region).
 ``evaluate_pair(fused, ir, vi)`` returns them all, keyed in ``METRICS`` order.
@@ -58,9 +67,8 @@ def entropy(img: np.ndarray) -> float:
 
 
 def std_dev(img: np.ndarray) -> float:
-    """SD: sample standard deviation (N - 1), as MATLAB std2."""
-    g = _f64(img)
-    return float(g.std(ddof=1)) if g.size > 1 else 0.0
+    """SD: population standard deviation (divides by N), as the MATLAB evaluation code."""
+    return float(_f64(img).std())
 
 
 def spatial_frequency(img: np.ndarray) -> float:
@@ -132,8 +140,10 @@ def vif(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     return vifp_mscale(ir, fused) + vifp_mscale(vi, fused)
 
 
-_SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
-_SOBEL_Y = _SOBEL_X.T.copy()
+# correlation kernels equal to the MATLAB code's conv2(img, [-1 0 1; -2 0 2; -1 0 1]) and
+# conv2(img, [1 2 1; 0 0 0; -1 -2 -1]) (convolution flips the kernel)
+_SOBEL_X = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float64)
+_SOBEL_Y = np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], dtype=np.float64)
 
 
 def _sobel(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,9 +162,8 @@ def qabf(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     num = den = 0.0
     for src in (ir, vi):
         g_s, a_s = _sobel(_f64(src))
-        hi, lo = np.maximum(g_s, g_f), np.minimum(g_s, g_f)
         with np.errstate(divide="ignore", invalid="ignore"):
-            g_rel = np.where(hi > 0, lo / hi, 0.0)
+            g_rel = np.where(g_s > g_f, g_f / g_s, np.where(g_s == g_f, g_f, g_s / g_f))
         a_rel = 1.0 - np.abs(a_s - a_f) / (np.pi / 2)
         q = tg / (1.0 + np.exp(kg * (g_rel - dg))) * ta / (1.0 + np.exp(ka * (a_rel - da)))
         num += (q * g_s).sum()

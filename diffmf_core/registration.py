@@ -3,6 +3,10 @@
 
 Convention: the homography ``H`` maps thermal pixel coordinates to RGB pixel coordinates,
 ``[x_rgb, y_rgb, 1]^T ~ H [x_th, y_th, 1]^T`` (pixel centres at integer coordinates, OpenCV).
+Which pixels: those of the images the node registers, i.e. UNDISTORTED pixels for a camera whose
+sensor_msgs/CameraInfo (with distortion) the node receives (it undistorts first, keeping the
+camera matrix, diffmf_core.camera), and RAW pixels for a camera without camera_info. Pick the
+points for ``diffmf calib`` on images of the same kind.
 
 Calibration YAML schema (``load_calibration`` / ``save_calibration``)::
 
@@ -471,6 +475,9 @@ def read_point_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Options of ``diffmf calib``."""
+    p.description = ("Fit the thermal -> RGB homography from point pairs. Give points in the pixels the node "
+                     "registers: undistorted pixels for a camera that publishes camera_info with distortion "
+                     "(the node undistorts it first, same camera matrix), raw pixels otherwise.")
     p.add_argument("--points", metavar="CSV", help="CSV rows: thermal_x,thermal_y,rgb_x,rgb_y")
     p.add_argument("--thermal-points", nargs="+", type=_parse_point, metavar="X,Y", default=[])
     p.add_argument("--rgb-points", nargs="+", type=_parse_point, metavar="X,Y", default=[])

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from diffmf_core.argtypes import float_range, int_range
 from diffmf_core.baselines import fuse_laplacian
 from diffmf_core.color import bgr_to_ycrcb
 from diffmf_core.config import PRESETS, get_preset
@@ -47,19 +48,6 @@ VAL_METRICS = ("EN", "SD", "SF", "MI", "VIF", "AG")
 VAL_HEADER = ["step", "score", *VAL_METRICS]
 
 
-def _number(kind, minimum, inclusive: bool = True):
-    """argparse type: ``kind`` parsed, finite, and >= (or >) ``minimum``."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
-            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum}, got {text}")
-        return value
-    return parse
-
-
 def configure_parser(p: argparse.ArgumentParser) -> None:
     default_data = [shared_data_dir() / "train" / "RoadScene"] if shared_data_dir() else None
     p.add_argument("--data", type=Path, nargs="+", default=default_data,
@@ -67,30 +55,30 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", action="append", default=[], metavar="PATTERN",
                    help="pairs whose name matches this glob (e.g. a clip '1230_1202_*') are kept out of "
                         "training and used for validation; repeatable")
-    p.add_argument("--val-every", type=_number(int, 0), default=0, help="validate every K steps (0: never)")
-    p.add_argument("--val-max", type=_number(int, 1), default=12, help="validate on at most N held-out pairs")
+    p.add_argument("--val-every", type=int_range(0), default=0, help="validate every K steps (0: never)")
+    p.add_argument("--val-max", type=int_range(1), default=12, help="validate on at most N held-out pairs")
     p.add_argument("--preset", default="live", choices=sorted(PRESETS))
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/train/<preset>)")
-    p.add_argument("--iters", type=_number(int, 1), default=None, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--epochs", type=_number(int, 1), default=46, help="epochs over the data set (paper: 46)")
-    p.add_argument("--batch-size", type=_number(int, 1), default=4, help="per process (paper: 4)")
-    p.add_argument("--crop", type=_number(int, 32), default=128, help="random square crop side in pixels")
-    p.add_argument("--lr", type=_number(float, 0.0, inclusive=False), default=2e-5,
+    p.add_argument("--iters", type=int_range(1), default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--epochs", type=int_range(1), default=46, help="epochs over the data set (paper: 46)")
+    p.add_argument("--batch-size", type=int_range(1), default=4, help="per process (paper: 4)")
+    p.add_argument("--crop", type=int_range(32), default=128, help="random square crop side in pixels")
+    p.add_argument("--lr", type=float_range(0, lo_open=True), default=2e-5,
                    help="Adam learning rate (paper: 2e-5)")
-    p.add_argument("--lr-min", type=_number(float, 0.0), default=None,
+    p.add_argument("--lr-min", type=float_range(0), default=None,
                    help="cosine-decay the lr to this value (default: constant)")
-    p.add_argument("--lambda-ssim", type=_number(float, 0.0), default=10.0, help="weight of the SSIM loss (Eq. 11)")
-    p.add_argument("--lambda-text", type=_number(float, 0.0), default=20.0, help="weight of the texture loss (Eq. 12)")
-    p.add_argument("--lambda-int", type=_number(float, 0.0), default=20.0, help="weight of the intensity loss (Eq. 13)")
-    p.add_argument("--text-overshoot", type=_number(float, 0.0), default=1.0,
+    p.add_argument("--lambda-ssim", type=float_range(0), default=10.0, help="weight of the SSIM loss (Eq. 11)")
+    p.add_argument("--lambda-text", type=float_range(0), default=20.0, help="weight of the texture loss (Eq. 12)")
+    p.add_argument("--lambda-int", type=float_range(0), default=20.0, help="weight of the intensity loss (Eq. 13)")
+    p.add_argument("--text-overshoot", type=float_range(0), default=1.0,
                    help="weight of fused gradients stronger than both sources' in the texture loss "
                         "(1: the paper's symmetric L1; smaller lets the output be sharper)")
     p.add_argument("--aggregation", default="max", choices=("max", "mean"), help="M of Eq. 13")
     p.add_argument("--seed", type=int, default=0, help="random seed (initial weights, crops, order)")
-    p.add_argument("--ckpt-every", type=_number(int, 1), default=100, help="checkpoint every K steps")
-    p.add_argument("--log-every", type=_number(int, 1), default=10, help="write log.csv every K steps")
-    p.add_argument("--workers", type=_number(int, 0), default=0, help="DataLoader workers")
-    p.add_argument("--threads", type=_number(int, 1), default=None, help="torch CPU threads")
+    p.add_argument("--ckpt-every", type=int_range(1), default=100, help="checkpoint every K steps")
+    p.add_argument("--log-every", type=int_range(1), default=10, help="write log.csv every K steps")
+    p.add_argument("--workers", type=int_range(0), default=0, help="DataLoader workers")
+    p.add_argument("--threads", type=int_range(1), default=None, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--init", type=Path, default=None,

@@ -2,7 +2,8 @@
 
 A weights file alone rebuilds its network (``load_model``). Nothing here unpickles anything:
 files that look like pickles (PyTorch ``.pt``/``.pth`` zip archives or raw pickle streams) are
-refused before any parsing, and safetensors itself cannot execute code.
+refused before any parsing, and safetensors itself cannot execute code. Tensors with NaN/Inf
+are refused (``check_finite``). Saved files get the user's umask.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from diffmf_core.config import DiffMFConfig
 from diffmf_core.models import DiffMF
+from diffmf_core.outputs import file_mode
 
 FORMAT = "diffmf-safetensors-v1"
 
@@ -35,6 +37,7 @@ def save_weights(model: DiffMF, path: str | Path, **notes) -> Path:
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; the file gets the user's umask
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -68,6 +71,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
+def check_finite(state: dict, path) -> None:
+    """WeightsError when a floating-point tensor of ``state`` holds NaN or Inf (it would fuse to black)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"{path}: {len(bad)} tensor(s) contain NaN/Inf values (e.g. {bad[0]!r}); "
+                           "the weights are broken (diverged training?)")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", expect_preset: str | None = None,
                **overrides) -> DiffMF:
     """Rebuild the network stored in ``path`` and load its weights (strict).
@@ -88,6 +99,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect_pres
     model = DiffMF(cfg)
     try:
         state = load_file(str(path), device="cpu")
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise WeightsError(f"{path}: weights do not load into a {cfg.name!r} network ({exc})") from exc
+    check_finite(state, path)
+    try:
         model.load_state_dict(state, strict=True)
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise WeightsError(f"{path}: weights do not load into a {cfg.name!r} network ({exc})") from exc

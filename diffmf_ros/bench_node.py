@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffmf_core.argtypes import device as device_arg
+from diffmf_core.argtypes import float_range, int_range
 from diffmf_core.cli import parse_size
 from diffmf_core.data import write_bytes
 from diffmf_core.sync import split_ns, stamp_to_ns
@@ -37,16 +39,41 @@ from diffmf_core.sync import split_ns, stamp_to_ns
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Options of ``diffmf bench-node`` / ``python -m diffmf_ros.bench_node``."""
-    p.add_argument("--rate", type=float, default=30.0, help="input pairs per second (default 30)")
-    p.add_argument("--frames", type=int, default=300, help="pairs to publish (default 300)")
+    p.add_argument("--rate", type=float_range(0, 10_000, lo_open=True), default=30.0,
+                   help="input pairs per second (default 30)")
+    p.add_argument("--frames", type=int_range(1), default=300, help="pairs to publish (default 300)")
     p.add_argument("--size", type=parse_size, default=(640, 512), help="WIDTHxHEIGHT (default 640x512)")
-    p.add_argument("--preset", default="live", choices=("live", "paper"))
-    p.add_argument("--device", default="cpu", help="node device parameter (auto, cpu, cuda, cuda:N)")
-    p.add_argument("--fuser", default="diffmf", choices=("diffmf", "classical"))
-    p.add_argument("--weights", help="weights .safetensors (default: shipped weights of --preset)")
+    p.add_argument("--preset", default="live", choices=("live", "paper"), help="model preset (default live)")
+    p.add_argument("--device", default="cpu", type=device_arg,
+                   help="node device parameter (auto, cpu, cuda, cuda:N; default cpu); an explicit device "
+                        "that is unavailable is an error")
+    p.add_argument("--fuser", default="diffmf", choices=("diffmf", "classical"),
+                   help="node fuser parameter (default diffmf; classical = the GFF fallback)")
+    p.add_argument("--weights", help="weights .safetensors (default: shipped weights of --preset); a file "
+                                     "that cannot be used is an error")
     p.add_argument("--cuda-graph", action="store_true", help="node parameter cuda_graph:=true (CUDA only)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="CSV folder (default runs/bench)")
-    p.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the first output")
+    p.add_argument("--start-timeout", type=float_range(0, None, lo_open=True), default=180.0,
+                   help="seconds to wait for the first output (default 180)")
+
+
+def check_choices(args) -> str | None:
+    """Why the explicit --device/--weights cannot be used (the node would fall back), or None."""
+    if args.fuser != "diffmf":
+        return None
+    from diffmf_core.fuser import resolve_device
+    from diffmf_core.weights import WeightsError, load_model
+
+    try:
+        resolve_device(args.device)
+    except RuntimeError as exc:
+        return str(exc)
+    if args.weights:
+        try:
+            load_model(args.weights, "cpu", expect_preset=args.preset)
+        except WeightsError as exc:
+            return str(exc)
+    return None
 
 
 def resolve_weights(args, tmp: Path) -> tuple[str, str]:
@@ -247,6 +274,10 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     if args.rate <= 0 or args.frames < 1:
         print("bench_node: error: --rate must be > 0 and --frames >= 1", file=sys.stderr)
         return 2
+    problem = check_choices(args)
+    if problem:
+        print(f"bench_node: error: {problem}", file=sys.stderr)
+        return 2
     from diffmf_ros.fusion_node import package_config_file
 
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(package_config_file("fastdds_profile.xml")))
@@ -265,6 +296,10 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         return 130
     width = max(len(k) for k in row)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in row.items()))
+    if args.fuser == "diffmf" and "CLASSICAL" in row["modes"]:
+        print(f"bench_node: error: the node fell back to its classical fuser (modes {row['modes']}); "
+              f"see {args.out / (stem + '.log')}. No CSV written.", file=sys.stderr)
+        return 1
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=list(row))
     writer.writeheader()

@@ -1,169 +1,107 @@
 """diffmf_fusion: the live thermal + RGB fusion node (thin glue over diffmf_core).
 
-A managed (lifecycle) node. on_configure loads the model (classical fallback when it cannot load)
-and warms it up; on_activate subscribes and starts the worker thread; `autostart` (default true)
-runs both transitions at start.
+Reference: docs/node.md (topics, parameters, QoS overrides, stamp/frame rule, diagnostics,
+lifecycle). All topic names are relative (they follow the node's namespace and remappings) except
+/diagnostics. A managed (lifecycle) node: on_configure loads the calibration and the model (the
+classical fallback when it cannot load) and warms it up; on_activate subscribes and starts the
+worker thread; `autostart` (default true) runs both transitions at start.
 
-Data flow: subscriptions decode with diffmf_core.imagecodec (bad messages, and messages with a
-zero header stamp, are dropped and counted in /diagnostics as decode_error.<ImageDecodeError.kind>
-or decode_error.zero_stamp) -> diffmf_core.sync.PairSynchronizer (duplicate, out-of-order and
-back-jumping stamps: its sync_* counters) -> a one-slot latest-pair
-mailbox (a newer pair replaces a waiting one; counted as a drop) -> one worker thread running
-diffmf_core.pipeline.FusionPipeline -> /fused/image (+ /fused/image/compressed), /fused/info
-(diffmf_ros/FusionInfo) and /diagnostics. Nothing is fused in a subscription callback. Each kind of
-bad input is logged once, then with its running total at most every 30 s. /diagnostics also
-reports the queues (sync_queue_thermal/rgb <= sync_queue_size, mailbox_pending <= 1) and, when the
-network is not in use, degraded_reason.
+Data flow: subscriptions decode with diffmf_core.imagecodec (bad messages and zero stamps are
+dropped and counted as decode_error.<kind>) -> diffmf_core.frames.FrameRouter (pairing, degraded
+modes, the stamp/frame rule, monotonic output stamps) -> a one-slot latest-job mailbox (a newer
+job replaces a waiting one: drops_mailbox) -> one worker thread running diffmf_core.frames.run_job
+-> fused/image (+ fused/image/compressed), fused/camera_info, fused/info. Nothing is fused in a
+subscription callback. The settings are diffmf_core.settings.NodeSettings, the same object
+`diffmf bag fuse` uses, and the per-frame routine is the bag tool's too.
 
-Degraded modes: a camera silent for longer than source_timeout_s (steady clock, measured on
-arrival) makes every frame of the other camera go out alone (RGB_ONLY / THERMAL_ONLY) until it
-returns. A model that cannot load or run is replaced by the classical fallback_fuser (CLASSICAL).
-
-Time: pairing uses header stamps only, so use_sim_time (bag replay) works. Output stamp = the
-stamp of the output geometry's camera. latency_ms = ROS clock now - the newer input stamp; under
-use_sim_time (where the simulated clock is coarse and may be paused) it is the steady-clock time
+Time: pairing uses header stamps only, so use_sim_time (bag replay) works. latency_ms = ROS clock
+now - the newer input stamp; under use_sim_time (coarse, may pause) it is the steady-clock time
 since the newer input message arrived, i.e. the node's own latency.
 """
 from __future__ import annotations
 
-import collections
-import dataclasses
-import re
+import os
+import signal
 import sys
 import threading
-import time
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-import rclpy
-from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
+_STOP = threading.Event()  # set by SIGINT/SIGTERM in main(): finish what is running, then exit 0
 
-from diffmf_core import imagecodec
-from diffmf_core.agc import ThermalAGC
-from diffmf_core.baselines import CLASSICAL_FUSERS
-from diffmf_core.imagecodec import ImageDecodeError
-from diffmf_core.pipeline import FusionPipeline, build_pipeline
-from diffmf_core.registration import CalibrationError
-from diffmf_core.sync import PairSynchronizer, split_ns, stamp_to_ns
-from diffmf_ros.msg import FusionInfo
+
+def _request_stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    _STOP.set()
+
+
+if __name__ == "__main__":  # python -m diffmf_ros.fusion_node: no traceback for a Ctrl-C during imports
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+
+import collections  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+from builtin_interfaces.msg import Time  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
+from rclpy.qos import HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos_overriding_options import QoSOverridingOptions  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from diffmf_core import imagecodec  # noqa: E402
+from diffmf_core.agc import ThermalAGC  # noqa: E402
+from diffmf_core.camera import CameraModel, output_camera_matrix  # noqa: E402
+from diffmf_core.frames import SOURCES, Frame, FrameRouter, Job, Undistortion, run_job  # noqa: E402
+from diffmf_core.imagecodec import ImageDecodeError  # noqa: E402
+from diffmf_core.pipeline import FusionPipeline, build_pipeline  # noqa: E402
+from diffmf_core.registration import CalibrationError  # noqa: E402
+from diffmf_core.settings import SPEC_BY_NAME, SPECS, NodeSettings, SettingsError, Spec  # noqa: E402
+from diffmf_core.sync import split_ns, stamp_to_ns  # noqa: E402
+from diffmf_ros.msg import FusionInfo  # noqa: E402
 
 NODE_NAME = "diffmf_fusion"
-SOURCES = ("thermal", "rgb")
+DIAGNOSTICS_TOPIC = "/diagnostics"  # global by convention
 MODE_NAMES = {
     FusionInfo.MODE_FUSED: "FUSED",
     FusionInfo.MODE_RGB_ONLY: "RGB_ONLY",
     FusionInfo.MODE_THERMAL_ONLY: "THERMAL_ONLY",
     FusionInfo.MODE_CLASSICAL: "CLASSICAL",
 }
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # PairSynchronizer counters that mean a camera sent bad stamps -> what the log says
 SYNC_ANOMALIES = {
     "duplicates": "duplicate stamp ignored",
     "out_of_order": "stamp older than already paired frames",
     "resets": "stamp jumped back by more than 1 s; pairing restarted",
 }
+PARAMS = SPECS  # the node's parameters (diffmf_core.settings)
+PARAM_BY_NAME = SPEC_BY_NAME
+# qos_overrides.<resolved topic>.<publisher|subscription>.<policy> parameters for these policies
+QOS_OVERRIDES = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.RELIABILITY, QoSPolicyKind.DEPTH,
+                                                   QoSPolicyKind.HISTORY, QoSPolicyKind.DURABILITY))
+OUTPUT_QOS_DEPTH = 5
 
 
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """One node parameter: default, description, constraints, and whether it may change live."""
-
-    name: str
-    default: Any
-    description: str
-    choices: tuple = ()
-    lo: float | None = None
-    hi: float | None = None
-    runtime: bool = False
-
-    def descriptor(self) -> ParameterDescriptor:
-        d = ParameterDescriptor(name=self.name, description=self.description, read_only=not self.runtime)
-        if self.choices:
-            d.additional_constraints = "one of: " + ", ".join(self.choices)
-        if self.lo is not None and isinstance(self.default, float):
-            d.floating_point_range = [FloatingPointRange(from_value=self.lo, to_value=self.hi, step=0.0)]
-        elif self.lo is not None:
-            d.integer_range = [IntegerRange(from_value=int(self.lo), to_value=int(self.hi), step=1)]
-        return d
-
-
-PARAMS = (
-    Param("autostart", True, "configure and activate at start"),
-    Param("thermal_topic", "/thermal/image_raw", "thermal camera topic"),
-    Param("rgb_topic", "/rgb/image_raw", "RGB camera topic"),
-    Param("thermal_transport", "raw", "raw: Image on <topic>; compressed: CompressedImage on <topic>/compressed",
-          choices=("raw", "compressed")),
-    Param("rgb_transport", "raw", "raw: Image on <topic>; compressed: CompressedImage on <topic>/compressed",
-          choices=("raw", "compressed")),
-    Param("qos_reliability", "best_effort", "subscription reliability", choices=("best_effort", "reliable")),
-    Param("qos_depth", 5, "subscription history depth", lo=1, hi=100),
-    Param("sync_queue_size", 10, "frames kept per camera while waiting for a partner", lo=1, hi=100),
-    Param("sync_slop_s", 0.02, "largest stamp difference of a pair, s", lo=0.0, hi=1.0, runtime=True),
-    Param("sync_min_interval_s", 0.02, "shortest interval between two frames of one camera, s; lets a pair "
-          "go out without waiting for the next frame (0 = wait: exact ApproximateTime)", lo=0.0, hi=1.0,
-          runtime=True),
-    Param("thermal_delay_s", 0.0, "thermal stamps are this much later than RGB stamps, s", lo=-1.0, hi=1.0,
-          runtime=True),
-    Param("max_image_pixels", 16777216, "largest accepted input image, pixels", lo=1, hi=268435456, runtime=True),
-    Param("thermal_agc_mode", "auto", "mono16 thermal to 8 bit: auto or fixed [agc_low, agc_high]",
-          choices=("auto", "fixed"), runtime=True),
-    Param("agc_low", 0.0, "raw count mapped to 0 (fixed AGC)", lo=0.0, hi=65535.0, runtime=True),
-    Param("agc_high", 65535.0, "raw count mapped to 255 (fixed AGC)", lo=0.0, hi=65535.0, runtime=True),
-    Param("calibration_file", "", "homography YAML; empty = package config/calibration/identity.yaml"),
-    Param("output_geometry", "rgb", "output size and frame", choices=("rgb", "thermal", "fixed")),
-    Param("output_width", 640, "output width for output_geometry fixed", lo=16, hi=8192),
-    Param("output_height", 512, "output height for output_geometry fixed", lo=16, hi=8192),
-    Param("ecc_refine", False, "refine the calibrated homography with ECC (every 30th pair)"),
-    Param("fuser", "diffmf", "diffmf (network, classical fallback) or classical (always fallback_fuser)",
-          choices=("diffmf", "classical")),
-    Param("device", "auto", "inference device: auto, cpu, cuda or cuda:N"),
-    Param("half_precision", True, "fp16 inference on CUDA"),
-    Param("cuda_graph", False, "replay the network from a CUDA graph per input size (CUDA only)"),
-    Param("preset", "live", "model preset", choices=("live", "paper")),
-    Param("weights", "", "weights .safetensors; empty = shipped weights of the preset"),
-    Param("fallback_fuser", "gff", "classical fuser used when the network cannot run", choices=tuple(CLASSICAL_FUSERS)),
-    Param("warmup", True, "run one blank inference before activation"),
-    Param("output_encoding", "bgr8", "encoding of /fused/image", choices=("bgr8", "mono8"), runtime=True),
-    Param("publish_compressed", False, "also publish /fused/image/compressed (JPEG)"),
-    Param("jpeg_quality", 90, "JPEG quality of /fused/image/compressed", lo=1, hi=100, runtime=True),
-    Param("frame_id", "", "frame_id of the outputs; empty = the output geometry camera's frame", runtime=True),
-    Param("source_timeout_s", 0.5, "a camera silent this long is degraded to single-source output, s",
-          lo=0.05, hi=60.0, runtime=True),
-    Param("diagnostics_period_s", 1.0, "period of /diagnostics, s", lo=0.1, hi=60.0),
-)
-PARAM_BY_NAME = {p.name: p for p in PARAMS}
+def descriptor(spec: Spec) -> ParameterDescriptor:
+    """The ROS parameter descriptor of one setting (read-only unless it may change live)."""
+    d = ParameterDescriptor(name=spec.name, description=spec.description, read_only=not spec.runtime)
+    if spec.choices:
+        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.lo is not None and isinstance(spec.default, float):
+        d.floating_point_range = [FloatingPointRange(from_value=spec.lo, to_value=spec.hi, step=0.0)]
+    elif spec.lo is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.lo), to_value=int(spec.hi), step=1)]
+    return d
 
 
 def check_params(values: dict[str, Any]) -> list[str]:
-    """Reasons why `values` (name -> value, all parameters) are not a valid configuration."""
-    errors = []
-    for p in PARAMS:
-        v = values[p.name]
-        if p.choices and v not in p.choices:
-            errors.append(f"{p.name}={v!r}: must be one of {', '.join(p.choices)}")
-        if p.lo is not None and not p.lo <= v <= p.hi:
-            errors.append(f"{p.name}={v!r}: must be in [{p.lo}, {p.hi}]")
-    if not DEVICE_RE.match(values["device"]):
-        errors.append(f"device={values['device']!r}: must be auto, cpu, cuda or cuda:N")
-    if values["agc_low"] >= values["agc_high"]:
-        errors.append(f"agc_low={values['agc_low']} must be below agc_high={values['agc_high']}")
-    for name in ("thermal_topic", "rgb_topic"):
-        if not values[name]:
-            errors.append(f"{name} must not be empty")
-    if values["thermal_topic"] == values["rgb_topic"]:
-        errors.append("thermal_topic and rgb_topic must differ")
-    calib = values["calibration_file"]
-    if calib and not Path(calib).is_file():
-        errors.append(f"calibration_file={calib!r}: no such file")
-    return errors
+    """Reasons why ``values`` (name -> value, all parameters) are not a valid configuration."""
+    return NodeSettings.check(values)
 
 
 def package_config_file(relative: str) -> Path:
@@ -186,23 +124,10 @@ def to_stamp(ns: int) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
-@dataclasses.dataclass(frozen=True)
-class Frame:
-    """One decoded camera image with its header stamp, frame_id and steady-clock arrival time."""
-
-    image: np.ndarray
-    stamp_ns: int
-    frame_id: str
-    rx_ns: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """Work for the worker: a matched pair, or one camera alone (degraded mode)."""
-
-    thermal: Frame | None
-    rgb: Frame | None
-    stamp_ns: int
+def camera_info_topic(image_topic: str) -> str:
+    """camera_info next to an image topic (image_transport convention): thermal/image_raw -> thermal/camera_info."""
+    base = image_topic.rstrip("/").rpartition("/")[0]
+    return f"{base}/camera_info" if base else "camera_info"
 
 
 class LatestMailbox:
@@ -241,7 +166,7 @@ class LatestMailbox:
 
 
 class Stats:
-    """Thread-safe counters, event rates over a sliding window and latency percentiles."""
+    """Thread-safe counters, event rates over a sliding window, latency and stamp-delay percentiles."""
 
     def __init__(self, window_s: float = 5.0) -> None:
         self._lock = threading.Lock()
@@ -249,12 +174,16 @@ class Stats:
         self._events: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._latency = collections.deque(maxlen=300)
         self._inference = collections.deque(maxlen=300)
+        self._delay: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=100))
         self.counters: collections.Counter = collections.Counter()
         self._start_ns = time.monotonic_ns()
+        self.last_ns: dict[str, int] = {}
 
     def tick(self, name: str) -> None:
+        now = time.monotonic_ns()
         with self._lock:
-            self._events[name].append(time.monotonic_ns())
+            self._events[name].append(now)
+            self.last_ns[name] = now
 
     def count(self, key: str) -> None:
         with self._lock:
@@ -264,6 +193,10 @@ class Stats:
         with self._lock:
             self._latency.append(latency_ms)
             self._inference.append(inference_ms)
+
+    def record_delay(self, source: str, delay_ms: float) -> None:
+        with self._lock:
+            self._delay[source].append(delay_ms)
 
     def rate(self, name: str) -> float:
         now = time.monotonic_ns()
@@ -277,122 +210,144 @@ class Stats:
     def percentiles(self) -> dict[str, float]:
         with self._lock:
             lat, inf = list(self._latency), list(self._inference)
+            delays = {s: list(d) for s, d in self._delay.items()}
         out = {}
         if lat:
             for q, v in zip((50, 90, 99), np.percentile(lat, (50, 90, 99))):
                 out[f"latency_p{q}_ms"] = float(v)
             out["inference_p50_ms"] = float(np.median(inf))
+        for source, values in sorted(delays.items()):
+            if values:
+                out[f"{source}_stamp_delay_ms"] = float(np.median(values))
         return out
 
 
 class FusionNode(LifecycleNode):
-    """The diffmf_fusion node (see the module docstring)."""
+    """The diffmf_fusion node (see the module docstring and docs/node.md)."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, stop_event: threading.Event | None = None, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for p in PARAMS:
-            self.declare_parameter(p.name, p.default, p.descriptor())
-        self.p = {p.name: self.get_parameter(p.name).value for p in PARAMS}
-        errors = check_params(self.p)
-        if errors:
-            raise ValueError("invalid parameters: " + "; ".join(errors))
+        self._stop_event = stop_event or threading.Event()
+        for spec in SPECS:
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
+        values = {spec.name: self.get_parameter(spec.name).value for spec in SPECS}
+        self.s = NodeSettings.from_mapping(values)  # raises SettingsError naming every invalid value
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.stats = Stats()
         self.mailbox = LatestMailbox()
-        self._lock = threading.Lock()  # guards the synchronizer, AGC and last-arrival times
-        self._pipeline = None
-        self._sync: PairSynchronizer | None = None
+        self._lock = threading.Lock()  # guards the router, AGC and camera infos
+        self._pipeline: FusionPipeline | None = None
+        self._router: FrameRouter | None = None
         self._last_mode: int | None = None
         self._logged_reason: str | None = None
-        self._frame_ids = {s: s for s in SOURCES}
-        self._agc: ThermalAGC | None = None
+        self._agc = self._make_agc()
         self._worker: threading.Thread | None = None
         self._subs: list = []
-        self._timers: list = []
+        self._own_timers: list = []
         self._pubs: dict[str, Any] = {}
-        self._last_rx: dict[str, int] = {}
         self._stale: dict[str, bool] = {s: False for s in SOURCES}
         self._bad_logged: dict[str, float] = {}  # bad-input kind -> monotonic time last logged
+        self._state = "unconfigured"
+        self._active_since_ns = 0
+        self._cameras: dict[str, CameraModel | None] = {}  # last camera_info per camera
+        self._undistortion = Undistortion()
+        # /diagnostics is reported in every lifecycle state: a plain publisher and timer
+        self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10,
+                                               qos_overriding_options=QOS_OVERRIDES)
+        self._diag_timer = self.create_timer(self.s.diagnostics_period_s, self._publish_diagnostics)
+
+    @property
+    def p(self) -> dict[str, Any]:
+        """The settings as a dict (read-only view)."""
+        return self.s.as_dict()
 
     # ---- parameters --------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
-        values = dict(self.p)
+        values = self.s.as_dict()
         for prm in params:
             if prm.name in PARAM_BY_NAME:
                 values[prm.name] = prm.value
-        errors = check_params(values)
+        errors = NodeSettings.check(values)
         return SetParametersResult(successful=not errors, reason="; ".join(errors))
 
     def _after_set_parameters(self, params) -> None:
-        for prm in params:
-            if prm.name in PARAM_BY_NAME:
-                self.p[prm.name] = prm.value
-        names = {prm.name for prm in params}
+        changes = {prm.name: prm.value for prm in params if prm.name in PARAM_BY_NAME}
+        if not changes:
+            return
+        self.s = self.s.replace(**changes)
         with self._lock:
-            if names & {"sync_slop_s", "sync_min_interval_s", "thermal_delay_s"} and self._sync is not None:
-                self._sync = self._make_sync()
-            if names & {"thermal_agc_mode", "agc_low", "agc_high"}:
+            if self._router is not None:
+                self._router.update(self.s)
+            if changes.keys() & {"thermal_agc_mode", "agc_low", "agc_high"}:
                 self._agc = self._make_agc()
-        if "output_encoding" in names and self._pipeline is not None:
-            self._pipeline.output_encoding = self.p["output_encoding"]
-
-    def _make_sync(self) -> PairSynchronizer:
-        interval = self.p["sync_min_interval_s"]
-        return PairSynchronizer(self.p["sync_queue_size"], self.p["sync_slop_s"], self.p["thermal_delay_s"],
-                                inter_message_lower_bound=(interval, interval))
+        if "output_encoding" in changes and self._pipeline is not None:
+            self._pipeline.output_encoding = self.s.output_encoding
 
     def _make_agc(self) -> ThermalAGC:
-        return ThermalAGC(self.p["thermal_agc_mode"], self.p["agc_low"], self.p["agc_high"])
+        return ThermalAGC(self.s.thermal_agc_mode, self.s.agc_low, self.s.agc_high)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._sync = self._make_sync()
+        self.get_logger().info(f"configuring: loading the calibration and the {self.s.fuser} fuser")
         self._agc = self._make_agc()
         try:
-            self._pipeline = self._build_pipeline()
+            self._pipeline, frame_ids = self._build_pipeline()
         except (CalibrationError, ValueError) as exc:
             self.get_logger().fatal(f"cannot configure: {exc}")
             return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            self._router = FrameRouter(self.s, frame_ids)
         self._pubs = {
-            "image": self.create_lifecycle_publisher(Image, "/fused/image", 5),
-            "info": self.create_lifecycle_publisher(FusionInfo, "/fused/info", 5),
-            "diagnostics": self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 5),
+            "image": self._lifecycle_publisher(Image, "fused/image"),
+            "camera_info": self._lifecycle_publisher(CameraInfo, "fused/camera_info"),
+            "info": self._lifecycle_publisher(FusionInfo, "fused/info"),
         }
-        if self.p["publish_compressed"]:
-            self._pubs["compressed"] = self.create_lifecycle_publisher(
-                CompressedImage, "/fused/image/compressed", 5)
+        if self.s.publish_compressed:
+            self._pubs["compressed"] = self._lifecycle_publisher(CompressedImage, "fused/image/compressed")
+        self._state = "inactive"
         return super().on_configure(state)
+
+    def _lifecycle_publisher(self, msg_type, topic: str):
+        return self.create_lifecycle_publisher(msg_type, topic, OUTPUT_QOS_DEPTH, qos_overriding_options=QOS_OVERRIDES)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=self.p["qos_depth"],
-            reliability=ReliabilityPolicy.BEST_EFFORT if self.p["qos_reliability"] == "best_effort"
+            history=HistoryPolicy.KEEP_LAST, depth=self.s.qos_depth,
+            reliability=ReliabilityPolicy.BEST_EFFORT if self.s.qos_reliability == "best_effort"
             else ReliabilityPolicy.RELIABLE)
         for source in SOURCES:
-            if self.p[f"{source}_transport"] == "compressed":
+            if getattr(self.s, f"{source}_transport") == "compressed":
                 self._subs.append(self.create_subscription(
-                    CompressedImage, self._topic(source), lambda msg, s=source: self._on_compressed(s, msg), qos))
+                    CompressedImage, self._topic(source), lambda msg, s=source: self._on_compressed(s, msg), qos,
+                    qos_overriding_options=QOS_OVERRIDES))
             else:
                 self._subs.append(self.create_subscription(
-                    Image, self._topic(source), lambda msg, s=source: self._on_image(s, msg), qos))
+                    Image, self._topic(source), lambda msg, s=source: self._on_image(s, msg), qos,
+                    qos_overriding_options=QOS_OVERRIDES))
+            if self.s.use_camera_info:
+                self._subs.append(self.create_subscription(
+                    CameraInfo, camera_info_topic(getattr(self.s, f"{source}_topic")),
+                    lambda msg, s=source: self._on_camera_info(s, msg), qos,
+                    qos_overriding_options=QOS_OVERRIDES))
         now = time.monotonic_ns()
-        self._last_rx = {s: now for s in SOURCES}
+        with self._lock:
+            self._router.start(now)
+        self._active_since_ns = now
         self._stale = {s: False for s in SOURCES}
         self.mailbox = LatestMailbox()
         self._worker = threading.Thread(target=self._work, name="diffmf_worker", daemon=True)
         self._worker.start()
-        self._timers = [
-            self.create_timer(self.p["diagnostics_period_s"], self._publish_diagnostics),
-            self.create_timer(0.05, self._watch_sources),
-        ]
+        self._own_timers = [self.create_timer(0.05, self._watch_sources)]
+        self._state = "active"
         self.get_logger().info(
-            f"fusing {self._topic('thermal')} + {self._topic('rgb')} -> /fused/image "
-            f"with {self._pipeline_name()} ({MODE_NAMES[self._pipeline.mode]})")
+            f"fusing {self._resolved(self._topic('thermal'))} + {self._resolved(self._topic('rgb'))} -> "
+            f"{self._resolved('fused/image')} with {self._pipeline_name()} ({MODE_NAMES[self._pipeline.mode]})")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.stop()
+        self._state = "inactive"
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -400,44 +355,58 @@ class FusionNode(LifecycleNode):
             self.destroy_lifecycle_publisher(pub)
         self._pubs = {}
         self._pipeline = None
+        self._state = "unconfigured"
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.stop()
+        self._state = "finalized"
         return super().on_shutdown(state)
 
     def stop(self) -> None:
-        """Remove subscriptions and timers, close the mailbox and join the worker thread."""
+        """Remove subscriptions and timers, close the mailbox and join the worker thread (which
+        finishes and publishes the frame it is working on)."""
         for sub in self._subs:
             self.destroy_subscription(sub)
-        for timer in self._timers:
+        for timer in self._own_timers:
             self.destroy_timer(timer)
-        self._subs, self._timers = [], []
+        self._subs, self._own_timers = [], []
         self.mailbox.close()
         if self._worker is not None:
             self._worker.join()
             self._worker = None
 
     def _topic(self, source: str) -> str:
-        topic = self.p[f"{source}_topic"]
-        return topic.rstrip("/") + "/compressed" if self.p[f"{source}_transport"] == "compressed" else topic
+        topic = getattr(self.s, f"{source}_topic")
+        compressed = getattr(self.s, f"{source}_transport") == "compressed"
+        return topic.rstrip("/") + "/compressed" if compressed else topic
+
+    def _resolved(self, topic: str) -> str:
+        try:
+            return self.resolve_topic_name(topic)
+        except Exception:  # noqa: BLE001 - only for the log line
+            return topic
 
     # ---- model -------------------------------------------------------------------------------
-    def _build_pipeline(self) -> FusionPipeline:
-        """diffmf_core.pipeline.build_pipeline from the node's parameters (model warmed up)."""
-        calib = self.p["calibration_file"] or str(package_config_file("calibration/identity.yaml"))
+    def _build_pipeline(self) -> tuple[FusionPipeline, dict]:
+        """diffmf_core.pipeline.build_pipeline from the settings (model warmed up)."""
+        calib = self.s.calibration_file or str(package_config_file("calibration/identity.yaml"))
         t0 = time.perf_counter()
-        pipeline, _, self._frame_ids = build_pipeline({**self.p, "calibration_file": calib}, warmup=True)
+        pipeline, _, frame_ids = build_pipeline({**self.s.as_dict(), "calibration_file": calib}, warmup=True)
         if pipeline.model is not None:
             self.get_logger().info(f"loaded {pipeline.model.name} on {pipeline.model.device} "
                                    f"in {time.perf_counter() - t0:.1f} s")
         self._log_degraded_reason(pipeline)
-        return pipeline
+        return pipeline, frame_ids
+
+    def _model_failed(self) -> bool:
+        """The network was asked for (fuser: diffmf) but is not in use."""
+        return self._pipeline is not None and self._pipeline.model is None and self.s.fuser == "diffmf"
 
     def _log_degraded_reason(self, pipeline: FusionPipeline) -> None:
         """Log, once per reason, why the network is not in use (fuser: classical is no failure)."""
         reason = pipeline.degraded_reason
-        if pipeline.model is None and self.p["fuser"] == "diffmf" and reason != self._logged_reason:
+        if pipeline.model is None and self.s.fuser == "diffmf" and reason != self._logged_reason:
             self._logged_reason = reason
             self.get_logger().error(f"{reason}: using the classical fuser {pipeline.fallback.name!r}")
 
@@ -453,12 +422,26 @@ class FusionNode(LifecycleNode):
     def _on_image(self, source: str, msg: Image) -> None:
         self._receive(source, msg, lambda: imagecodec.decode_image(
             msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data,
-            max_pixels=self.p["max_image_pixels"], agc=self._agc if source == "thermal" else None))
+            max_pixels=self.s.max_image_pixels, agc=self._agc if source == "thermal" else None))
 
     def _on_compressed(self, source: str, msg: CompressedImage) -> None:
         self._receive(source, msg, lambda: imagecodec.decode_compressed(
-            msg.format, msg.data, max_pixels=self.p["max_image_pixels"],
+            msg.format, msg.data, max_pixels=self.s.max_image_pixels,
             agc=self._agc if source == "thermal" else None))
+
+    def _on_camera_info(self, source: str, msg: CameraInfo) -> None:
+        """Keep the camera's intrinsics; frames arriving from now on are undistorted with them."""
+        try:
+            model = CameraModel.from_msg(msg)
+        except ValueError as exc:
+            self._count_decode_error(source, "camera_info", f"camera_info ignored: {exc}")
+            return
+        with self._lock:
+            changed = self._cameras.get(source) != model
+            self._cameras[source] = model
+        if changed:
+            self.get_logger().info(f"{source} camera_info: {model.width}x{model.height} {model.distortion_model} "
+                                   f"d={list(model.d)}" if model else f"{source} camera_info without calibration")
 
     def _receive(self, source: str, msg, decode) -> None:
         rx = time.monotonic_ns()
@@ -467,31 +450,38 @@ class FusionNode(LifecycleNode):
         if stamp_ns == 0:
             self._count_decode_error(source, "zero_stamp", "zero_stamp: header stamp is zero (unset)")
             return
+        if not self._use_sim_time():
+            self.stats.record_delay(source, (self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
         try:
             with self._lock:
                 image = decode()
         except ImageDecodeError as exc:
             self._count_decode_error(source, exc.kind, str(exc))
             return
-        frame = Frame(image, stamp_ns, msg.header.frame_id, rx)
-        other = "rgb" if source == "thermal" else "thermal"
         with self._lock:
-            self._last_rx[source] = rx
-            add = self._sync.add_thermal if source == "thermal" else self._sync.add_rgb
-            before = self._sync.stats.as_dict()
-            pairs = add(frame.stamp_ns, frame)
-            after = self._sync.stats.as_dict()
-            other_stale = rx - self._last_rx[other] > self.p["source_timeout_s"] * 1e9
+            camera = self._cameras.get(source)
+        if camera is not None and (camera.width, camera.height) != (image.shape[1], image.shape[0]):
+            self._count_decode_error(source, "camera_info_size", f"camera_info_size: image {image.shape[1]}x"
+                                     f"{image.shape[0]} but camera_info {camera.width}x{camera.height}; not undistorted")
+            camera = None
+        frame = Frame(image, stamp_ns, msg.header.frame_id, rx, camera=camera)
+        with self._lock:
+            router = self._router
+            if router is None:
+                return
+            before = router.sync.stats.as_dict()
+            pairs_before = router.pairs
+            jobs = router.add(source, frame)
+            after = router.sync.stats.as_dict()
+            new_pairs = router.pairs - pairs_before
+        for _ in range(new_pairs):
+            self.stats.tick("pair")
         for key in SYNC_ANOMALIES:
             if after[key] > before[key]:
                 self._log_bad_input(key, f"{source} stamp {stamp_ns} ns: {SYNC_ANOMALIES[key]} "
                                          f"(counted in sync_{key})", after[key])
-        if pairs:
-            pair = pairs[-1]
-            self.mailbox.put(Job(thermal=pair.thermal, rgb=pair.rgb, stamp_ns=pair.stamp_ns))
-        elif other_stale:
-            self.mailbox.put(Job(thermal=frame if source == "thermal" else None,
-                                 rgb=frame if source == "rgb" else None, stamp_ns=frame.stamp_ns))
+        if jobs:
+            self.mailbox.put(jobs[-1])
 
     def _count_decode_error(self, source: str, kind: str, message: str) -> None:
         """Count a dropped message (decode_error.<kind>) and log it (rate-limited)."""
@@ -509,24 +499,31 @@ class FusionNode(LifecycleNode):
         self._bad_logged[kind] = now
 
     def _watch_sources(self) -> None:
-        """Log when a camera goes silent or returns (the subscriptions do the switching)."""
+        """Log when a camera goes silent or returns (the router does the switching)."""
         now = time.monotonic_ns()
         with self._lock:
-            stale = {s: now - self._last_rx[s] > self.p["source_timeout_s"] * 1e9 for s in SOURCES}
+            if self._router is None:
+                return
+            stale = {s: self._router.stale(s, now) for s in SOURCES}
         for source in SOURCES:
             if stale[source] != self._stale[source]:
                 self._stale[source] = stale[source]
                 other = "rgb" if source == "thermal" else "thermal"
                 if stale[source]:
                     self.get_logger().warning(
-                        f"no {source} image for {self.p['source_timeout_s']} s: "
+                        f"no {source} image for {self.s.source_timeout_s} s: "
                         + ("no output" if stale[other] else f"publishing {other} alone"))
                 else:
                     self.get_logger().info(f"{source} camera is back")
 
     # ---- worker thread -----------------------------------------------------------------------
     def _work(self) -> None:
+        # test hook: DIFFMF_TEST_WORKER_DELAY_S holds every pair this long before fusing it, so a test
+        # can make the node slower than its input on any machine (test_reliability_load's overload)
+        delay_s = float(os.environ.get("DIFFMF_TEST_WORKER_DELAY_S") or 0.0)
         while (job := self.mailbox.get()) is not None:
+            if delay_s > 0:
+                time.sleep(delay_s)
             try:
                 self._process(job)
             except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
@@ -535,47 +532,46 @@ class FusionNode(LifecycleNode):
 
     def _process(self, job: Job) -> None:
         pipeline = self._pipeline
-        if job.thermal is not None and job.rgb is not None:
-            out = pipeline.fuse_pair(job.thermal.image, job.rgb.image)
-            if out.mode == FusionInfo.MODE_CLASSICAL:
-                self._log_degraded_reason(pipeline)
-        else:
-            out = pipeline.single_source(rgb=job.rgb.image if job.rgb else None,
-                                         thermal=job.thermal.image if job.thermal else None)
+        out = run_job(pipeline, job, self._undistortion)
+        if out.mode == FusionInfo.MODE_CLASSICAL:
+            self._log_degraded_reason(pipeline)
         self._last_mode = out.mode
-        header = Header(stamp=to_stamp(job.stamp_ns), frame_id=self._output_frame_id(job))
+        header = Header(stamp=to_stamp(out.stamp_ns), frame_id=out.frame_id)
         # check_fields=False: with ROS_PYTHON_CHECK_FIELDS=1 rclpy checks every byte in Python
         # (about 0.4 s per 1 MB frame); the fields come from imagecodec's checked encoder.
         height, width, encoding, step, data = imagecodec.encode_image(out.image, pipeline.output_encoding)
         self._publish("image", Image(header=header, height=height, width=width, encoding=encoding,
                                      is_bigendian=0, step=step, data=data, check_fields=False))
         if "compressed" in self._pubs:
-            fmt, jpeg = imagecodec.encode_compressed(out.image, "jpeg", self.p["jpeg_quality"])
+            fmt, jpeg = imagecodec.encode_compressed(out.image, "jpeg", self.s.jpeg_quality)
             self._publish("compressed", CompressedImage(header=header, format=fmt, data=jpeg, check_fields=False))
-        newest = max((f for f in (job.thermal, job.rgb) if f is not None), key=lambda f: f.stamp_ns)
+        self._publish("camera_info", self._camera_info(header, width, height))
         if self._use_sim_time():
-            latency_ms = (time.monotonic_ns() - max(f.rx_ns for f in (job.thermal, job.rgb) if f)) / 1e6
+            latency_ms = (time.monotonic_ns() - max(f.rx_ns for f in job.frames)) / 1e6
         else:
-            latency_ms = (self.get_clock().now().nanoseconds - newest.stamp_ns) / 1e6
+            latency_ms = (self.get_clock().now().nanoseconds - max(f.stamp_ns for f in job.frames)) / 1e6
         self._publish("info", FusionInfo(
-            header=header,
-            thermal_stamp=to_stamp(job.thermal.stamp_ns) if job.thermal else Time(),
-            rgb_stamp=to_stamp(job.rgb.stamp_ns) if job.rgb else Time(),
-            homography=np.asarray(out.homography, dtype=np.float64).reshape(9),
-            registration_quality=float(out.quality), mode=out.mode, inference_ms=float(out.inference_ms),
-            latency_ms=float(latency_ms), model_name=out.model_name))
+            header=header, thermal_stamp=to_stamp(out.thermal_stamp_ns), rgb_stamp=to_stamp(out.rgb_stamp_ns),
+            homography=out.homography, registration_quality=out.registration_quality, mode=out.mode,
+            inference_ms=out.inference_ms, latency_ms=float(latency_ms), model_name=out.model_name))
         self.stats.tick("output")
         self.stats.record(latency_ms, out.inference_ms)
 
+    def _camera_info(self, header: Header, width: int, height: int) -> CameraInfo:
+        """fused/camera_info: the output's size and (undistorted) intrinsics, from the output
+        geometry camera's camera_info; k all zero (uncalibrated) until one arrived."""
+        info = CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob",
+                          d=[0.0] * 5, r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+        with self._lock:
+            model = self._cameras.get(self.s.geometry_source)
+        if model is not None:
+            k = output_camera_matrix(model, (width, height))
+            info.k = k.reshape(9).tolist()
+            info.p = np.hstack([k, np.zeros((3, 1))]).reshape(12).tolist()
+        return info
+
     def _use_sim_time(self) -> bool:
         return bool(self.get_parameter("use_sim_time").value)
-
-    def _output_frame_id(self, job: Job) -> str:
-        if self.p["frame_id"]:
-            return self.p["frame_id"]
-        source = "thermal" if self.p["output_geometry"] == "thermal" else "rgb"
-        frame = job.thermal if source == "thermal" else job.rgb
-        return frame.frame_id if frame is not None and frame.frame_id else self._frame_ids[source]
 
     def _publish(self, name: str, msg) -> None:
         try:
@@ -585,60 +581,93 @@ class FusionNode(LifecycleNode):
             self.get_logger().warning(f"publish on {name} failed: {exc!r}", throttle_duration_sec=10.0)
 
     # ---- diagnostics -------------------------------------------------------------------------
-    def _publish_diagnostics(self) -> None:
+    def diagnostic_level(self) -> tuple[int, str]:
+        """(level, message) of the fusion status; the rules are in docs/node.md."""
+        if self._state != "active":
+            what = "not configured" if self._state == "unconfigured" else "configured, not active"
+            return DiagnosticStatus.WARN, f"{self._state}: {what}, no subscriptions, no output"
+        now = time.monotonic_ns()
+        inputs = self.stats.rate("thermal") + self.stats.rate("rgb") > 0.0
+        last_out = self.stats.last_ns.get("output", self._active_since_ns)
+        silent_s = (now - max(last_out, self._active_since_ns)) / 1e9
         mode = self._last_mode if self._last_mode is not None else self._pipeline.mode
-        with self._lock:
-            queues, sync_stats = self._sync.queue_lengths(), self._sync.stats.as_dict()
-        flowing = self.stats.rate("output") > 0.0
-        level = DiagnosticStatus.OK if mode == FusionInfo.MODE_FUSED and flowing else DiagnosticStatus.WARN
-        values = {
-            "mode": MODE_NAMES[mode],
-            "device": str(self._pipeline_device()),
-            "model": self._pipeline_name(),
+        if inputs and silent_s > self.s.stall_timeout_s:
+            return DiagnosticStatus.ERROR, f"camera images arrive but nothing published for {silent_s:.1f} s"
+        if not inputs:
+            return DiagnosticStatus.WARN, "no camera images"
+        if self._model_failed():
+            return DiagnosticStatus.WARN, f"CLASSICAL fallback: {self._pipeline.degraded_reason}"
+        if mode in (FusionInfo.MODE_RGB_ONLY, FusionInfo.MODE_THERMAL_ONLY):
+            return DiagnosticStatus.WARN, f"{MODE_NAMES[mode]}: one camera silent"
+        return DiagnosticStatus.OK, MODE_NAMES[mode]
+
+    def _publish_diagnostics(self) -> None:
+        level, message = self.diagnostic_level()
+        values: dict[str, Any] = {"lifecycle_state": self._state}
+        if self._pipeline is not None:
+            mode = self._last_mode if self._last_mode is not None else self._pipeline.mode
+            values.update({"mode": MODE_NAMES[mode], "device": self._pipeline_device(),
+                           "model": self._pipeline_name()})
+        values.update({
             "thermal_rate_hz": self.stats.rate("thermal"),
             "rgb_rate_hz": self.stats.rate("rgb"),
+            "pair_rate_hz": self.stats.rate("pair"),
             "output_rate_hz": self.stats.rate("output"),
             "drops_mailbox": self.mailbox.dropped,
             "mailbox_pending": self.mailbox.pending,
-            "sync_queue_thermal": queues[0],
-            "sync_queue_rgb": queues[1],
-            **{f"sync_{k}": v for k, v in sync_stats.items()},
-            **self.stats.percentiles(),
-            **dict(self.stats.counters),
-        }
-        if self._pipeline.model is None and self.p["fuser"] == "diffmf":
+        })
+        with self._lock:
+            if self._router is not None:
+                queues = self._router.sync.queue_lengths()
+                values.update({"sync_queue_thermal": queues[0], "sync_queue_rgb": queues[1],
+                               "drops_stamp_order": self._router.stamp_order_drops,
+                               **{f"sync_{k}": v for k, v in self._router.sync.stats.as_dict().items()}})
+        values.update(self.stats.percentiles())
+        values.update(dict(self.stats.counters))
+        if self._model_failed():
             values["degraded_reason"] = self._pipeline.degraded_reason
         status = DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: fusion", hardware_id=str(self._pipeline_device()),
-            message=MODE_NAMES[mode] if flowing else f"{MODE_NAMES[mode]}, no output",
+            level=level, name=f"{self.get_fully_qualified_name()}: fusion",
+            hardware_id=self.get_fully_qualified_name(), message=message,
             values=[KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
                     for k, v in values.items()])
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._publish("diagnostics", msg)
+        try:
+            self._diag_pub.publish(msg)
+        except Exception:  # noqa: BLE001 - context shutting down
+            pass
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point: `python -m diffmf_ros.fusion_node --ros-args --params-file config/fuse.yaml`."""
-    rclpy.init(args=args)
+    """Entry point: `python -m diffmf_ros.fusion_node --ros-args --params-file config/fuse.yaml`.
+
+    SIGINT/SIGTERM at any moment end the process with code 0: the running step (parameter
+    declaration, model load, a frame in the worker) finishes, then the node is torn down."""
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         try:
-            node = FusionNode()
-        except (ValueError, rclpy.exceptions.ParameterException) as exc:
+            node = FusionNode(stop_event=_STOP)
+        except (SettingsError, rclpy.exceptions.ParameterException) as exc:
             rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
             return 2
-        if node.p["autostart"]:
+        if node.s.autostart:
             for transition in (node.trigger_configure, node.trigger_activate):
+                if _STOP.is_set():
+                    return 0
                 result = transition()
-                if not node.context.ok():
-                    return 0  # SIGINT/SIGTERM while loading the model
+                if _STOP.is_set():
+                    return 0
                 if result != TransitionCallbackReturn.SUCCESS:
                     node.get_logger().fatal(f"autostart: {transition.__name__} failed")
                     return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not _STOP.is_set() and node.context.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -5,8 +5,10 @@ Launch arguments (an empty value keeps the config file's setting):
   thermal_topic  thermal camera topic          rgb_topic  RGB camera topic
   device         auto | cpu | cuda | cuda:N    weights    .safetensors file
   use_sim_time   true when replaying a bag with --clock
-  fused_topic    where /fused/image (and /fused/image/compressed) go, by remapping
-  info_topic     where /fused/info goes, by remapping
+  namespace      the node's namespace (its relative topics follow it: /uav1/fused/image ...)
+  log_level      debug | info | warn | error | fatal
+  fused_topic    where fused/image (and fused/image/compressed) go, by remapping
+  info_topic     where fused/info goes, by remapping
 
 `node_settings()` is plain Python (no launch import) so tests can check what would be started.
 """
@@ -23,10 +25,13 @@ ARGUMENTS = {
     "device": "auto | cpu | cuda | cuda:N (empty: from config_file)",
     "weights": "DIFF-MF weights .safetensors (empty: from config_file)",
     "use_sim_time": "use /clock (bag replay): true | false",
-    "fused_topic": "output image topic (remaps /fused/image and /fused/image/compressed)",
-    "info_topic": "output FusionInfo topic (remaps /fused/info)",
+    "namespace": "namespace of the node (empty: root); its relative topics follow it",
+    "log_level": "node log level: debug | info | warn | error | fatal",
+    "fused_topic": "output image topic (remaps fused/image and fused/image/compressed; relative names "
+                   "stay in the namespace)",
+    "info_topic": "output FusionInfo topic (remaps fused/info)",
 }
-DEFAULTS = {"use_sim_time": "false", "fused_topic": "/fused/image", "info_topic": "/fused/info"}
+DEFAULTS = {"use_sim_time": "false", "log_level": "info", "fused_topic": "fused/image", "info_topic": "fused/info"}
 OVERRIDES = ("thermal_topic", "rgb_topic", "device", "weights")
 
 
@@ -41,13 +46,15 @@ def node_settings(args: dict, share_dir: str) -> dict:
         "package": PACKAGE,
         "executable": EXECUTABLE,
         "name": NODE_NAME,
+        "namespace": args.get("namespace") or "",
         "output": "screen",
         "emulate_tty": True,
         "parameters": [config, overrides],
+        "ros_arguments": ["--log-level", args.get("log_level") or DEFAULTS["log_level"]],
         "remappings": [
-            ("/fused/image", fused),
-            ("/fused/image/compressed", fused + "/compressed"),
-            ("/fused/info", info),
+            ("fused/image", fused),
+            ("fused/image/compressed", fused + "/compressed"),
+            ("fused/info", info),
         ],
     }
 

@@ -169,18 +169,20 @@ def test_forged_png_header_is_refused_before_decoding():
     assert err.value.kind == "too_large"
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda d: d[: len(d) // 2],                      # truncated
-    lambda d: d[:2] + bytes(len(d) - 2),            # header destroyed
-    lambda d: b"GIF89a" + d[6:],                    # not PNG/JPEG
-    lambda d: b"",
+@pytest.mark.parametrize("mangle, kind", [
+    (lambda d: d[: len(d) // 2], "bad_{fmt}"),               # truncated
+    (lambda d: d[:2] + bytes(len(d) - 2), None),             # header destroyed (JPEG: SOI kept)
+    (lambda d: b"GIF89a" + d[6:], "bad_compressed"),         # not PNG/JPEG
+    (lambda d: b"", "bad_compressed"),
 ])
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
-def test_corrupt_compressed_is_refused(fmt, mangle):
+def test_corrupt_compressed_is_refused(fmt, mangle, kind):
+    """One kind per bad input: bad_jpeg / bad_png for data that starts as that format, else bad_compressed."""
     data = encode_compressed(cv2.resize(BGR, (32, 32)), fmt)[1]
     with pytest.raises(ImageDecodeError) as err:
         decode_compressed(fmt, mangle(data))
-    assert err.value.kind == "bad_compressed"
+    expected = (kind or ("bad_jpeg" if fmt == "jpeg" else "bad_compressed")).format(fmt=fmt)
+    assert err.value.kind == expected
 
 
 @pytest.mark.parametrize("fmt", ["16UC1; compressedDepth png", "tiff", "bgr8; webp compressed bgr8"])

@@ -79,8 +79,9 @@ def test_fuse_cli_pair_and_folder(dataset, tmp_path):
     assert cli.main(["fuse", "--ir", str(ir), "--vi", str(vi), "--method", "laplacian", "--out", str(out)]) == 0
     img = cv2.imread(str(out / "01.png"), cv2.IMREAD_UNCHANGED)
     assert img.shape == (36, 52, 3)
-    assert cli.main(["fuse", "--data", str(dataset), "--method", "mean", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["00.png", "01.png", "02.png"]  # no temp files left
+    assert cli.main(["fuse", "--data", str(dataset), "--method", "mean", "--out", str(out), "--overwrite"]) == 0
+    # no temp files left; the marker lets a later --overwrite replace these
+    assert sorted(p.name for p in out.iterdir()) == [".diffmf-fuse", "00.png", "01.png", "02.png"]
     assert cli.main(["fuse", "--ir", str(ir), "--method", "mean"]) == 2
 
 

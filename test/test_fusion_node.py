@@ -19,6 +19,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from diffmf_core.imagecodec import encode_compressed  # noqa: E402
+from diffmf_core.sync import split_ns, stamp_to_ns as stamp_ns  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -82,7 +83,7 @@ def test_runtime_changes_are_validated_and_applied(make_node):
     read_only = node.set_parameters([Parameter("device", value="cpu")])[0]
     assert not read_only.successful
     assert node.set_parameters([Parameter("sync_slop_s", value=0.05)])[0].successful
-    assert node._sync.slop_ns == 50_000_000
+    assert node._router.sync.slop_ns == 50_000_000
     assert node.set_parameters([Parameter("output_encoding", value="mono8")])[0].successful
     assert node._pipeline.output_encoding == "mono8"
 
@@ -118,11 +119,11 @@ def test_compressed_input_under_sim_time(make_node):
     stamp = 1_000_000_000_000  # 1000 s: a bag's clock, far from wall time
     while len(infos) < 3 and time.monotonic() < deadline:
         stamp += 100_000_000
-        sec, nsec = divmod(stamp, 1_000_000_000)
         t_msg = Image(height=48, width=64, encoding="mono16", step=128, data=ir.tobytes(), check_fields=False)
-        t_msg.header.stamp.sec, t_msg.header.stamp.nanosec = sec, nsec
+        # distinct stamps: thermal 7 ms after RGB (within sync_slop_s), so a wrong output stamp shows
+        t_msg.header.stamp.sec, t_msg.header.stamp.nanosec = divmod(stamp + 7_000_000, 1_000_000_000)
         c_msg = CompressedImage(format=fmt, data=data, check_fields=False)
-        c_msg.header.stamp.sec, c_msg.header.stamp.nanosec = sec, nsec
+        c_msg.header.stamp.sec, c_msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
         thermal.publish(t_msg)
         rgb.publish(c_msg)
         end = time.monotonic() + 0.1
@@ -133,6 +134,73 @@ def test_compressed_input_under_sim_time(make_node):
     assert len(infos) >= 3, "no fused output"
     info = infos[-1]
     assert info.mode == fusion_node.FusionInfo.MODE_CLASSICAL and info.model_name == "mean"
-    assert info.header.stamp == info.rgb_stamp == info.thermal_stamp
+    assert info.header.stamp == info.rgb_stamp  # output_geometry rgb: the RGB camera's stamp
+    assert stamp_ns(info.thermal_stamp) == stamp_ns(info.rgb_stamp) + 7_000_000
     assert info.header.stamp.sec >= 1000 and 0.0 <= info.latency_ms < 5000.0  # receive-time based
     assert images[-1].encoding == "mono8" and (images[-1].height, images[-1].width) == (48, 64)
+
+
+def _drive(node, publish, wanted: int, timeout: float = 20.0) -> dict:
+    """Spin ``node`` and a rig node; ``publish(rig_pubs, i)`` sends frame set i every 0.1 s until
+    ``wanted`` FusionInfo messages arrived. Returns the collected messages per topic."""
+    rig = rclpy.create_node("rig", context=node.context)
+    got = {"info": [], "image": [], "camera_info": []}
+    rig.create_subscription(fusion_node.FusionInfo, "fused/info", got["info"].append, 50)
+    rig.create_subscription(Image, "fused/image", got["image"].append, 50)
+    rig.create_subscription(fusion_node.CameraInfo, "fused/camera_info", got["camera_info"].append, 50)
+    pubs = {s: rig.create_publisher(Image, f"{s}/image_raw", qos_profile_sensor_data) for s in ("thermal", "rgb")}
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    executor.add_node(rig)
+    deadline, i = time.monotonic() + timeout, 0
+    try:
+        while len(got["info"]) < wanted and time.monotonic() < deadline:
+            publish(pubs, i)
+            i += 1
+            end = time.monotonic() + 0.1
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.02)
+        end = time.monotonic() + 0.3  # let the last image / camera_info of the last info arrive
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.02)
+    finally:
+        executor.shutdown()
+        rig.destroy_node()
+    return got
+
+
+def _msg(array: np.ndarray, encoding: str, stamp: int, frame_id: str) -> Image:
+    msg = Image(height=array.shape[0], width=array.shape[1], encoding=encoding, step=array.strides[0],
+                data=array.tobytes(), check_fields=False)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = split_ns(stamp)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def test_output_geometry_thermal_has_thermal_size_stamp_and_frame(make_node):
+    """output_geometry thermal: the output has the thermal image's size, the thermal stamp (not the
+    RGB one: they differ by 7 ms here) and the thermal camera's frame_id, on every output topic."""
+    node = make_node(fuser="classical", fallback_fuser="mean", output_geometry="thermal", use_sim_time=True)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    ir = np.tile(np.arange(56, dtype=np.uint8) * 4, (40, 1))  # thermal 56x40, RGB 64x48: sizes differ
+    vi = np.full((48, 64, 3), 90, np.uint8)
+    base = 2_000_000_000_000
+
+    def publish(pubs, i):
+        stamp = base + i * 100_000_000
+        pubs["thermal"].publish(_msg(ir, "mono8", stamp + 7_000_000, "flir_optical"))
+        pubs["rgb"].publish(_msg(vi, "bgr8", stamp, "rgb_optical"))
+
+    got = _drive(node, publish, 3)
+    assert len(got["info"]) >= 3, "no fused output"
+    for info in got["info"]:
+        assert info.mode == fusion_node.FusionInfo.MODE_CLASSICAL
+        assert stamp_ns(info.header.stamp) == stamp_ns(info.thermal_stamp) == stamp_ns(info.rgb_stamp) + 7_000_000
+        assert info.header.frame_id == "flir_optical"
+    by_stamp = {stamp_ns(m.header.stamp): m for m in got["image"]}
+    image = by_stamp[stamp_ns(got["info"][0].header.stamp)]
+    assert (image.height, image.width, image.header.frame_id) == (40, 56, "flir_optical")
+    infos = {stamp_ns(m.header.stamp): m for m in got["camera_info"]}
+    cam = infos[stamp_ns(got["info"][0].header.stamp)]
+    assert (cam.height, cam.width, cam.header.frame_id) == (40, 56, "flir_optical")

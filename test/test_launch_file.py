@@ -70,21 +70,24 @@ def test_defaults_start_the_node_with_the_shipped_config(monkeypatch, tmp_path):
     config, overrides = node["parameters"]
     assert Path(config) == tmp_path / "diffmf_ros" / "config" / "fuse.yaml"
     assert overrides == {"use_sim_time": False}  # empty arguments keep the config file's values
-    assert ("/fused/image", "/fused/image") in node["remappings"]
-    assert ("/fused/info", "/fused/info") in node["remappings"]
+    assert ("fused/image", "fused/image") in node["remappings"]  # relative: follows the namespace
+    assert ("fused/info", "fused/info") in node["remappings"]
+    assert node["namespace"] == "" and node["ros_arguments"] == ["--log-level", "info"]
 
 
 def test_arguments_become_overrides_and_remappings(monkeypatch, tmp_path):
     _, node = _launch(monkeypatch, tmp_path, config_file="my.yaml", device="cuda:1", weights="w.safetensors",
                       thermal_topic="/ir/raw", rgb_topic="/cam/raw", use_sim_time="True",
-                      fused_topic="/uav/fused", info_topic="/uav/fused_info")
+                      fused_topic="/uav/fused", info_topic="/uav/fused_info", namespace="/uav1",
+                      log_level="debug")
     config, overrides = node["parameters"]
     assert config == "my.yaml"
     assert overrides == {"device": "cuda:1", "weights": "w.safetensors", "thermal_topic": "/ir/raw",
                          "rgb_topic": "/cam/raw", "use_sim_time": True}
-    assert dict(node["remappings"]) == {"/fused/image": "/uav/fused",
-                                        "/fused/image/compressed": "/uav/fused/compressed",
-                                        "/fused/info": "/uav/fused_info"}
+    assert dict(node["remappings"]) == {"fused/image": "/uav/fused",
+                                        "fused/image/compressed": "/uav/fused/compressed",
+                                        "fused/info": "/uav/fused_info"}
+    assert node["namespace"] == "/uav1" and node["ros_arguments"] == ["--log-level", "debug"]
 
 
 def test_executable_and_config_are_installed_by_the_package():
@@ -92,13 +95,13 @@ def test_executable_and_config_are_installed_by_the_package():
     assert "from diffmf_ros.fusion_node import main" in script.read_text()
     cmake = (ROOT / "CMakeLists.txt").read_text()
     assert "scripts/ros/fusion_node" in cmake and "launch config" in cmake
-    params = yaml.safe_load((ROOT / "config" / "fuse.yaml").read_text())["diffmf_fusion"]["ros__parameters"]
+    params = yaml.safe_load((ROOT / "config" / "fuse.yaml").read_text())["/**/diffmf_fusion"]["ros__parameters"]
     assert params["thermal_topic"] and params["rgb_topic"]
 
 
 def test_config_documents_exactly_the_node_parameters():
     fusion_node = pytest.importorskip("diffmf_ros.fusion_node", reason="rclpy / diffmf_ros.msg not built")
-    params = yaml.safe_load((ROOT / "config" / "fuse.yaml").read_text())["diffmf_fusion"]["ros__parameters"]
+    params = yaml.safe_load((ROOT / "config" / "fuse.yaml").read_text())["/**/diffmf_fusion"]["ros__parameters"]
     assert set(params) == set(fusion_node.PARAM_BY_NAME)
     for name, value in params.items():
         assert type(value) is type(fusion_node.PARAM_BY_NAME[name].default), name

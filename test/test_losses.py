@@ -49,3 +49,102 @@ def test_weights_and_gradients_flow():
     assert total.item() == pytest.approx(parts["ssim"].item() + 2 * parts["text"].item() + 3 * parts["int"].item(), rel=1e-5)
     total.backward()
     assert f.grad is not None and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+
+
+# --- each term on non-identical inputs, hand-computed (roles of ir / vi and of w1 / w2) ------------------------
+
+C1 = 0.01 ** 2  # data range 1
+
+
+def _flat(value: float, size: int = 16) -> torch.Tensor:
+    return torch.full((1, 1, size, size), value, dtype=torch.float64)
+
+
+def _lum(x: float, y: float) -> float:
+    """SSIM of two flat images: only the luminance term is left (the variances are 0)."""
+    return (2 * x * y + C1) / (x * x + y * y + C1)
+
+
+def test_ssim_term_weights_w1_with_ir_and_w2_with_vi():
+    """Eq. 11: L_ssim = w1 (1 - ssim(f, ir)) + w2 (1 - ssim(f, vi)). With f equal to one source and
+    w1 != w2 the value says which weight goes with which source, and that vi is used at all."""
+    loss = FusionLoss(w1=0.3, w2=0.7)
+    ir, vi = _flat(0.5), _flat(0.25)
+    gap = 1 - _lum(0.5, 0.25)
+    assert loss(ir, ir, vi)[1]["ssim"].item() == pytest.approx(0.7 * gap, abs=1e-9)  # f = ir: only the vi part
+    assert loss(vi, ir, vi)[1]["ssim"].item() == pytest.approx(0.3 * gap, abs=1e-9)  # f = vi: only the ir part
+    f = _flat(0.4)
+    both = 0.3 * (1 - _lum(0.4, 0.5)) + 0.7 * (1 - _lum(0.4, 0.25))
+    assert loss(f, ir, vi)[1]["ssim"].item() == pytest.approx(both, abs=1e-9)
+
+
+def test_ssim_term_on_textured_images_matches_the_numpy_metric():
+    """Structure (not only luminance): the term equals w1 (1 - SSIM(f, ir)) + w2 (1 - SSIM(f, vi)) of
+    the independent numpy metric on three different textured images."""
+    rng = np.random.default_rng(11)
+    f, ir, vi = (rng.integers(0, 256, (20, 24)).astype(np.uint8) for _ in range(3))
+    as_t = lambda a: torch.from_numpy(a / 255.0)[None, None]  # noqa: E731
+    expected = 0.2 * (1 - ssim_index(f, ir)) + 0.8 * (1 - ssim_index(f, vi))
+    got = FusionLoss(w1=0.2, w2=0.8)(as_t(f), as_t(ir), as_t(vi))[1]["ssim"].item()
+    assert got == pytest.approx(expected, abs=1e-9)
+
+
+# ramps on 8x8 (values stay in [0, 1]): ir rises along x by 1/64 per pixel, vi along y by 1/32.
+# With reflect padding, |grad| = 8 * slope inside and 0 on the two edge columns (ir) / rows (vi):
+# |grad ir| = 0.125 on columns 1..6, |grad vi| = 0.25 on rows 1..6.
+RAMP = torch.arange(8, dtype=torch.float64)
+IR_RAMP = (RAMP / 64).repeat(8, 1)[None, None]
+VI_RAMP = (RAMP / 32)[:, None].repeat(1, 8)[None, None]
+
+
+def test_texture_term_hand_values():
+    """Eq. 12: L_text = mean | |grad f| - max(|grad ir|, |grad vi|) |. max(...) is 0.25 on the 48 pixels
+    of rows 1..6 and 0.125 on the 12 inner pixels of rows 0 and 7 (0 at the 4 corners)."""
+    loss = FusionLoss()
+    g = SobelGradient()
+    assert torch.allclose(g(IR_RAMP)[..., 1:-1], torch.full((1, 1, 8, 6), 0.125, dtype=torch.float64))
+    assert torch.allclose(g(VI_RAMP)[..., 1:-1, :], torch.full((1, 1, 6, 8), 0.25, dtype=torch.float64))
+    flat = torch.zeros_like(IR_RAMP)
+    assert loss(flat, IR_RAMP, VI_RAMP)[1]["text"].item() == pytest.approx((48 * 0.25 + 12 * 0.125) / 64)
+    assert loss(flat, VI_RAMP, IR_RAMP)[1]["text"].item() == pytest.approx((48 * 0.25 + 12 * 0.125) / 64)
+    # f = ir: the shortfall against vi's stronger gradient on rows 1..6 (0.125 inside, 0.25 on the edge columns)
+    assert loss(IR_RAMP, IR_RAMP, VI_RAMP)[1]["text"].item() == pytest.approx((36 * 0.125 + 12 * 0.25) / 64)
+    assert loss(VI_RAMP, IR_RAMP, VI_RAMP)[1]["text"].item() == pytest.approx(12 * 0.125 / 64)
+    # f = 4 vi overshoots: |grad f| = 1 on rows 1..6 (0.75 above the target), 0 on rows 0 and 7
+    assert loss(4 * VI_RAMP, IR_RAMP, VI_RAMP)[1]["text"].item() == pytest.approx((48 * 0.75 + 12 * 0.125) / 64)
+
+
+def test_texture_overshoot_weight_hand_values():
+    """The asymmetric texture term, L_text = mean(relu(T - G_f)) + text_overshoot * mean(relu(G_f - T)):
+    text_overshoot = 1 is Eq. 12; below 1 an overshooting gradient costs less than a missing one."""
+    import inspect
+    if "text_overshoot" not in inspect.signature(FusionLoss).parameters:
+        pytest.skip("FusionLoss has no text_overshoot parameter (yet)")
+    under, over = 12 * 0.125 / 64, 48 * 0.75 / 64  # f = 4 vi: see test_texture_term_hand_values
+    assert FusionLoss()(4 * VI_RAMP, IR_RAMP, VI_RAMP)[1]["text"].item() == pytest.approx(under + over)
+    for k in (0.0, 0.5, 2.0):
+        got = FusionLoss(text_overshoot=k)(4 * VI_RAMP, IR_RAMP, VI_RAMP)[1]["text"].item()
+        assert got == pytest.approx(under + k * over), k
+    # only a shortfall (f = ir): the weight does not matter
+    assert FusionLoss(text_overshoot=0.5)(IR_RAMP, IR_RAMP, VI_RAMP)[1]["text"].item() == pytest.approx(
+        (36 * 0.125 + 12 * 0.25) / 64)
+
+
+def test_intensity_term_hand_values_per_source():
+    """Eq. 13: L_int = mean |f - max(ir, vi)|, element-wise; values chosen so that max, mean, min, ir
+    alone and vi alone all give different results (0.25, 0.125, 0.2, 0.35, 0.1)."""
+    tile = lambda a, b: torch.tensor([[a, b]], dtype=torch.float64).repeat(4, 2)[None, None]  # noqa: E731
+    f, ir, vi = tile(0.5, 0.5), tile(0.2, 0.9), tile(0.6, 0.4)
+    assert FusionLoss()(f, ir, vi)[1]["int"].item() == pytest.approx(0.25)
+    assert FusionLoss()(f, vi, ir)[1]["int"].item() == pytest.approx(0.25)  # max is symmetric
+    assert FusionLoss(aggregation="mean")(f, ir, vi)[1]["int"].item() == pytest.approx(0.125)
+
+
+def test_total_is_the_paper_weighted_sum_by_default():
+    """Eq. 14 with the paper's lambda_ssim = 10, lambda_text = 20, lambda_int = 20 (w1 = w2 = 0.5)."""
+    f = torch.full_like(IR_RAMP, 0.3)
+    total, parts = FusionLoss()(f, IR_RAMP, VI_RAMP)
+    assert min(parts.values()).item() > 0
+    expected_ssim = 0.5 * (1 - ssim_torch(f, IR_RAMP)) + 0.5 * (1 - ssim_torch(f, VI_RAMP))
+    assert parts["ssim"].item() == pytest.approx(expected_ssim.item())
+    assert total.item() == pytest.approx(10 * parts["ssim"].item() + 20 * parts["text"].item() + 20 * parts["int"].item())

@@ -74,7 +74,9 @@ def ros_value(value) -> str:
 
 def node_ros_args(settings: dict, extra_params: dict) -> list[str]:
     """The arguments launch_ros gives lib/<package>/<executable> for `settings` (+ test overrides)."""
-    cmd = ["--ros-args", "-r", f"__node:={settings['name']}"]
+    cmd = ["--ros-args", "-r", f"__node:={settings['name']}", *settings.get("ros_arguments", [])]
+    if settings.get("namespace"):
+        cmd += ["-r", f"__ns:={settings['namespace']}"]
     for entry in settings["parameters"]:
         if isinstance(entry, dict):
             for name, value in {**entry, **extra_params}.items():

@@ -1,4 +1,5 @@
-"""Property tests: decoders only ever raise ImageDecodeError; the synchronizer's invariants hold."""
+"""Property tests (derandomised: a fixed seed, repeatable): decoders only ever raise ImageDecodeError; the
+synchronizer's invariants hold."""
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -7,7 +8,11 @@ from diffmf_core.agc import ThermalAGC
 from diffmf_core.imagecodec import ImageDecodeError, decode_compressed, decode_image, encode_compressed
 from diffmf_core.sync import PairSynchronizer
 
-FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the examples come from a fixed seed (no example database), so every run checks the same
+# cases and a failure reproduces; the counts are sized to the suite's time (about 0.5 s per test each).
+FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+SYNC = settings(FAST, max_examples=400)
 ENCODINGS = ["mono8", "8UC1", "mono16", "16UC1", "bgr8", "8UC3", "rgb8", "bgra8", "rgba8", "yuv422", "", "BGR8"]
 BPP = {"mono8": 1, "8UC1": 1, "mono16": 2, "16UC1": 2, "bgr8": 3, "8UC3": 3, "rgb8": 3, "bgra8": 4, "rgba8": 4}
 
@@ -45,7 +50,7 @@ def test_decode_compressed_raises_only_decode_errors(fmt, kind, cut, flips, gray
     try:
         out = decode_compressed(fmt, data, max_pixels=1000)
     except ImageDecodeError as exc:
-        assert exc.kind in {"bad_compressed", "too_large", "empty", "unknown_encoding"}
+        assert exc.kind in {"bad_jpeg", "bad_png", "bad_compressed", "too_large", "empty", "unknown_encoding"}
         return
     assert out.dtype == np.uint8 and out.shape[:2] == (12, 10)
 
@@ -57,7 +62,7 @@ EVENTS = st.lists(st.tuples(st.sampled_from("tr"), st.one_of(st.integers(0, 60),
                   min_size=1, max_size=120)
 
 
-@FAST
+@SYNC
 @given(events=EVENTS, queue_size=st.integers(1, 6), slop_ms=st.integers(0, 40), offset_ms=st.integers(-30, 30),
        bound_ms=st.sampled_from([0, 10]))
 def test_synchronizer_invariants(events, queue_size, slop_ms, offset_ms, bound_ms):

@@ -4,10 +4,12 @@ process (classical fuser: the model is not the point here) fed scripted sequence
 One node serves the bad-message and camera-fault tests: thermal arrives as raw Image, RGB as
 CompressedImage (so both decoders are exercised). Every bad message is sent three times between
 good pairs; the good pairs before and after must come out, the drop must be counted by kind in
-/diagnostics, and the node must log it once.
+/diagnostics, and the node must log it once. Each case has its own counter and log line, and no
+other case touches them (checked), so the checks do not depend on the order the cases run in.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import time
 
@@ -82,6 +84,11 @@ def counters(diag: dict) -> dict[str, int]:
     return {k: int(v) for k, v in diag.items() if k.startswith(("decode_error.", "sync_"))}
 
 
+def anomalies(diag: dict) -> dict[str, int]:
+    """The bad-input counters: decode_error.<kind> and the synchronizer's stamp anomalies."""
+    return {k: v for k, v in counters(diag).items() if k.startswith("decode_error.") or k in ANOMALY_KEYS}
+
+
 # --- bad messages: (case, messages to send given the last good stamp, counter, log text, pairs lost) -------
 
 
@@ -107,8 +114,8 @@ BAD = {
     "unknown_encoding": ([thermal_image(encoding="yuv_bogus")], "decode_error.unknown_encoding", 0),
     "step_too_small": ([thermal_image(step=W - 1)], "decode_error.bad_step", 0),
     "data_too_short": ([thermal_image(data=IR.tobytes()[:-1])], "decode_error.short_data", 0),
-    "zero_width": ([thermal_image(width=0, step=0)], "decode_error.empty", 0),
-    "zero_height": ([thermal_image(height=0, data=b"")], "decode_error.empty", 0),
+    "zero_width_or_height": ([thermal_image(width=0, step=0), thermal_image(height=0, data=b"")],
+                             "decode_error.empty", 0),
     # refused by max_image_pixels before any allocation: a header-only claim (16 bytes of data),
     # a real 1100x1000 image (1.1 Mpx > 1 Mpx), and a PNG whose IHDR claims 8000x8000
     "too_large": ([thermal_image(width=8000, height=8000, step=8000, data=bytes(16)),
@@ -116,16 +123,21 @@ BAD = {
                    rgb_blob(png_claiming(8000, 8000), "png")], "decode_error.too_large", 0),
     "corrupt_jpeg": ([rgb_blob(_JPEG[:len(_JPEG) // 2]), rgb_blob(_JPEG[:100]),
                       rgb_blob(b"\xff\xd8" + RNG.integers(0, 255, 300, dtype=np.uint8).tobytes())],
-                     "decode_error.bad_compressed", 0),
+                     "decode_error.bad_jpeg", 0),
     "corrupt_png": ([rgb_blob(_PNG[:200] + bytes(b ^ 0xFF for b in _PNG[200:260]) + _PNG[260:], "png"),
-                     rgb_blob(_PNG[:len(_PNG) // 2], "png")], "decode_error.bad_compressed", 0),
+                     rgb_blob(_PNG[:len(_PNG) // 2], "png")], "decode_error.bad_png", 0),
+    "not_jpeg_or_png": ([rgb_blob(b"GIF89a" + bytes(64))], "decode_error.bad_compressed", 0),
     "zero_stamp": ([lambda ref: ("thermal", image(IR, "mono8", 0)),
                     lambda ref: ("rgb", compressed(*VI_JPEG, 0))], "decode_error.zero_stamp", 0),
     "duplicate_stamp": ([lambda ref: ("thermal", image(IR, "mono8", ref))], "sync_duplicates", 0),
     "stamp_back_200ms": ([lambda ref: ("thermal", image(IR, "mono8", ref - 200_000_000))], "sync_out_of_order", 0),
-    # a jump back of 10 s (bag loop, clock reset) restarts pairing: the next pair may be lost
-    "stamp_back_10s": ([lambda ref: ("thermal", image(IR, "mono8", ref - 10_000_000_000))], "sync_resets", 1),
+    # a jump back of 10 s (bag loop, clock reset) restarts pairing: the next pair may be lost. The
+    # repeats are 1 ms apart (new frames of the new epoch), so they are not counted as duplicates.
+    "stamp_back_10s": ([lambda ref, n=itertools.count(): ("thermal", image(IR, "mono8", ref - 10_000_000_000
+                                                                          + next(n) * 1_000_000))],
+                       "sync_resets", 1),
 }
+ANOMALY_KEYS = ("sync_duplicates", "sync_out_of_order", "sync_resets")
 LOG_TEXT = {"decode_error.": "message: {kind}: ", "sync_duplicates": "duplicate stamp ignored",
             "sync_out_of_order": "stamp older than already paired", "sync_resets": "pairing restarted"}
 
@@ -140,7 +152,8 @@ def log_text(key: str) -> str:
 def test_bad_message_counted_logged_once_and_good_pairs_flow(rig, node, case):
     builders, key, allow_lost = BAD[case]
     before_outs = good_pairs(rig, 2, node=node)
-    before = counters(rig.fresh_diag()).get(key, 0)
+    before_all = anomalies(rig.fresh_diag())
+    before = before_all.get(key, 0)
     ref = before_outs[-1].rgb
     sent = 0
     for _ in range(3):
@@ -153,6 +166,9 @@ def test_bad_message_counted_logged_once_and_good_pairs_flow(rig, node, case):
     diag = rig.fresh_diag(lambda d: counters(d).get(key, 0) >= before + expected)
     assert node.poll() is None
     assert int(diag.get("worker_errors", 0)) == 0
+    after_all = anomalies(diag)
+    others = {k: (before_all.get(k, 0), v) for k, v in after_all.items() if k != key and v != before_all.get(k, 0)}
+    assert not others, f"{case} moved other bad-input counters (before, after): {others}"
     logged = node.output().count(log_text(key))
     assert logged == 1, f"{key} logged {logged} times (expected once):\n{node.describe()}"
 

@@ -31,8 +31,16 @@ def write_pairs(root: Path, n: int, size=(208, 256), start: int = 0) -> Path:
     return root
 
 
+MARKERS = (".diffmf-fuse",)  # the output policy's results-folder marker (diffmf_core.outputs)
+
+
 def hidden_leftovers(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.name.startswith(".") or p.suffix in (".tmp", ".partial")]
+    return [p for p in folder.rglob("*")
+            if (p.name.startswith(".") and p.name not in MARKERS) or p.suffix in (".tmp", ".partial")]
+
+
+def images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name not in MARKERS)
 
 
 def test_fuse_refuses_unmatched_names(tmp_path, capsys):
@@ -51,7 +59,7 @@ def test_fuse_skips_unreadable_pair_and_resizes_mixed_sizes(tmp_path, capsys):
     assert cli(["fuse", "--data", str(root), "--method", "mean", "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "skipped" in err and "0001.png" in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0000.png"]
+    assert [p.name for p in images(tmp_path / "out")] == ["0000.png"]
     assert cv2.imread(str(tmp_path / "out" / "0000.png")).shape == (208, 256, 3)
 
 
@@ -91,7 +99,7 @@ def test_interrupted_fuse_leaves_only_complete_images(many_pairs, tmp_path):
                                 lambda: len(list(out.glob("*.png"))) >= 3)
     assert rc == 130 and "interrupted" in err and "Traceback" not in err, err
     assert hidden_leftovers(out) == []
-    written = list(out.iterdir())
+    written = images(out)
     assert 3 <= len(written) < 150
     for path in written:
         img = cv2.imread(str(path))

@@ -161,3 +161,63 @@ def test_inter_message_lower_bound_emits_without_waiting():
 def test_bad_parameters(kwargs):
     with pytest.raises(ValueError):
         PairSynchronizer(**kwargs)
+
+
+# --- the slop boundary: a pair spreading exactly ``slop`` is accepted, anything more is not -----------------
+
+SLOP_MS = 10
+
+
+@pytest.mark.parametrize("gap_ms, paired", [
+    (0, True), (SLOP_MS - 1e-6, True), (SLOP_MS, True),          # up to and including slop (1 ns resolution)
+    (SLOP_MS + 1e-6, False), (1.5 * SLOP_MS, False), (2 * SLOP_MS, False),
+])
+@pytest.mark.parametrize("later", ["t", "r"])
+def test_slop_boundary_is_inclusive(gap_ms, paired, later):
+    """ApproximateTime emits a set whose stamps spread at most ``slop`` (message_filters: ``>``
+    rejects); the next frames, 100 ms later, close the search either way."""
+    sync = PairSynchronizer(queue_size=5, slop=SLOP_MS / 1000)
+    first = [(0, "r" if later == "t" else "t"), (gap_ms, later)]
+    pairs = feed(sync, first + [(100, "t"), (100, "r"), (200, "t"), (200, "r")])
+    t0, r0 = (0, gap_ms) if later == "r" else (gap_ms, 0)
+    expected = ([(t0, r0)] if paired else []) + [(100, 100), (200, 200)]  # zero spread: emitted at once
+    assert [(round(t, 6), round(r, 6)) for t, r in stamps(pairs)] == expected
+    assert sync.stats.matched == len(expected)
+    assert (sync.stats.dropped_thermal, sync.stats.dropped_rgb) == ((0, 0) if paired else (1, 1))
+
+
+@pytest.mark.parametrize("gap_ms, paired", [(SLOP_MS, True), (SLOP_MS + 1e-6, False), (1.5 * SLOP_MS, False)])
+def test_slop_boundary_after_thermal_offset(gap_ms, paired):
+    """The slop applies to the offset-corrected thermal stamp (thermal stamped 30 ms late)."""
+    sync = PairSynchronizer(queue_size=5, slop=SLOP_MS / 1000, thermal_offset=0.03)
+    pairs = feed(sync, [(0, "r"), (30 + gap_ms, "t"), (100, "r"), (130, "t"), (200, "r"), (230, "t")])
+    expected = ([(30 + gap_ms, 0)] if paired else []) + [(130, 100), (230, 200)]
+    assert [(round(t, 6), round(r, 6)) for t, r in stamps(pairs)] == expected
+
+
+def test_slop_zero_pairs_only_equal_stamps():
+    sync = PairSynchronizer(queue_size=5, slop=0.0)
+    pairs = feed(sync, [(0, "t"), (1e-6, "r"), (100, "t"), (100, "r"), (200, "t"), (200, "r")])
+    assert stamps(pairs) == [(100, 100), (200, 200)]
+
+
+# --- found by the mutation run (docs/development.md): counters accumulate, the default back-jump limit ------
+
+
+def test_counters_accumulate_and_default_backjump_is_one_second():
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(10_000, "t"), (10_000, "r"), (10_200, "t"), (10_100, "t"), (10_150, "t")])
+    assert sync.stats.out_of_order == 2  # both inserted in time order (newer than anything consumed)
+    feed(sync, [(9_400, "t")])             # 0.8 s back: within the default 1 s, out of order only
+    assert sync.stats.resets == 0
+    feed(sync, [(8_000, "t")])             # 2.2 s back from the newest: a new epoch
+    assert sync.stats.resets == 1
+    feed(sync, [(6_500, "t")])             # 1.5 s back again
+    assert sync.stats.resets == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(queue_size=0), "queue_size"), (dict(slop=-1), "slop"),
+                                             (dict(max_backjump=0), "max_backjump")])
+def test_bad_parameters_name_the_parameter(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PairSynchronizer(**kwargs)

@@ -113,8 +113,8 @@ def test_split_pairs_keeps_held_out_clips_out_of_training(tiny_pairs):
     (["--batch-size", "0"], "--batch-size: must be >= 1"),
     (["--iters", "0"], "--iters: must be >= 1"),
     (["--crop", "0"], "--crop: must be >= 32"),
-    (["--lr", "-1"], "--lr: must be > 0.0"),
-    (["--lr", "nan"], "--lr: must be > 0.0"),
+    (["--lr", "-1"], "--lr: must be > 0"),
+    (["--lr", "nan"], "--lr: must be a finite number"),
     (["--preset", "bogus"], "invalid choice: 'bogus'"),
 ])
 def test_bad_arguments_are_one_line_errors(tiny_pairs, tmp_path, bad, message):
