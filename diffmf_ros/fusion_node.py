@@ -225,9 +225,8 @@ class Stats:
 class FusionNode(LifecycleNode):
     """The diffmf_fusion node (see the module docstring and docs/node.md)."""
 
-    def __init__(self, stop_event: threading.Event | None = None, **kwargs) -> None:
+    def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self._stop_event = stop_event or threading.Event()
         for spec in SPECS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         values = {spec.name: self.get_parameter(spec.name).value for spec in SPECS}
@@ -650,7 +649,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         try:
-            node = FusionNode(stop_event=_STOP)
+            node = FusionNode()
         except (SettingsError, rclpy.exceptions.ParameterException) as exc:
             rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
             return 2
