@@ -148,26 +148,28 @@ def _restore_optimizer(opt: torch.optim.Adam, model: torch.nn.Module, tensors: d
         state[field] = value.to(params[name].device) if field != "step" else value.clone()
 
 
-def save_checkpoint(path: Path, model, opt, step: int, meta: dict) -> None:
-    """Model + optimizer + RNG at ``step`` as one safetensors file (atomic replace)."""
+def save_checkpoint(path: Path, model, opt, step: int, meta: dict, seconds: float = 0.0) -> None:
+    """Model + optimizer + RNG at ``step`` (and the training ``seconds`` so far) as one safetensors
+    file (atomic replace)."""
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update(_optimizer_tensors(opt, model))
     tensors["rng/torch"] = torch.get_rng_state()
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"step": str(step), "meta": json.dumps(meta)})
+    save_file(tensors, str(tmp), metadata={"step": str(step), "seconds": f"{seconds:.0f}",
+                                                "meta": json.dumps(meta)})
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model, opt) -> int:
-    """Restore a checkpoint written by ``save_checkpoint``; returns its step."""
+def load_checkpoint(path: Path, model, opt) -> tuple[int, float]:
+    """Restore a checkpoint written by ``save_checkpoint``; returns its step and training seconds."""
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f:
-        step = int(f.metadata()["step"])
+        step, seconds = int(f.metadata()["step"]), float(f.metadata().get("seconds", 0))
     tensors = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
     _restore_optimizer(opt, model, {k: v for k, v in tensors.items() if k.startswith("opt/")})
     torch.set_rng_state(tensors["rng/torch"])
-    return step
+    return step, seconds
 
 
 def parameter_digest(model: torch.nn.Module) -> str:
@@ -226,10 +228,10 @@ def main(args: argparse.Namespace) -> int:
     ckpt = out / "checkpoint.safetensors"
 
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    start = 0
+    start, seconds_before = 0, 0.0
     if ckpt.exists() and not args.fresh:
         try:
-            start = load_checkpoint(ckpt, model, opt)
+            start, seconds_before = load_checkpoint(ckpt, model, opt)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise SystemExit(f"diffmf train: {ckpt} does not resume a {args.preset!r} run ({exc.__class__.__name__}); "
                              "use another --out or --fresh") from None
@@ -290,10 +292,10 @@ def main(args: argparse.Namespace) -> int:
                 if best is None or score > best:
                     best = score
                     save_weights(model, best_path, steps=step, seed=args.seed, val_score=f"{score:.5f}",
-                                 command=_command(meta))
+                                 train_seconds=f"{seconds_before + time.time() - t0:.0f}", command=_command(meta))
                 bar.write(f"step {step}: validation score {score:.4f} (best {best:.4f})")
             if rank == 0 and (step % args.ckpt_every == 0 or step == total):
-                save_checkpoint(ckpt, model, opt, step, meta)
+                save_checkpoint(ckpt, model, opt, step, meta, seconds_before + time.time() - t0)
         epoch += 1
     bar.close()
     log.close()
@@ -305,7 +307,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"wrote {final}: the best validated network (score {best:.4f}) of {step} steps")
         else:
             final = save_weights(model, out / "weights.safetensors", steps=step, seed=args.seed,
-                                 command=_command(meta))
+                                 train_seconds=f"{seconds_before + time.time() - t0:.0f}", command=_command(meta))
             print(f"wrote {final} after {step} steps ({time.time() - t0:.0f} s)")
     if distributed:
         dist.barrier()
@@ -318,12 +320,22 @@ def _portable(value):
     if isinstance(value, Path):
         return os.path.relpath(value)
     if isinstance(value, list):
-        return " ".join(str(_portable(v)) for v in value)
+        return [_portable(v) for v in value]
     return str(value)
 
 
 def _command(meta: dict) -> str:
-    return "diffmf train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in meta.items())
+    """The run as one command line (repeatable options repeated, lists space-separated)."""
+    words = ["diffmf", "train"]
+    for key, value in meta.items():
+        flag = f"--{key.replace('_', '-')}"
+        if key == "holdout":
+            words += [w for pattern in value for w in (flag, repr(pattern))]
+        elif isinstance(value, list):
+            words += [flag, *value]
+        else:
+            words += [flag, value]
+    return " ".join(words)
 
 
 def _append_row(path: Path, header: list, row: list) -> None:

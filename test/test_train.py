@@ -94,7 +94,9 @@ def test_holdout_validation_scores_and_keeps_the_best(tiny_pairs, tmp_path):
     assert rows[1].startswith("laplacian_max,1.00000,") and [r.split(",")[0] for r in rows[2:]] == ["2", "4"]
     best = max(float(r.split(",")[1]) for r in rows[2:])
     from diffmf_core.weights import read_metadata
-    assert float(read_metadata(out / "weights.safetensors")["val_score"]) == pytest.approx(best, abs=1e-5)
+    meta = read_metadata(out / "weights.safetensors")
+    assert float(meta["val_score"]) == pytest.approx(best, abs=1e-5) and int(meta["train_seconds"]) >= 0
+    assert "--holdout '0[45]'" in meta["command"]
     assert (out / "best.safetensors").read_bytes() == (out / "weights.safetensors").read_bytes()
 
 
