@@ -46,13 +46,16 @@ def save_weights(model: DiffMF, path: str | Path, **notes) -> Path:
 
 
 def _refuse_pickle(path: Path) -> None:
+    """Refuse zip (``torch.save``) and raw pickle files. A safetensors file starts with its header
+    length (8 bytes, little-endian), then the JSON header's "{"; only a file without that "{" is
+    judged by its first bytes (a header length may itself start with 0x80)."""
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)
+    if len(head) < 9:
+        raise WeightsError(f"{path}: file too short to be a safetensors file ({len(head)} bytes)")
+    if head[8:9] != b"{" and (head[:2] == b"PK" or (head[0] == 0x80 and head[1] <= 5)):
         raise WeightsError(f"{path}: looks like a pickle-based PyTorch file; only safetensors weights are "
                            "accepted (pickles can execute code when loaded)")
-    if len(head) < 8:
-        raise WeightsError(f"{path}: file too short to be a safetensors file ({len(head)} bytes)")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -31,12 +31,16 @@ OFFSET_RANGE = 0.25      # largest base correction, in intensity units
 ACTIVITY_EPS = 1e-3
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
+def _resize(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear up; down: average over r x r blocks (r = the size ratio rounded up), then bilinear
+    to the exact size. Sizes are plain ints, so an exported graph holds constants."""
+    size = (int(size[0]), int(size[1]))
+    if int(x.shape[-2]) > size[0]:
+        r = -(-int(x.shape[-2]) // size[0])
+        x = F.avg_pool2d(x, r, stride=r, ceil_mode=True, count_include_pad=False)
+    if (int(x.shape[-2]), int(x.shape[-1])) == size:
         return x
-    if x.shape[-2] < size[0]:
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class PyramidDecoder(nn.Module):

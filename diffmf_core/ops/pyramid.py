@@ -16,18 +16,14 @@ import torch.nn.functional as F
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 
-def _binomial_kernels(channels: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    k = torch.tensor(_BINOMIAL, device=device, dtype=dtype) / 16.0
-    return k.view(1, 1, 1, 5).expand(channels, 1, 1, 5), k.view(1, 1, 5, 1).expand(channels, 1, 5, 1)
-
-
 def pyr_down(x: torch.Tensor) -> torch.Tensor:
     """Binomial blur then 2x decimation; (b, c, H, W) -> (b, c, ceil(H/2), ceil(W/2))."""
-    c = x.shape[1]
-    kx, ky = _binomial_kernels(c, x.device, x.dtype)
-    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
-    x = F.conv2d(x, kx, stride=(1, 2), groups=c)
-    return F.conv2d(x, ky, stride=(2, 1), groups=c)
+    b, c, h, w = x.shape
+    k = torch.tensor(_BINOMIAL, device=x.device, dtype=x.dtype) / 16.0
+    y = F.pad(x.reshape(b * c, 1, h, w), (2, 2, 2, 2), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, 5), stride=(1, 2))
+    y = F.conv2d(y, k.view(1, 1, 5, 1), stride=(2, 1))
+    return y.reshape(b, c, y.shape[-2], y.shape[-1])
 
 
 def pyr_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
