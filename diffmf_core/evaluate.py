@@ -28,6 +28,7 @@ from diffmf_core.color import to_gray
 from diffmf_core.data import DataError, find_pairs, load_pair, write_bytes, write_image
 from diffmf_core.fuse_cmd import FuserUnavailable, make_fuser
 from diffmf_core.metrics import METRICS, evaluate_pair
+from diffmf_core.outputs import OutputError, check_results, mark_results
 from diffmf_core.paths import shared_data_dir
 
 DEFAULT_METHODS = "diffmf,mean,max,laplacian,gff,laplacian_max"
@@ -165,6 +166,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
     p.add_argument("--limit", type=int_range(1), help="evaluate only the first N pairs of each dataset")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier `diffmf eval` in --out (never other files)")
     p.add_argument("--clip", type=Path, help="folder of consecutive pairs (a video): also measure each "
                                               "method's temporal flicker (grey levels beyond the sources' change)")
 
@@ -179,17 +182,25 @@ def main(args: argparse.Namespace) -> int:
     if not methods:
         print("error: --methods is empty", file=sys.stderr)
         return 2
-    try:
-        fusers = {m: make_fuser(m, args.weights, args.preset) for m in methods}
-    except FuserUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    tables, used = [], set()
+    folders, used = [], set()
     for root in datasets:
         name = root.name
         while name in used:
             name += "_"
         used.add(name)
+        folders.append(name)
+    outputs = ["results.md"] + (["flicker.md"] if args.clip is not None else [])
+    outputs += [f"{name}/{file}" for name in folders
+                for file in ("results.md", "contact_sheet.png", *(f"{m}.csv" for m in methods))]
+    try:
+        check_results(args.out, outputs, [*datasets, *([args.clip] if args.clip else [])], args.overwrite, "eval")
+        fusers = {m: make_fuser(m, args.weights, args.preset) for m in methods}
+        mark_results(args.out, "eval")
+    except (FuserUnavailable, OutputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tables = []
+    for root, name in zip(datasets, folders):
         try:
             evaluate_methods(root, fusers, args.out / name, args.limit)
         except DataError as exc:

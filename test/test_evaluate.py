@@ -120,6 +120,20 @@ def test_eval_cli_clip_writes_flicker_table(dataset, tmp_path, capsys):
                      "--clip", str(clip)]) == 0
     table = (out / "flicker.md").read_text()
     assert "| max |" in table and "| gff |" in table and "Temporal flicker" in capsys.readouterr().out
-    assert cli.main(["eval", "--data", str(dataset), "--methods", "max", "--out", str(out),
+    assert cli.main(["eval", "--data", str(dataset), "--methods", "max", "--out", str(out), "--overwrite",
                      "--clip", str(dataset)]) == 2  # frames of different sizes are no clip
     assert "one size" in capsys.readouterr().err
+
+
+def test_eval_reruns_need_overwrite_and_never_touch_foreign_files(dataset, tmp_path, capsys):
+    out = tmp_path / "ev"
+    args = ["eval", "--data", str(dataset), "--methods", "mean", "--out", str(out)]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert cli.main(args + ["--overwrite"]) == 0
+    foreign = tmp_path / "mine"
+    (foreign / "tiny").mkdir(parents=True)
+    (foreign / "results.md").write_text("my notes")
+    assert cli.main(["eval", "--data", str(dataset), "--methods", "mean", "--out", str(foreign), "--overwrite"]) == 2
+    assert (foreign / "results.md").read_text() == "my notes"
+    assert cli.main(["eval", "--data", str(dataset), "--methods", "mean", "--out", str(dataset / "ir")]) == 2
