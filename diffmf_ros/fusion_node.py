@@ -518,7 +518,7 @@ class FusionNode(LifecycleNode):
     # ---- worker thread -----------------------------------------------------------------------
     def _work(self) -> None:
         # test hook: DIFFMF_TEST_WORKER_DELAY_S holds every pair this long before fusing it, so a test
-        # can make the node slower than its input on any machine (test_reliability_load's overload)
+        # can make the node slower than its input on any machine (test_node_overload's overload)
         delay_s = float(os.environ.get("DIFFMF_TEST_WORKER_DELAY_S") or 0.0)
         while (job := self.mailbox.get()) is not None:
             if delay_s > 0:

@@ -1,6 +1,6 @@
-"""Child process for test_foundation_transport.py: publishes test frames until stopped.
+"""Child process for test_dds_transport.py: publishes test frames until stopped.
 
-    python -m _foundation_publisher TOPIC_PREFIX [RATE_HZ]
+    python -m _transport_publisher TOPIC_PREFIX [RATE_HZ]
 
 Publishes on ``TOPIC_PREFIX/image`` (sensor_msgs/Image 640x512 bgr8, sensor-data QoS:
 best effort, like the live node's image topics) and ``TOPIC_PREFIX/info`` (diffmf_ros/FusionInfo,
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
     prefix = argv[0]
     rate_hz = float(argv[1]) if len(argv) > 1 else 20.0
     rclpy.init()
-    node = rclpy.create_node("diffmf_foundation_publisher")
+    node = rclpy.create_node("diffmf_transport_publisher")
     image_pub = node.create_publisher(Image, f"{prefix}/image", qos_profile_sensor_data)
     info_pub = node.create_publisher(
         FusionInfo, f"{prefix}/info", QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))

@@ -1,6 +1,6 @@
 """Cross-process transport over Fast DDS on localhost with the repo's profile.
 
-A child process (test/_foundation_publisher.py, started with this venv's python) publishes
+A child process (test/_transport_publisher.py, started with this venv's python) publishes
 640x512 bgr8 sensor_msgs/Image frames (best effort, sensor-data QoS) and diffmf_ros/FusionInfo
 (reliable); this process subscribes. Discovery is awaited through publisher counts, never a
 fixed sleep. Checks: pixels and every FusionInfo field arrive intact, and a window of 40
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import rosutil
-from _foundation_publisher import HEIGHT, WIDTH, expected_image_bytes, expected_info
+from _transport_publisher import HEIGHT, WIDTH, expected_image_bytes, expected_info
 
 pytestmark = pytest.mark.ros
 
@@ -47,13 +47,13 @@ def transport_run(tmp_path_factory):
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = rclpy.create_node("diffmf_foundation_subscriber", context=context)
+    node = rclpy.create_node("diffmf_transport_subscriber", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     image_sub = node.create_subscription(Image, f"{prefix}/image", on_image, qos_profile_sensor_data)
     info_sub = node.create_subscription(
         FusionInfo, f"{prefix}/info", on_info, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-    child = rosutil.start_python_module("_foundation_publisher", prefix, "20",
+    child = rosutil.start_python_module("_transport_publisher", prefix, "20",
                                         log_dir=tmp_path_factory.mktemp("transport"))
     try:
         diag = child.describe
