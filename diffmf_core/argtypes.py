@@ -3,6 +3,8 @@ with one line (``diffmf X: error: argument --y: ...``, exit 2) before any work s
 
 - ``int_range(lo, hi)`` / ``float_range(lo, hi, lo_open=False, hi_open=False)``: numbers in a
   range (``None`` = unbounded); floats must be finite (``nan``/``inf`` refused).
+- ``parse_size``: ``640x512`` -> (width, height), both positive.
+- ``examples_epilog(examples, epilog)``: a help epilog ending with an "examples:" block.
 - ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether CUDA exists is checked when the
   command runs: an explicit device that is unavailable is an error there, never a fallback).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import textwrap
 
 
 def _num(v) -> str:
@@ -63,3 +66,24 @@ def device(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x512' -> (width 640, height 512)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 640x512, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return w, h
+
+
+def examples_epilog(examples: list[str], epilog: str | None = None) -> str | None:
+    """``epilog`` (a module's own note) followed by an "examples:" block, for RawDescriptionHelpFormatter."""
+    if epilog:
+        epilog = "\n\n".join(textwrap.fill(par, 100) for par in epilog.split("\n\n"))
+    if not examples:
+        return epilog
+    block = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    return f"{epilog}\n\n{block}" if epilog and "examples:" not in epilog else (epilog or block)

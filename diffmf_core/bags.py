@@ -855,7 +855,7 @@ def _cmd_report(args) -> int:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from diffmf_core.cli import examples_epilog
+    from diffmf_core.argtypes import examples_epilog
 
     raw = argparse.RawDescriptionHelpFormatter
     sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)

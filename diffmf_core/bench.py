@@ -32,7 +32,7 @@ import torch
 
 from diffmf_core.argtypes import device as device_arg
 from diffmf_core.argtypes import float_range, int_range
-from diffmf_core.cli import parse_size
+from diffmf_core.argtypes import parse_size
 from diffmf_core.config import get_preset
 from diffmf_core.fuser import GraphedForward, keep_freed_memory, release_freed_memory, resolve_device
 from diffmf_core.models import DiffMF

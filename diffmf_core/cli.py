@@ -12,7 +12,8 @@ import argparse
 import importlib
 import os
 import sys
-import textwrap
+
+from diffmf_core.argtypes import examples_epilog
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -46,17 +47,6 @@ EXAMPLES: dict[str, list[str]] = {
 }
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x512' -> (width 640, height 512)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 640x512, got {text!r}") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return w, h
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Parser with every subcommand listed; only ``command``'s module is imported for its options."""
     parser = argparse.ArgumentParser(prog="diffmf", description="DIFF-MF infrared-visible fusion tools")
@@ -70,16 +60,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             p.epilog = examples_epilog(EXAMPLES.get(name, []), p.epilog)
     parser.epilog = "Run `diffmf COMMAND --help` for a command's options and examples."
     return parser
-
-
-def examples_epilog(examples: list[str], epilog: str | None = None) -> str | None:
-    """``epilog`` (a module's own note) followed by an "examples:" block, for RawDescriptionHelpFormatter."""
-    if epilog:
-        epilog = "\n\n".join(textwrap.fill(par, 100) for par in epilog.split("\n\n"))
-    if not examples:
-        return epilog
-    block = "examples:\n" + "\n".join(f"  {e}" for e in examples)
-    return f"{epilog}\n\n{block}" if epilog and "examples:" not in epilog else (epilog or block)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from diffmf_core.config import DiffMFConfig, get_preset
 from diffmf_core.models import DiffMF
-from diffmf_core.models.attention import SpatialAttention
+from diffmf_core.modules.attention import SpatialAttention
 from diffmf_core.modules.exchange import CrossModalSSDExchange
 from diffmf_core.modules.vss import SSDMixer2D
 

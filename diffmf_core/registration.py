@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 import yaml
 
-from diffmf_core.cli import parse_size
+from diffmf_core.argtypes import parse_size
 
 _DET_MIN = 1e-9
 _COND_MAX = 1e10

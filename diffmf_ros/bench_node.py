@@ -32,7 +32,7 @@ import numpy as np
 
 from diffmf_core.argtypes import device as device_arg
 from diffmf_core.argtypes import float_range, int_range
-from diffmf_core.cli import parse_size
+from diffmf_core.argtypes import parse_size
 from diffmf_core.data import write_bytes
 from diffmf_core.sync import split_ns, stamp_to_ns
 

@@ -8,7 +8,7 @@ import csv
 import pytest
 import torch
 
-from diffmf_core import bench, cli
+from diffmf_core import argtypes, bench, cli
 
 
 @pytest.fixture(autouse=True)
@@ -80,10 +80,10 @@ def test_chunk_size_option_reaches_model_and_scan(tmp_path):
 
 
 def test_size_parsing_and_bad_options():
-    assert cli.parse_size("640x512") == (640, 512)
+    assert argtypes.parse_size("640x512") == (640, 512)
     for bad in ("640", "0x5", "axb"):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.parse_size(bad)
+            argtypes.parse_size(bad)
     assert cli.main(["bench", "--repeats", "0"]) == 2
 
 

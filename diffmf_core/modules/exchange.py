@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffmf_core.modules.vss import SSDMixer2D, VSSBlock, _head_dim
+from diffmf_core.modules.vss import SSDMixer2D, VSSBlock, head_dim_for
 
 
 class CrossModalSSDExchange(nn.Module):
@@ -22,7 +22,7 @@ class CrossModalSSDExchange(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         dim = cfg.embed_dim
-        args = (dim, cfg.d_state, cfg.expand, _head_dim(dim, cfg), cfg.conv_kernel, cfg.chunk_size, cfg.scan_backend)
+        args = (dim, cfg.d_state, cfg.expand, head_dim_for(dim, cfg), cfg.conv_kernel, cfg.chunk_size, cfg.scan_backend)
         self.norm_ir, self.norm_vi = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.mixer_ir, self.mixer_vi = SSDMixer2D(*args), SSDMixer2D(*args)
         self.mode = cfg.ssd_exchange

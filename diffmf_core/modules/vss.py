@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from diffmf_core.modules.attention import SpatialAttention
 from diffmf_core.ops.cross_scan import cross_merge, cross_scan
 from diffmf_core.ops.scan import MAX_BLOCK_ELEMENTS, selective_scan
 
@@ -97,10 +98,9 @@ class VSSBlock(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         if (mixer or cfg.mixer) == "attention":
-            from diffmf_core.models.attention import SpatialAttention
             self.mixer = SpatialAttention(dim, heads=cfg.attention_heads)
         else:
-            self.mixer = SSDMixer2D(dim, cfg.d_state, cfg.expand, _head_dim(dim, cfg), cfg.conv_kernel,
+            self.mixer = SSDMixer2D(dim, cfg.d_state, cfg.expand, head_dim_for(dim, cfg), cfg.conv_kernel,
                                     cfg.chunk_size, cfg.scan_backend)
         self.mlp = None
         if cfg.mlp_ratio > 0:
@@ -122,7 +122,7 @@ class VSSBlock(nn.Module):
         return x
 
 
-def _head_dim(dim: int, cfg) -> int:
+def head_dim_for(dim: int, cfg) -> int:
     """Head width for a block of width ``dim`` (blocks on concatenated maps are twice as wide)."""
     inner = cfg.expand * dim
     return cfg.head_dim if inner % cfg.head_dim == 0 else inner

@@ -28,7 +28,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "chunked", "mamba_ssm", "naive")
+from diffmf_core.config import SCAN_BACKENDS
 
 
 def _upcast(*tensors):
@@ -207,8 +207,8 @@ def mamba_ssm_scan():
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The backend that will actually run for tensors on ``device``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown scan backend {backend!r}; choose from {BACKENDS}")
+    if backend not in SCAN_BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r}; choose from {SCAN_BACKENDS}")
     if backend == "auto":
         return "mamba_ssm" if device.type == "cuda" and mamba_ssm_scan() is not None else "chunked"
     if backend == "mamba_ssm" and (device.type != "cuda" or mamba_ssm_scan() is None):
