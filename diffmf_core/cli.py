@@ -17,16 +17,16 @@ from diffmf_core.argtypes import examples_epilog
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "fuse": ("diffmf_core.fuse_cmd", "fuse one pair or folders of ir/vi pairs into colour PNGs"),
+    "fuse": ("diffmf_core.tools.fuse", "fuse one pair or folders of ir/vi pairs into colour PNGs"),
     "train": ("diffmf_core.train", "train DIFF-MF (single process or torchrun)"),
     "eval": ("diffmf_core.evaluate", "paper metrics for DIFF-MF and classical baselines"),
-    "bench": ("diffmf_core.bench", "latency / memory / scan benchmarks on this device"),
+    "bench": ("diffmf_core.tools.bench", "latency / memory / scan benchmarks on this device"),
     # The one subcommand outside the core: it drives the ROS node, and imports rclpy only when run.
     "bench-node": ("diffmf_ros.bench_node", "node end-to-end latency at an input rate (needs rclpy)"),
-    "flops": ("diffmf_core.flops", "FLOPs and parameters (paper Table VII)"),
-    "export": ("diffmf_core.export", "export a preset to ONNX through the portable scan"),
-    "bag": ("diffmf_core.bags", "rosbag2 tools: from-pairs, fuse, report, info"),
-    "calib": ("diffmf_core.registration", "homography from picked point correspondences"),
+    "flops": ("diffmf_core.tools.flops", "FLOPs and parameters (paper Table VII)"),
+    "export": ("diffmf_core.tools.export", "export a preset to ONNX through the portable scan"),
+    "bag": ("diffmf_core.tools.bag", "rosbag2 tools: from-pairs, fuse, report, info"),
+    "calib": ("diffmf_core.tools.calib", "homography from picked point correspondences"),
 }
 
 # subcommand -> examples shown at the end of its --help

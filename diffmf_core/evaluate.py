@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from diffmf_core.color import to_gray
 from diffmf_core.data import DataError, find_pairs, load_pair, write_bytes, write_image
-from diffmf_core.fuse_cmd import FuserUnavailable, make_fuser
+from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
 from diffmf_core.metrics import METRICS, evaluate_pair
 from diffmf_core.outputs import OutputError, check_results, mark_results
 from diffmf_core.paths import shared_data_dir

@@ -34,7 +34,7 @@ from diffmf_core.argtypes import device as device_arg
 from diffmf_core.argtypes import float_range, int_range
 from diffmf_core.argtypes import parse_size
 from diffmf_core.data import write_bytes
-from diffmf_core.sync import split_ns, stamp_to_ns
+from diffmf_core.live.sync import split_ns, stamp_to_ns
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

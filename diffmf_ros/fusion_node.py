@@ -6,12 +6,12 @@ lifecycle). All topic names are relative (they follow the node's namespace and r
 classical fallback when it cannot load) and warms it up; on_activate subscribes and starts the
 worker thread; `autostart` (default true) runs both transitions at start.
 
-Data flow: subscriptions decode with diffmf_core.imagecodec (bad messages and zero stamps are
-dropped and counted as decode_error.<kind>) -> diffmf_core.frames.FrameRouter (pairing, degraded
+Data flow: subscriptions decode with diffmf_core.live.imagecodec (bad messages and zero stamps are
+dropped and counted as decode_error.<kind>) -> diffmf_core.live.frames.FrameRouter (pairing, degraded
 modes, the stamp/frame rule, monotonic output stamps) -> a one-slot latest-job mailbox (a newer
-job replaces a waiting one: drops_mailbox) -> one worker thread running diffmf_core.frames.run_job
+job replaces a waiting one: drops_mailbox) -> one worker thread running diffmf_core.live.frames.run_job
 -> fused/image (+ fused/image/compressed), fused/camera_info, fused/info. Nothing is fused in a
-subscription callback. The settings are diffmf_core.settings.NodeSettings, the same object
+subscription callback. The settings are diffmf_core.live.settings.NodeSettings, the same object
 `diffmf bag fuse` uses, and the per-frame routine is the bag tool's too.
 
 Time: pairing uses header stamps only, so use_sim_time (bag replay) works. latency_ms = ROS clock
@@ -54,15 +54,15 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from diffmf_core import imagecodec  # noqa: E402
-from diffmf_core.agc import ThermalAGC  # noqa: E402
-from diffmf_core.camera import CameraModel, output_camera_matrix  # noqa: E402
-from diffmf_core.frames import SOURCES, Frame, FrameRouter, Job, Undistortion, run_job  # noqa: E402
-from diffmf_core.imagecodec import ImageDecodeError  # noqa: E402
-from diffmf_core.pipeline import FusionPipeline, build_pipeline  # noqa: E402
-from diffmf_core.registration import CalibrationError  # noqa: E402
-from diffmf_core.settings import SPEC_BY_NAME, SPECS, NodeSettings, SettingsError, Spec  # noqa: E402
-from diffmf_core.sync import split_ns, stamp_to_ns  # noqa: E402
+from diffmf_core.live import imagecodec  # noqa: E402
+from diffmf_core.live.agc import ThermalAGC  # noqa: E402
+from diffmf_core.live.camera import CameraModel, output_camera_matrix  # noqa: E402
+from diffmf_core.live.frames import SOURCES, Frame, FrameRouter, Job, Undistortion, run_job  # noqa: E402
+from diffmf_core.live.imagecodec import ImageDecodeError  # noqa: E402
+from diffmf_core.live.pipeline import FusionPipeline, build_pipeline  # noqa: E402
+from diffmf_core.live.registration import CalibrationError  # noqa: E402
+from diffmf_core.live.settings import SPEC_BY_NAME, SPECS, NodeSettings, SettingsError, Spec  # noqa: E402
+from diffmf_core.live.sync import split_ns, stamp_to_ns  # noqa: E402
 from diffmf_ros.msg import FusionInfo  # noqa: E402
 
 NODE_NAME = "diffmf_fusion"
@@ -79,7 +79,7 @@ SYNC_ANOMALIES = {
     "out_of_order": "stamp older than already paired frames",
     "resets": "stamp jumped back by more than 1 s; pairing restarted",
 }
-PARAMS = SPECS  # the node's parameters (diffmf_core.settings)
+PARAMS = SPECS  # the node's parameters (diffmf_core.live.settings)
 PARAM_BY_NAME = SPEC_BY_NAME
 # qos_overrides.<resolved topic>.<publisher|subscription>.<policy> parameters for these policies
 QOS_OVERRIDES = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.RELIABILITY, QoSPolicyKind.DEPTH,
@@ -388,7 +388,7 @@ class FusionNode(LifecycleNode):
 
     # ---- model -------------------------------------------------------------------------------
     def _build_pipeline(self) -> tuple[FusionPipeline, dict]:
-        """diffmf_core.pipeline.build_pipeline from the settings (model warmed up)."""
+        """diffmf_core.live.pipeline.build_pipeline from the settings (model warmed up)."""
         calib = self.s.calibration_file or str(package_config_file("calibration/identity.yaml"))
         t0 = time.perf_counter()
         pipeline, _, frame_ids = build_pipeline({**self.s.as_dict(), "calibration_file": calib}, warmup=True)

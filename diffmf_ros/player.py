@@ -26,8 +26,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
-from diffmf_core.bags import COMPRESSED_TYPE, IMAGE_TYPE, BagError, iter_messages, open_reader
-from diffmf_core.sync import split_ns
+from diffmf_core.tools.bag.common import COMPRESSED_TYPE, IMAGE_TYPE, BagError, iter_messages, open_reader
+from diffmf_core.live.sync import split_ns
 
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 

@@ -29,8 +29,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
-from diffmf_core.bags import (FUSED_TOPIC, INFO_TOPIC, RGB_TOPIC, STORAGES, THERMAL_TOPIC,
-                              make_typestore, open_writer)
+from diffmf_core.tools.bag.common import (FUSED_TOPIC, INFO_TOPIC, RGB_TOPIC, STORAGES, THERMAL_TOPIC,
+                                        make_typestore, open_writer)
 from diffmf_ros.player import message_class
 
 MAX_FRAMES_GRACE_S = 1.0

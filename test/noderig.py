@@ -24,7 +24,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 import rosutil
-from diffmf_core.sync import split_ns, stamp_to_ns
+from diffmf_core.live.sync import split_ns, stamp_to_ns
 from diffmf_ros.msg import FusionInfo
 from test_node_integration import ROOT, launch_settings, node_ros_args
 

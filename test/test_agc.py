@@ -1,8 +1,8 @@
-"""Thermal 16 -> 8 bit gain control (diffmf_core.agc)."""
+"""Thermal 16 -> 8 bit gain control (diffmf_core.live.agc)."""
 import numpy as np
 import pytest
 
-from diffmf_core.agc import ThermalAGC
+from diffmf_core.live.agc import ThermalAGC
 
 
 def scene(level: float, seed: int = 0, size=(64, 80)) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 
 from diffmf_core.config import get_preset
 from diffmf_core.models.diffmf import DiffMF
-from diffmf_core.pipeline import MODE_CLASSICAL, build_pipeline
+from diffmf_core.live.pipeline import MODE_CLASSICAL, build_pipeline
 from diffmf_core.weights import save_weights
 
 ROOT = Path(__file__).resolve().parent.parent

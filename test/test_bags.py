@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from diffmf_core import bags
+from diffmf_core.tools import bag as bags
 from diffmf_core.cli import main as cli
 from diffmf_core.data import load_pair, read_image
 from diffmf_core.paths import shared_data_dir
-from diffmf_core.sync import stamp_to_ns
+from diffmf_core.live.sync import stamp_to_ns
 
 RNG = np.random.default_rng(7)
 N_PAIRS = 6
@@ -180,7 +180,7 @@ CLASSICAL = ["--fuser", "classical", "--quiet"]
 
 
 def classical_pipeline():
-    from diffmf_core.pipeline import FusionPipeline
+    from diffmf_core.live.pipeline import FusionPipeline
 
     params = bags.load_node_params()
     return FusionPipeline(None, fallback=params["fallback_fuser"], output_encoding=params["output_encoding"])
@@ -316,7 +316,7 @@ def test_fuse_interrupted_removes_partial_output(tmp_path, monkeypatch, capsys):
         return type(pipeline).fuse_pair(pipeline, ir, vi)
 
     pipeline.fuse_pair = fuse_pair
-    monkeypatch.setattr(bags, "build_pipeline", lambda params: (pipeline, None, {"thermal": "t", "rgb": "r"}))
+    monkeypatch.setattr(bags.fuse, "build_pipeline", lambda params: (pipeline, None, {"thermal": "t", "rgb": "r"}))
     assert cli(["bag", "fuse", str(bag), str(tmp_path / "out"), "--quiet"]) == 130
     assert "partial output removed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []

@@ -1,4 +1,4 @@
-"""diffmf_core.camera: undistortion with CameraInfo intrinsics on a synthetically distorted image
+"""diffmf_core.live.camera: undistortion with CameraInfo intrinsics on a synthetically distorted image
 (known k, d), cached remap tables, and the output camera matrix; and the node using camera_info
 (in this process, real rclpy): a distorted thermal image comes out undistorted, fused/camera_info
 carries the output geometry camera's intrinsics with the output's stamp and frame_id."""
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from diffmf_core.camera import CameraModel, Undistorter, output_camera_matrix
+from diffmf_core.live.camera import CameraModel, Undistorter, output_camera_matrix
 
 W, H = 160, 128
 K = (150.0, 0.0, 80.0, 0.0, 150.0, 64.0, 0.0, 0.0, 1.0)
@@ -84,7 +84,7 @@ def test_node_undistorts_with_camera_info_and_publishes_fused_camera_info():
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from diffmf_core.sync import split_ns, stamp_to_ns
+    from diffmf_core.live.sync import split_ns, stamp_to_ns
 
     model = CameraModel.from_msg(info_msg())
     truth = ideal()

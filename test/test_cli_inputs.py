@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffmf_core import bags
+from diffmf_core.tools import bag as bags
 from diffmf_core.cli import SUBCOMMANDS, build_parser
 from diffmf_core.cli import main as cli
 
@@ -112,7 +112,7 @@ def test_non_finite_model_output_is_an_error_not_a_black_image(tmp_path, monkeyp
     monkeypatch.setattr(fuser, "forward", lambda ir, vi: torch.full_like(ir, float("nan")))
     with pytest.raises(NonFiniteOutput):
         fuser.fuse(np.zeros((16, 16), np.uint8), np.zeros((16, 16, 3), np.uint8))
-    import diffmf_core.fuse_cmd as fuse_cmd
+    import diffmf_core.tools.fuse as fuse_cmd
 
     monkeypatch.setattr(fuse_cmd, "make_fuser", lambda *a, **k: fuser)
     data = make_pairs(tmp_path / "data", n=2)
@@ -171,7 +171,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
 
 
 def test_inputs_above_the_size_limit_are_refused_up_front(tmp_path, capsys):
-    from diffmf_core.fuse_cmd import size_problem
+    from diffmf_core.tools.fuse import size_problem
 
     data = make_pairs(tmp_path / "data", n=1, size=(40, 50))
     assert cli(["fuse", "--data", str(data), "--method", "mean", "--max-pixels", "1000",
@@ -219,7 +219,7 @@ def test_report_interrupted_leaves_nothing(tmp_path, monkeypatch, capsys):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bags, "_write_strip", interrupt)  # after the video was written
+    monkeypatch.setattr(bags.report, "_write_strip", interrupt)  # after the video was written
     rep = tmp_path / "rep"
     assert cli(["bag", "report", str(fused), "--input", str(bag), "--outdir", str(rep)]) == 130
     assert "partial output removed" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""decode/encode of sensor_msgs Image and CompressedImage fields (diffmf_core.imagecodec)."""
+"""decode/encode of sensor_msgs Image and CompressedImage fields (diffmf_core.live.imagecodec)."""
 import array
 import struct
 
@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from diffmf_core.agc import ThermalAGC
-from diffmf_core.imagecodec import (ImageDecodeError, compressed_size, decode_compressed, decode_image,
+from diffmf_core.live.agc import ThermalAGC
+from diffmf_core.live.imagecodec import (ImageDecodeError, compressed_size, decode_compressed, decode_image,
                                     encode_compressed, encode_image)
 
 RNG = np.random.default_rng(7)

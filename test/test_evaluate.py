@@ -9,7 +9,7 @@ import pytest
 
 from diffmf_core import cli
 from diffmf_core.evaluate import evaluate_methods, markdown_table, temporal_flicker, zoom_windows
-from diffmf_core.fuse_cmd import FuserUnavailable, make_fuser
+from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
 from diffmf_core.metrics import METRICS
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffmf_core import cli, export
+from diffmf_core import cli
+from diffmf_core.tools import export
 from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
 from diffmf_core.weights import save_weights

@@ -8,7 +8,7 @@ import pytest
 
 from diffmf_core import cli
 from diffmf_core.config import get_preset
-from diffmf_core.flops import flops_report
+from diffmf_core.tools.flops import flops_report
 from diffmf_core.models import DiffMF
 
 

@@ -1,14 +1,14 @@
-"""diffmf_core.frames.FrameRouter: the node's and the bag tool's routing and stamp/frame rule,
+"""diffmf_core.live.frames.FrameRouter: the node's and the bag tool's routing and stamp/frame rule,
 driven with scripted arrival times (no ROS): output stamps strictly increase through start-up,
 drop-out and return of either camera, in either order; the stamp and frame_id come from the output
-geometry's camera; and diffmf_core.settings.NodeSettings validation."""
+geometry's camera; and diffmf_core.live.settings.NodeSettings validation."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from diffmf_core.frames import Frame, FrameRouter
-from diffmf_core.settings import SPECS, NodeSettings, SettingsError
+from diffmf_core.live.frames import Frame, FrameRouter
+from diffmf_core.live.settings import SPECS, NodeSettings, SettingsError
 
 MS = 1_000_000
 PERIOD = 100 * MS  # 10 Hz cameras

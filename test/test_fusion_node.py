@@ -18,8 +18,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from diffmf_core.imagecodec import encode_compressed  # noqa: E402
-from diffmf_core.sync import split_ns, stamp_to_ns as stamp_ns  # noqa: E402
+from diffmf_core.live.imagecodec import encode_compressed  # noqa: E402
+from diffmf_core.live.sync import split_ns, stamp_to_ns as stamp_ns  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

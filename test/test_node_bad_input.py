@@ -24,7 +24,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 
-from diffmf_core.imagecodec import encode_compressed  # noqa: E402
+from diffmf_core.live.imagecodec import encode_compressed  # noqa: E402
 from diffmf_ros.msg import FusionInfo  # noqa: E402
 from noderig import Rig, Stamps, compressed, image, start_node  # noqa: E402
 

@@ -256,7 +256,7 @@ def test_stamps_increase_and_frame_id_is_the_rgb_camera_through_start_drop_and_r
     finally:
         probe.close()
         assert_clean(proc, proc.stop())
-    from diffmf_core.sync import stamp_to_ns
+    from diffmf_core.live.sync import stamp_to_ns
     stamps = [stamp_to_ns(o.header.stamp) for o in got]
     assert all(b > a for a, b in zip(stamps, stamps[1:])), "output stamps repeat or go back"
     modes = [o.mode for o in got]

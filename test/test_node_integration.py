@@ -23,7 +23,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 import rosutil  # noqa: E402
 from diffmf_core.paths import default_weights_path, shared_data_dir  # noqa: E402
-from diffmf_core.sync import split_ns, stamp_to_ns  # noqa: E402
+from diffmf_core.live.sync import split_ns, stamp_to_ns  # noqa: E402
 
 FusionInfo = msg_mod.FusionInfo
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]

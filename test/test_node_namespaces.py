@@ -19,7 +19,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 import rosutil  # noqa: E402
-from diffmf_core.sync import stamp_to_ns  # noqa: E402
+from diffmf_core.live.sync import stamp_to_ns  # noqa: E402
 from test_node_integration import ROOT, image_msg, launch_settings, node_ros_args  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]

@@ -1,5 +1,5 @@
 """The same camera input through the fusion node (in this process, real rclpy publishers and
-subscriptions) and through `diffmf bag fuse` (diffmf_core.bags.fuse_bag) gives the same outputs:
+subscriptions) and through `diffmf bag fuse` (diffmf_core.tools.bag.fuse_bag) gives the same outputs:
 stamps, frame_ids, modes, FusionInfo source stamps and pixels. Distinct thermal/RGB stamps, two
 image sizes, an unpaired thermal frame; run for output_geometry rgb and thermal."""
 from __future__ import annotations
@@ -18,8 +18,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from diffmf_core import bags  # noqa: E402
-from diffmf_core.sync import split_ns, stamp_to_ns  # noqa: E402
+from diffmf_core.tools import bag as bags  # noqa: E402
+from diffmf_core.live.sync import split_ns, stamp_to_ns  # noqa: E402
 
 pytestmark = pytest.mark.ros
 PARAMS = {"fuser": "classical", "fallback_fuser": "mean"}

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from diffmf_core import bags
+from diffmf_core.tools import bag as bags
 from diffmf_core.cli import main as cli
 
 pytestmark = pytest.mark.timeout(120)

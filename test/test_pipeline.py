@@ -1,14 +1,14 @@
-"""The shared per-pair path: register -> model fuser or classical fallback (diffmf_core.pipeline)."""
+"""The shared per-pair path: register -> model fuser or classical fallback (diffmf_core.live.pipeline)."""
 import math
 
 import cv2
 import numpy as np
 import pytest
 
-from diffmf_core.pipeline import (MODE_CLASSICAL, MODE_FUSED, MODE_RGB_ONLY, MODE_THERMAL_ONLY, FusedFrame,
+from diffmf_core.live.pipeline import (MODE_CLASSICAL, MODE_FUSED, MODE_RGB_ONLY, MODE_THERMAL_ONLY, FusedFrame,
                                   FusionPipeline)
 from diffmf_core.paths import repo_root
-from diffmf_core.registration import Registrar
+from diffmf_core.live.registration import Registrar
 
 RNG = np.random.default_rng(3)
 IR = RNG.integers(0, 256, (32, 40), dtype=np.uint8)

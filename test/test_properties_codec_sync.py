@@ -4,9 +4,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffmf_core.agc import ThermalAGC
-from diffmf_core.imagecodec import ImageDecodeError, decode_compressed, decode_image, encode_compressed
-from diffmf_core.sync import PairSynchronizer
+from diffmf_core.live.agc import ThermalAGC
+from diffmf_core.live.imagecodec import ImageDecodeError, decode_compressed, decode_image, encode_compressed
+from diffmf_core.live.sync import PairSynchronizer
 
 # derandomize: the examples come from a fixed seed (no example database), so every run checks the same
 # cases and a failure reproduces; the counts are sized to the suite's time (about 0.5 s per test each).

@@ -1,4 +1,4 @@
-"""Calibration files, homography fitting, the Registrar and ECC refinement (diffmf_core.registration)."""
+"""Calibration files, homography fitting, the Registrar and ECC refinement (diffmf_core.live.registration)."""
 import argparse
 
 import cv2
@@ -8,7 +8,7 @@ import yaml
 
 from diffmf_core import cli
 from diffmf_core.paths import repo_root
-from diffmf_core.registration import (Calibration, CalibrationError, Registrar, corner_shift_px,
+from diffmf_core.live.registration import (Calibration, CalibrationError, Registrar, corner_shift_px,
                                       homography_from_points, load_calibration, reprojection_errors,
                                       save_calibration, validate_homography)
 
@@ -135,7 +135,7 @@ def test_calib_command_reports_bad_input(tmp_path, capsys):
     args = argparse.Namespace(points=None, thermal_points=[(0, 0), (1, 1)], rgb_points=[(0, 0), (1, 1)],
                               thermal_size=None, rgb_size=None, thermal_frame_id="t", rgb_frame_id="r",
                               ransac_threshold=3.0, output=str(tmp_path / "x.yaml"))
-    from diffmf_core.registration import main
+    from diffmf_core.tools.calib import main
     assert main(args) == 2
     assert "at least 4" in capsys.readouterr().err
     assert not (tmp_path / "x.yaml").exists()

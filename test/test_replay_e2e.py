@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed")
 pytest.importorskip("diffmf_ros.msg", reason="diffmf_ros.msg not built (scripts/setup_env.sh)")
 
-from diffmf_core import bags  # noqa: E402
+from diffmf_core.tools import bag as bags  # noqa: E402
 from diffmf_core.cli import main as cli  # noqa: E402
-from diffmf_core.sync import stamp_to_ns  # noqa: E402
+from diffmf_core.live.sync import stamp_to_ns  # noqa: E402
 from test_bags import make_pairs, read_infos  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]

@@ -1,7 +1,7 @@
-"""Thermal/RGB pairing with ApproximateTime semantics (diffmf_core.sync)."""
+"""Thermal/RGB pairing with ApproximateTime semantics (diffmf_core.live.sync)."""
 import pytest
 
-from diffmf_core.sync import MatchedPair, PairSynchronizer
+from diffmf_core.live.sync import MatchedPair, PairSynchronizer
 
 MS = 1_000_000
 

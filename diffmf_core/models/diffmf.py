@@ -5,7 +5,7 @@ Input: infrared and visible luminance (b, 1, H, W) in [0, 1] (the caller passes 
 colour visible image and restores colour from its Cb/Cr). Output: fused luminance (b, 1, H, W) in
 [0, 1]. Any H, W: inputs are reflect-padded to ``cfg.multiple`` and the output is cropped back.
 
-Choices where the paper is silent (also listed in the README):
+Choices where the paper is silent (also listed in docs/model.md):
 - Embedding: a ``patch_size`` x ``patch_size`` strided conv per modality (1 = full resolution, as
   in the paper preset; the ``live`` preset runs all SSMs on an 8x coarser grid).
 - Decoder (``modules.pyramid_decoder``): the fused features predict per-band selection and gain

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from diffmf_core.paths import repo_root
-from diffmf_core.registration import Registrar, load_calibration
+from diffmf_core.live.registration import Registrar, load_calibration
 
 MODE_FUSED = 0
 MODE_RGB_ONLY = 1

@@ -55,7 +55,7 @@ def make_fuser(method: str, weights: str | None = None, preset: str | None = Non
 
 
 MAX_PIXELS = 4096 * 4096  # the node's max_image_pixels default (config/fuse.yaml)
-# resident memory per input pixel measured on the CPU (README, Performance: 447 MB live and
+# resident memory per input pixel measured on the CPU (docs/performance.md: 447 MB live and
 # 19.9 GB paper at 1280x1024), rounded up
 BYTES_PER_PIXEL = {"live": 400, "paper": 16_000}
 

@@ -32,7 +32,7 @@ import struct
 import cv2
 import numpy as np
 
-from diffmf_core.agc import ThermalAGC
+from diffmf_core.live.agc import ThermalAGC
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 

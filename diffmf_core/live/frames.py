@@ -24,7 +24,7 @@ Contract:
   out alone). A stamp back-jump that resets the synchronizer (> 1 s: bag loop, clock reset)
   starts a new epoch.
 - ``FrameResult`` / ``run_job(pipeline, job, undistortion)``: undistorts frames that carry a
-  ``camera`` (diffmf_core.camera, maps cached per camera in ``Undistortion``), runs the pipeline,
+  ``camera`` (diffmf_core.live.camera, maps cached per camera in ``Undistortion``), runs the pipeline,
   and returns its output with every field of diffmf_ros/FusionInfo except latency_ms (which
   depends on the caller's clock).
 - Not thread-safe; the caller serialises ``add`` calls. No ROS imports.
@@ -36,9 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from diffmf_core.camera import CameraModel, Undistorter
-from diffmf_core.settings import NodeSettings
-from diffmf_core.sync import PairSynchronizer
+from diffmf_core.live.camera import CameraModel, Undistorter
+from diffmf_core.live.settings import NodeSettings
+from diffmf_core.live.sync import PairSynchronizer
 
 SOURCES = ("thermal", "rgb")
 
@@ -161,7 +161,7 @@ class FrameRouter:
 
 
 class Undistortion:
-    """One cached Undistorter per camera (diffmf_core.camera)."""
+    """One cached Undistorter per camera (diffmf_core.live.camera)."""
 
     def __init__(self) -> None:
         self.cameras = {s: Undistorter() for s in SOURCES}
@@ -173,7 +173,7 @@ class Undistortion:
 
 
 def run_job(pipeline, job: Job, undistortion: Undistortion | None = None) -> FrameResult:
-    """Run ``pipeline`` (diffmf_core.pipeline.FusionPipeline) on ``job``: undistort the frames that
+    """Run ``pipeline`` (diffmf_core.live.pipeline.FusionPipeline) on ``job``: undistort the frames that
     carry a camera model, then fuse a pair or pass one camera through in the output geometry."""
     undistortion = undistortion or Undistortion()
     thermal, rgb = undistortion.image("thermal", job.thermal), undistortion.image("rgb", job.rgb)
