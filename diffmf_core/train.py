@@ -333,7 +333,9 @@ def _command(meta: dict) -> str:
             words += [w for pattern in value for w in (flag, repr(pattern))]
         elif isinstance(value, list):
             words += [flag, *value]
-        else:
+        elif value in ("True", "False"):  # store_true switches
+            words += [flag] if value == "True" else []
+        elif value != "None":
             words += [flag, value]
     return " ".join(words)
 

@@ -96,7 +96,8 @@ def test_holdout_validation_scores_and_keeps_the_best(tiny_pairs, tmp_path):
     from diffmf_core.weights import read_metadata
     meta = read_metadata(out / "weights.safetensors")
     assert float(meta["val_score"]) == pytest.approx(best, abs=1e-5) and int(meta["train_seconds"]) >= 0
-    assert "--holdout '0[45]'" in meta["command"]
+    assert "--holdout '0[45]'" in meta["command"] and "--fresh" not in meta["command"]
+    assert "None" not in meta["command"] and "False" not in meta["command"]  # a command one can rerun
     assert (out / "best.safetensors").read_bytes() == (out / "weights.safetensors").read_bytes()
 
 
