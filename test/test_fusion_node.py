@@ -20,12 +20,13 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from diffmf_core.live.imagecodec import encode_compressed  # noqa: E402
 from diffmf_core.live.sync import split_ns, stamp_to_ns as stamp_ns  # noqa: E402
+from diffmf_ros.node_stats import LatestMailbox  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
 
 def test_mailbox_keeps_only_the_newest_item_and_counts_drops():
-    box = fusion_node.LatestMailbox()
+    box = LatestMailbox()
     box.put(1)
     box.put(2)
     assert box.get() == 2 and box.dropped == 1
