@@ -7,7 +7,10 @@ band k, a selection logit a_k and a gain logit g_k, and for the base a selection
 offset o; the maps are resized to each band's size. Then
 
     s_k  = sigmoid(DETAIL_SHARPNESS * (|D_ir| - |D_vi|) / (|D_ir| + |D_vi| + eps) + a_k)
-    F_k  = exp(tanh(g_k)) * (s_k D_ir + (1 - s_k) D_vi)                  (gain in [1/e, e])
+    D_k  = s_k D_ir + (1 - s_k) D_vi
+    F_k  = D_k * (1 + (exp(tanh(g_k)) - 1) * sigmoid((|D_k| - CORING) / CORING_WIDTH))
+           (gain in [1/e, e], applied to detail above the noise level CORING: sharpening edges
+           and texture does not amplify sensor noise, which would flicker from frame to frame)
     s_B  = sigmoid(BASE_SHARPNESS * (B_ir - B_vi) + a_B)
     F_B  = s_B B_ir + (1 - s_B) B_vi + OFFSET_RANGE * tanh(o)
     fused = clip(collapse(F_0 .. F_{L-2}, F_B), 0, 1)
@@ -28,6 +31,8 @@ from diffmf_core.ops.pyramid import laplacian_pyramid, pyramid_levels, reconstru
 DETAIL_SHARPNESS = 10.0  # logit per unit of normalised activity difference (|a|-|b|)/(|a|+|b|)
 BASE_SHARPNESS = 50.0    # logit per unit of base intensity difference (0.05 -> 92 % the brighter)
 OFFSET_RANGE = 0.25      # largest base correction, in intensity units
+CORING = 0.02            # detail below about 5 grey levels (noise) keeps gain 1
+CORING_WIDTH = 0.005
 ACTIVITY_EPS = 1e-3
 
 
@@ -63,7 +68,9 @@ class PyramidDecoder(nn.Module):
             a, g = _resize(maps[:, 2 * k:2 * k + 2], d_ir.shape[-2:]).unbind(1)
             m_ir, m_vi = d_ir.abs(), d_vi.abs()
             s = torch.sigmoid(DETAIL_SHARPNESS * (m_ir - m_vi) / (m_ir + m_vi + ACTIVITY_EPS) + a[:, None])
-            bands.append(torch.exp(torch.tanh(g[:, None])) * (d_vi + s * (d_ir - d_vi)))
+            d = d_vi + s * (d_ir - d_vi)
+            above_noise = torch.sigmoid((d.abs() - CORING) / CORING_WIDTH)
+            bands.append(d * (1 + (torch.exp(torch.tanh(g[:, None])) - 1) * above_noise))
         b_ir, b_vi = p_ir[-1], p_vi[-1]
         a_b, offset = _resize(maps[:, -2:], b_ir.shape[-2:]).unbind(1)
         s_b = torch.sigmoid(BASE_SHARPNESS * (b_ir - b_vi) + a_b[:, None])
