@@ -137,6 +137,18 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
     return stems
 
 
+def match_by_stem(ir_dir: Path, vi_dir: Path, where: str) -> list[tuple[str, Path, Path]]:
+    """(stem, ir_path, vi_path) of the images of two folders with the same file stem (extensions may
+    differ), in natural order; an image without a partner raises DataError starting with ``where``."""
+    ir_imgs, vi_imgs = _images_by_stem(ir_dir), _images_by_stem(vi_dir)
+    unmatched = sorted({str(p) for s, p in ir_imgs.items() if s not in vi_imgs}
+                       | {str(p) for s, p in vi_imgs.items() if s not in ir_imgs})
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (f" (+{len(unmatched) - 5} more)" if len(unmatched) > 5 else "")
+        raise DataError(f"{where}: {len(unmatched)} image(s) without a partner: {shown}")
+    return sorted(((s, ir_imgs[s], vi_imgs[s]) for s in ir_imgs), key=lambda t: _natural_key(t[0]))
+
+
 def find_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
     """Sorted (name, ir_path, vi_path) for every pair under ``root`` (ir/+vi/ or DroneVehicle)."""
     root = Path(root)
@@ -148,14 +160,8 @@ def find_pairs(root: str | Path) -> list[tuple[str, Path, Path]]:
         raise DataError(f"{root}: no pair folders found (expected one of {expected})")
     pairs = []
     for ir_dir, vi_dir in layouts:
-        ir_imgs, vi_imgs = _images_by_stem(ir_dir), _images_by_stem(vi_dir)
-        unmatched = sorted({str(p) for s, p in ir_imgs.items() if s not in vi_imgs}
-                           | {str(p) for s, p in vi_imgs.items() if s not in ir_imgs})
-        if unmatched:
-            shown = ", ".join(unmatched[:5]) + (f" (+{len(unmatched) - 5} more)" if len(unmatched) > 5 else "")
-            raise DataError(f"{root}: {len(unmatched)} image(s) without a partner: {shown}")
         prefix = f"{vi_dir.name}/" if len(layouts) > 1 else ""
-        pairs += [(prefix + s, ir_imgs[s], vi_imgs[s]) for s in ir_imgs]
+        pairs += [(prefix + s, ir, vi) for s, ir, vi in match_by_stem(ir_dir, vi_dir, str(root))]
     if not pairs:
         raise DataError(f"{root}: pair folders contain no images")
     return sorted(pairs, key=lambda t: _natural_key(t[0]))

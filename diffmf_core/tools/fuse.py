@@ -97,17 +97,12 @@ def size_problem(shape, fuser, max_pixels: int) -> str | None:
 
 def pairs_from_folders(ir_dir: Path, vi_dir: Path) -> list[tuple[str, Path, Path]]:
     """(name, ir, vi) for the images of two folders matched by file name stem (extensions may differ)."""
-    from diffmf_core.data import _images_by_stem, _natural_key
+    from diffmf_core.data import match_by_stem
 
-    ir_imgs, vi_imgs = _images_by_stem(ir_dir), _images_by_stem(vi_dir)
-    unmatched = sorted({str(p) for s, p in ir_imgs.items() if s not in vi_imgs}
-                       | {str(p) for s, p in vi_imgs.items() if s not in ir_imgs})
-    if unmatched:
-        shown = ", ".join(unmatched[:5]) + (f" (+{len(unmatched) - 5} more)" if len(unmatched) > 5 else "")
-        raise DataError(f"--ir {ir_dir} / --vi {vi_dir}: {len(unmatched)} image(s) without a partner: {shown}")
-    if not ir_imgs:
+    pairs = match_by_stem(ir_dir, vi_dir, f"--ir {ir_dir} / --vi {vi_dir}")
+    if not pairs:
         raise DataError(f"--ir {ir_dir} / --vi {vi_dir}: no images (PNG/JPG/BMP/TIF) in the folders")
-    return sorted(((s, ir_imgs[s], vi_imgs[s]) for s in ir_imgs), key=lambda t: _natural_key(t[0]))
+    return pairs
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
