@@ -3,10 +3,12 @@
 Contract:
 - ``read_image(path, mode="unchanged"|"gray"|"color")``: PNG/JPG/BMP/TIF, 8- or 16-bit (or float)
   -> uint8 HxW (gray) or HxWx3 BGR; raises ``DataError`` naming the file when it cannot be read.
-  16-bit to 8-bit: ``value >> 8`` (full-range linear) when the image spans at least 4096 counts;
-  otherwise (e.g. raw 14-bit thermal counts packed in a narrow band) a linear stretch between the
-  0.5 and 99.5 percentiles, which keeps the scene visible instead of collapsing it to < 16 levels.
-  Float images: [0, 1] data is scaled by 255, any other range is percentile-stretched the same way.
+  16-bit to 8-bit: ``value >> 8`` (full-range linear) when the image spans at least 4096 counts
+  or is constant (its level is kept, not stretched to black); otherwise (e.g. raw 14-bit thermal
+  counts packed in a narrow band) a linear stretch between the 0.5 and 99.5 percentiles, which
+  keeps the scene visible instead of collapsing it to < 16 levels. Float images: [0, 1] (or
+  constant) data is scaled by 255 and clipped, any other range is percentile-stretched the same
+  way; NaN or infinite values raise ``DataError``.
 - ``find_pairs(root) -> [(name, ir_path, vi_path)]`` sorted by name: ``ir/`` + ``vi/`` with matching
   stems (extensions may differ), or the DroneVehicle release layout ``trainimgr/`` (infrared) +
   ``trainimg/`` (visible), likewise ``val*`` and ``test*``. Unmatched files raise ``DataError``.
@@ -58,12 +60,15 @@ def _percentile_stretch(img: np.ndarray) -> np.ndarray:
 def _to_u8(img: np.ndarray, path: Path) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
+    constant = img.size == 0 or img.min() == img.max()
     if img.dtype == np.uint16:
-        if int(img.max()) - int(img.min()) >= NARROW_RANGE_COUNTS:
+        if constant or int(img.max()) - int(img.min()) >= NARROW_RANGE_COUNTS:
             return (img >> 8).astype(np.uint8)
         return _percentile_stretch(img)
     if img.dtype in (np.float32, np.float64):
-        if img.min() >= 0.0 and img.max() <= 1.0:
+        if not np.isfinite(img).all():
+            raise DataError(f"{path}: the image holds NaN or infinite values")
+        if constant or (img.min() >= 0.0 and img.max() <= 1.0):
             return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
         return _percentile_stretch(img)
     raise DataError(f"{path}: unsupported pixel type {img.dtype}")

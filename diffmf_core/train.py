@@ -57,7 +57,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "training and used for validation; repeatable")
     p.add_argument("--val-every", type=int_range(0), default=0, help="validate every K steps (0: never)")
     p.add_argument("--val-max", type=int_range(1), default=12, help="validate on at most N held-out pairs")
-    p.add_argument("--preset", default="live", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="live", choices=sorted(PRESETS), help="network to train (default: live)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/train/<preset>)")
     p.add_argument("--iters", type=int_range(1), default=None, help="optimizer steps (overrides --epochs)")
     p.add_argument("--epochs", type=int_range(1), default=46, help="epochs over the data set (paper: 46)")

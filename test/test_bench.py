@@ -101,3 +101,9 @@ def test_replot_merges_earlier_runs(tmp_path, capsys):
     assert (out / "latency.png").stat().st_size > 1000
     assert "1 threads" in capsys.readouterr().out
     assert cli.main(["bench", "--replot", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+    # the output policy: a rerun into the same folder needs --overwrite; an input is never replaced
+    replot = ["bench", "--replot", str(tmp_path / "a" / "bench.csv"), "--out", str(out)]
+    assert cli.main(replot) == 2 and "--overwrite" in capsys.readouterr().err
+    assert cli.main(replot + ["--overwrite"]) == 0
+    assert cli.main(["bench", "--replot", str(tmp_path / "a" / "bench.csv"), "--out", str(tmp_path / "a"),
+                     "--overwrite"]) == 2

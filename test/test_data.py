@@ -34,6 +34,19 @@ def test_read_image_modes_and_16bit(tmp_path):
     narrow = (7000 + np.arange(72) * 10).astype(np.uint16).reshape(8, 9)  # raw thermal counts
     out = read_image(_write(tmp_path / "n.tif", narrow))
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    constant = np.full((8, 9), 30000, np.uint16)  # a frozen or lens-capped thermal frame keeps its level
+    assert np.array_equal(read_image(_write(tmp_path / "k.png", constant)), np.full((8, 9), 30000 >> 8, np.uint8))
+
+
+def test_float_images_constant_and_non_finite(tmp_path):
+    flat = np.full((6, 7), 0.5, np.float32)
+    assert np.array_equal(read_image(_write(tmp_path / "f.tif", flat)), np.full((6, 7), 128, np.uint8))
+    hot = np.full((6, 7), 40.0, np.float32)  # constant outside [0, 1]: clipped, not stretched to black
+    assert np.array_equal(read_image(_write(tmp_path / "h.tif", hot)), np.full((6, 7), 255, np.uint8))
+    nan = flat.copy()
+    nan[2, 3] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        read_image(_write(tmp_path / "nan.tif", nan))
 
 
 def test_read_image_errors_name_the_file(tmp_path):

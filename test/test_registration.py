@@ -131,10 +131,24 @@ def test_calib_command_from_csv(tmp_path):
     np.testing.assert_allclose(h, [[2, 0, 3], [0, 2, 3], [0, 0, 1]], atol=1e-6)
 
 
+def test_calib_output_never_replaces_inputs_or_files_without_overwrite(tmp_path, capsys):
+    csv_path = tmp_path / "pairs.yaml"  # a points file that happens to have the output's suffix
+    csv_path.write_text("".join(f"{a},{b},{a * 2},{b * 2}\n" for a, b in [(0, 0), (9, 0), (9, 7), (0, 7), (4, 3)]))
+    before = csv_path.read_text()
+    assert cli.main(["calib", "--points", str(csv_path), "-o", str(csv_path), "--overwrite"]) == 2
+    assert csv_path.read_text() == before and "input" in capsys.readouterr().err
+    out = tmp_path / "c.yaml"
+    out.write_text("mine")
+    assert cli.main(["calib", "--points", str(csv_path), "-o", str(out)]) == 2
+    assert out.read_text() == "mine" and "--overwrite" in capsys.readouterr().err
+    assert cli.main(["calib", "--points", str(csv_path), "-o", str(out), "--overwrite"]) == 0
+    assert "homography" in out.read_text()
+
+
 def test_calib_command_reports_bad_input(tmp_path, capsys):
     args = argparse.Namespace(points=None, thermal_points=[(0, 0), (1, 1)], rgb_points=[(0, 0), (1, 1)],
                               thermal_size=None, rgb_size=None, thermal_frame_id="t", rgb_frame_id="r",
-                              ransac_threshold=3.0, output=str(tmp_path / "x.yaml"))
+                              ransac_threshold=3.0, output=str(tmp_path / "x.yaml"), overwrite=False)
     from diffmf_core.tools.calib import main
     assert main(args) == 2
     assert "at least 4" in capsys.readouterr().err

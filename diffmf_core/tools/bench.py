@@ -37,6 +37,7 @@ from diffmf_core.config import get_preset
 from diffmf_core.fuser import GraphedForward, keep_freed_memory, release_freed_memory, resolve_device
 from diffmf_core.models import DiffMF
 from diffmf_core.ops.scan import mamba_ssm_scan, selective_scan
+from diffmf_core.outputs import OutputError, check_results, mark_results
 
 DEFAULT_SIZES = ("320x256", "640x512", "1280x1024")
 CSV_FIELDS = ("kind", "preset", "backend", "chunk", "width", "height", "pixels", "dtype", "runner", "runs",
@@ -268,6 +269,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                                                   "64 for the scan micro-benchmark)")
     p.add_argument("--threads", type=int_range(1, 1024), help="CPU threads for PyTorch (default: PyTorch's choice)")
     p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.csv and latency.png")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the bench.csv and latency.png of an earlier `diffmf bench` in --out")
     p.add_argument("--replot", nargs="+", type=Path, metavar="CSV",
                    help="measure nothing: merge these bench.csv files into --out (table, CSV, plot)")
 
@@ -290,6 +293,12 @@ def write_outputs(rows: list[dict], out: Path, title: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        check_results(args.out, ["bench.csv", "latency.png"], args.replot or [], args.overwrite, "bench")
+        mark_results(args.out, "bench")
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.replot:
         try:
             rows = [row for path in args.replot for row in read_csv(path)]

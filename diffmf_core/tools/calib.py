@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from diffmf_core.argtypes import parse_size
+from diffmf_core.argtypes import float_range, parse_size
 from diffmf_core.live.registration import (Calibration, CalibrationError, calibration_from_dict,
                                            calibration_to_yaml, homography_from_points, reprojection_errors,
                                            save_calibration)
+from diffmf_core.outputs import OutputError, check_file_output
 
 
 def _parse_point(text: str) -> tuple[float, float]:
@@ -51,14 +52,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                      "registers: undistorted pixels for a camera that publishes camera_info with distortion "
                      "(the node undistorts it first, same camera matrix), raw pixels otherwise.")
     p.add_argument("--points", metavar="CSV", help="CSV rows: thermal_x,thermal_y,rgb_x,rgb_y")
-    p.add_argument("--thermal-points", nargs="+", type=_parse_point, metavar="X,Y", default=[])
-    p.add_argument("--rgb-points", nargs="+", type=_parse_point, metavar="X,Y", default=[])
+    p.add_argument("--thermal-points", nargs="+", type=_parse_point, metavar="X,Y", default=[],
+                   help="points in the thermal image (instead of --points), in the order of --rgb-points")
+    p.add_argument("--rgb-points", nargs="+", type=_parse_point, metavar="X,Y", default=[],
+                   help="the same points in the RGB image")
     p.add_argument("--thermal-size", type=parse_size, metavar="WxH", help="thermal image size")
     p.add_argument("--rgb-size", type=parse_size, metavar="WxH", help="RGB image size")
-    p.add_argument("--thermal-frame-id", default="thermal")
-    p.add_argument("--rgb-frame-id", default="rgb")
-    p.add_argument("--ransac-threshold", type=float, default=3.0, help="RANSAC inlier threshold (px)")
-    p.add_argument("-o", "--output", required=True, help="calibration YAML to write")
+    p.add_argument("--thermal-frame-id", default="thermal",
+                   help="thermal camera frame written to the file (default: thermal)")
+    p.add_argument("--rgb-frame-id", default="rgb", help="RGB camera frame written to the file (default: rgb)")
+    p.add_argument("--ransac-threshold", type=float_range(0, lo_open=True), default=3.0,
+                   help="RANSAC inlier threshold in pixels (default: 3)")
+    p.add_argument("-o", "--output", required=True, help="calibration YAML to write (.yaml)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing calibration YAML at --output")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -71,8 +77,9 @@ def main(args: argparse.Namespace) -> int:
         cal = Calibration(h, args.thermal_size, args.rgb_size, args.thermal_frame_id, args.rgb_frame_id,
                           round(float(np.sqrt(np.mean(errors ** 2))), 4))
         calibration_from_dict(yaml.safe_load(calibration_to_yaml(cal)))  # validates sizes too
+        check_file_output(args.output, [args.points] if args.points else [], args.overwrite, ".yaml")
         save_calibration(cal, args.output)
-    except (CalibrationError, OSError) as exc:
+    except (CalibrationError, OutputError, OSError) as exc:
         print(f"diffmf calib: {exc}", file=sys.stderr)
         return 2
     print(calibration_to_yaml(cal), end="")
