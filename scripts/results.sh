@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the quality results of the docs: `diffmf eval` of the shipped weights and the classical
 # baselines on the TNO and DroneVehicle test sets, plus the temporal flicker on the M3SVD clip, then
-# docs/results.md (all tables) and the contact sheets docs/images/contact_sheet_{tno,dronevehicle}.jpg.
+# docs/results.md (all tables), the contact sheets docs/images/contact_sheet_{tno,dronevehicle}.jpg and
+# the README's picture docs/images/hero.jpg.
 # Data: DIFFMF_DATA (default ../shared/data) with test/TNO, test/DroneVehicle, video/M3SVD_0117_1605.
 # About 10 min on 2 CPU cores.
 set -euo pipefail
@@ -24,5 +25,9 @@ import cv2
 for name, src in (("tno", "TNO"), ("dronevehicle", "DroneVehicle")):
     sheet = cv2.imread(f"runs/eval/{src}/contact_sheet.png")
     cv2.imwrite(f"docs/images/contact_sheet_{name}.jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
+# the README's picture: thermal | visible | DIFF-MF of the first DroneVehicle pair and its texture zoom
+# (tiles of 224 x 200 px: whole frame in the first row, texture zoom in the second)
+sheet = cv2.imread("runs/eval/DroneVehicle/contact_sheet.png")
+cv2.imwrite("docs/images/hero.jpg", sheet[:400, :3 * 224], [cv2.IMWRITE_JPEG_QUALITY, 90])
 PY
-echo "wrote docs/results.md and docs/images/contact_sheet_{tno,dronevehicle}.jpg"
+echo "wrote docs/results.md, docs/images/contact_sheet_{tno,dronevehicle}.jpg and docs/images/hero.jpg"
