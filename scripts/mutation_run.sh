@@ -23,6 +23,10 @@ modules=("$@")
 # the reference-value tests read ../shared/data relative to the repository: point them at it
 if [ -z "${DIFFMF_DATA:-}" ] && [ -d "$root/../shared/data" ]; then export DIFFMF_DATA="$root/../shared/data"; fi
 
+# One OpenMP thread: mutmut forks a worker per mutant from a process that has imported torch, and a
+# forked child of a process whose OpenMP pool is running can hang (every torch module's mutants then
+# "time out"; seen here on losses before this line: 6 of 8 mutants)
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$work"
 (cd "$root" && git ls-files -z | tar --null -T - -cf -) | tar -xf - -C "$work"
 {
@@ -30,6 +34,8 @@ mkdir -p "$work"
     echo "source_paths = diffmf_core/"
     echo "only_mutate ="
     for m in "${modules[@]}"; do echo "    ${SRC[$m]}"; done
+    echo "also_copy ="
+    echo "    config/"  # test_registration loads the shipped calibration files
     echo "pytest_add_cli_args = -p no:cacheprovider -q"
     echo "pytest_add_cli_args_test_selection ="
     for m in "${modules[@]}"; do for t in ${TESTS[$m]}; do echo "    $t"; done; done | sort -u

@@ -148,3 +148,55 @@ def test_total_is_the_paper_weighted_sum_by_default():
     expected_ssim = 0.5 * (1 - ssim_torch(f, IR_RAMP)) + 0.5 * (1 - ssim_torch(f, VI_RAMP))
     assert parts["ssim"].item() == pytest.approx(expected_ssim.item())
     assert total.item() == pytest.approx(10 * parts["ssim"].item() + 20 * parts["text"].item() + 20 * parts["int"].item())
+
+
+# ---- found by the scoped mutation run (docs/development.md) --------------------------------------
+
+def test_ssim_input_and_argument_errors_say_what_is_wrong():
+    with pytest.raises(ValueError, match=r"BxCxHxW shapes, got \(1, 8, 8\) and \(1, 8, 8\)"):
+        ssim_torch(torch.rand(1, 8, 8), torch.rand(1, 8, 8))  # equal shapes, but not 4-D
+    with pytest.raises(ValueError, match=r"got \(1, 1, 8, 8\) and \(1, 1, 8, 9\)"):
+        ssim_torch(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'none', got 'sum'"):
+        ssim_torch(X, X, reduction="sum")
+    with pytest.raises(ValueError, match="aggregation must be 'max' or 'mean', got 'min'"):
+        FusionLoss(aggregation="min")
+    with pytest.raises(ValueError, match="text_overshoot must be >= 0, got -0.5"):
+        FusionLoss(text_overshoot=-0.5)
+
+
+@pytest.mark.parametrize("side, window", [(7, 7), (8, 7), (9, 9)])
+def test_ssim_window_shrinks_to_the_largest_odd_size_that_fits(side, window):
+    """Images smaller than the 11x11 window: one window of the largest odd size, computed by hand."""
+    gen = torch.Generator().manual_seed(side)
+    a, b = torch.rand(side, side, generator=gen, dtype=torch.float64), torch.rand(side, side, generator=gen,
+                                                                                  dtype=torch.float64)
+    t = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-t * t / (2 * 1.5 ** 2))
+    w = torch.outer(g, g) / torch.outer(g, g).sum()
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssims = []
+    for y in range(side - window + 1):
+        for x in range(side - window + 1):
+            pa, pb = a[y:y + window, x:x + window], b[y:y + window, x:x + window]
+            ma, mb = (w * pa).sum(), (w * pb).sum()
+            va, vb = (w * pa * pa).sum() - ma ** 2, (w * pb * pb).sum() - mb ** 2
+            cov = (w * pa * pb).sum() - ma * mb
+            ssims.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+    expected = torch.stack(ssims).mean().item()
+    assert ssim_torch(a[None, None], b[None, None]).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_ssim_constants_scale_with_the_data_range_and_channels_are_separate():
+    gen = torch.Generator().manual_seed(5)
+    a, b = 0.1 * torch.rand(1, 2, 16, 16, generator=gen), torch.rand(1, 2, 16, 16, generator=gen)  # dark vs bright
+    scaled = ssim_torch(a * 255, b * 255, data_range=255.0).item()
+    assert scaled == pytest.approx(ssim_torch(a, b).item(), abs=1e-6)
+    per_channel = [ssim_torch(a[:, k:k + 1], b[:, k:k + 1]).item() for k in range(2)]
+    assert ssim_torch(a, b).item() == pytest.approx(sum(per_channel) / 2, abs=1e-6)
+
+
+def test_sobel_keeps_the_shape_and_the_loss_has_no_saved_state():
+    x = torch.rand(2, 3, 10, 12)
+    assert SobelGradient()(x).shape == x.shape
+    assert dict(FusionLoss().state_dict()) == {}  # nothing of the loss ends up in a checkpoint
