@@ -108,11 +108,12 @@ class Validator:
         self.images = []
         for _, ir_path, vi_path in chosen:
             ir, vi = load_pair(ir_path, vi_path)
-            self.images.append((ir.astype(np.float32) / 255.0, bgr_to_ycrcb(vi)[0], ir))
-        self.reference = self._means([fuse_laplacian(ir, vi, base="max") for ir, vi, _ in self.images])
+            vi_y = bgr_to_ycrcb(vi)[0]
+            self.images.append((ir.astype(np.float32) / 255.0, vi_y, ir, _to_u8(vi_y)))
+        self.reference = self._means([fuse_laplacian(ir, vi, base="max") for ir, vi, _, _ in self.images])
 
     def _means(self, fused: list) -> dict[str, float]:
-        rows = [evaluate_pair(_to_u8(f), ir8, _to_u8(vi)) for f, (_, vi, ir8) in zip(fused, self.images)]
+        rows = [evaluate_pair(_to_u8(f), ir8, vi8) for f, (_, _, ir8, vi8) in zip(fused, self.images)]
         return {k: float(np.mean([r[k] for r in rows])) for k in VAL_METRICS}
 
     @torch.no_grad()
@@ -120,7 +121,7 @@ class Validator:
         was_training = model.training
         model.eval()
         fused = [model(torch.from_numpy(ir)[None, None].to(device), torch.from_numpy(vi)[None, None].to(device))
-                 [0, 0].float().cpu().numpy() for ir, vi, _ in self.images]
+                 [0, 0].float().cpu().numpy() for ir, vi, _, _ in self.images]
         model.train(was_training)
         means = self._means(fused)
         return float(np.mean([means[k] / self.reference[k] for k in VAL_METRICS])), means

@@ -62,16 +62,16 @@ class PyramidDecoder(nn.Module):
     def forward(self, f: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         maps = self.head(F.gelu(self.body(f.permute(0, 3, 1, 2))))
         levels = pyramid_levels(ir.shape[-2], ir.shape[-1], self.levels)
-        p_ir, p_vi = laplacian_pyramid(ir, levels), laplacian_pyramid(vi, levels)
+        sources = laplacian_pyramid(torch.cat((ir, vi), dim=1), levels)  # both in one pass: channel 0 ir, 1 vi
         bands = []
-        for k, (d_ir, d_vi) in enumerate(zip(p_ir[:-1], p_vi[:-1])):
+        for k, (d_ir, d_vi) in enumerate(band.split(1, dim=1) for band in sources[:-1]):
             a, g = _resize(maps[:, 2 * k:2 * k + 2], d_ir.shape[-2:]).unbind(1)
             m_ir, m_vi = d_ir.abs(), d_vi.abs()
             s = torch.sigmoid(DETAIL_SHARPNESS * (m_ir - m_vi) / (m_ir + m_vi + ACTIVITY_EPS) + a[:, None])
             d = d_vi + s * (d_ir - d_vi)
             above_noise = torch.sigmoid((d.abs() - CORING) / CORING_WIDTH)
             bands.append(d * (1 + (torch.exp(torch.tanh(g[:, None])) - 1) * above_noise))
-        b_ir, b_vi = p_ir[-1], p_vi[-1]
+        b_ir, b_vi = sources[-1].split(1, dim=1)
         a_b, offset = _resize(maps[:, -2:], b_ir.shape[-2:]).unbind(1)
         s_b = torch.sigmoid(BASE_SHARPNESS * (b_ir - b_vi) + a_b[:, None])
         bands.append(b_vi + s_b * (b_ir - b_vi) + OFFSET_RANGE * torch.tanh(offset[:, None]))
