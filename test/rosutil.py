@@ -13,6 +13,8 @@ so non-ROS tests never load the middleware.
   ``RosProcess.stop()`` sends SIGINT, then SIGTERM, then SIGKILL to the whole group.
 * ``spin_until(executor, predicate, timeout, what)``: spins until ``predicate()`` is true, e.g.
   ``sub.get_publisher_count() > 0``; fails with ``what`` (and optional diagnostics) on timeout.
+* ``spin_for(executor, seconds, until)``: spins for up to ``seconds``, stopping early once
+  ``until()`` holds; never fails (the caller asserts on what arrived).
 """
 from __future__ import annotations
 
@@ -183,3 +185,10 @@ def spin_until(executor, predicate: Callable[[], bool], timeout: float, what: st
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
         executor.spin_once(timeout_sec=step)
     return time.monotonic() - start
+
+
+def spin_for(executor, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+    """Spin ``executor`` for up to ``seconds``, returning early once ``until()`` holds."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not until():
+        executor.spin_once(timeout_sec=0.01)

@@ -4,7 +4,7 @@
 carries the output geometry camera's intrinsics with the output's stamp and frame_id."""
 from __future__ import annotations
 
-import time
+import rosutil
 from types import SimpleNamespace
 
 import cv2
@@ -109,9 +109,7 @@ def test_node_undistorts_with_camera_info_and_publishes_fused_camera_info():
     executor.add_node(rig)
 
     def spin(seconds, until=lambda: False):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not until():
-            executor.spin_once(timeout_sec=0.01)
+        rosutil.spin_for(executor, seconds, until)
 
     def msg(array, encoding, stamp, frame_id):
         m = Image(height=H, width=W, encoding=encoding, step=array.strides[0], data=array.tobytes(), check_fields=False)

@@ -4,7 +4,7 @@ stamps, frame_ids, modes, FusionInfo source stamps and pixels. Distinct thermal/
 image sizes, an unpaired thermal frame; run for output_geometry rgb and thermal."""
 from __future__ import annotations
 
-import time
+import rosutil
 
 import numpy as np
 import pytest
@@ -79,9 +79,7 @@ def through_node(frames, params) -> list[tuple]:
     executor.add_node(rig)
 
     def spin(seconds, until=lambda: False):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not until():
-            executor.spin_once(timeout_sec=0.01)
+        rosutil.spin_for(executor, seconds, until)
 
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
