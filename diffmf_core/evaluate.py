@@ -216,8 +216,9 @@ def main(args: argparse.Namespace) -> int:
         lines = [f"### Temporal flicker on {args.clip.name} (grey levels of frame-to-frame change beyond "
                  "the larger source change; lower is steadier)", "", "| Method | flicker |", "|---|---:|"]
         lines += [f"| {m} | {v:.3f} |" for m, v in flicker.items()]
-        write_bytes(args.out / "flicker.md", ("\n".join(lines) + "\n").encode())
-        tables.append("\n".join(lines) + "\n")
+        table = "\n".join(lines) + "\n"
+        write_bytes(args.out / "flicker.md", table.encode())
+        tables.append(table)
     report = "\n".join(tables)
     write_bytes(args.out / "results.md", report.encode())
     print(report)

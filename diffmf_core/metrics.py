@@ -190,18 +190,14 @@ def ssim(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> float:
     return ssim_index(fused, ir) + ssim_index(fused, vi)
 
 
-def evaluate_pair(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray) -> dict[str, float]:
-    """All METRICS for one fused image against its sources (u8, gray or colour, same HxW)."""
+_OF_FUSED = {"EN": entropy, "SD": std_dev, "SF": spatial_frequency, "AG": average_gradient}
+_OF_FUSED_AND_SOURCES = {"MI": mutual_information, "VIF": vif, "Qabf": qabf, "SSIM": ssim}
+
+
+def evaluate_pair(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, names=METRICS) -> dict[str, float]:
+    """The metrics ``names`` (default: all METRICS, in that order) for one fused image against its
+    sources (u8, gray or colour, same HxW)."""
     f, a, b = to_gray(fused), to_gray(ir), to_gray(vi)
     if not (f.shape == a.shape == b.shape):
         raise ValueError(f"size mismatch: fused {f.shape}, ir {a.shape}, vi {b.shape}")
-    return {
-        "EN": entropy(f),
-        "SD": std_dev(f),
-        "SF": spatial_frequency(f),
-        "MI": mutual_information(f, a, b),
-        "VIF": vif(f, a, b),
-        "AG": average_gradient(f),
-        "Qabf": qabf(f, a, b),
-        "SSIM": ssim(f, a, b),
-    }
+    return {k: _OF_FUSED[k](f) if k in _OF_FUSED else _OF_FUSED_AND_SOURCES[k](f, a, b) for k in names}

@@ -89,11 +89,12 @@ def split_pairs(roots: list[Path], holdout: list[str]) -> tuple[list, list]:
     """(training pairs, held-out pairs) of every root; a pair is held out when its name matches a
     ``holdout`` glob. Raises DataError when a pattern matches nothing or nothing is left to train."""
     pairs = [pair for root in roots for pair in find_pairs(root)]
-    held = [pair for pair in pairs if any(fnmatch.fnmatchcase(pair[0], pat) for pat in holdout)]
     for pat in holdout:
         if not any(fnmatch.fnmatchcase(name, pat) for name, _, _ in pairs):
             raise DataError(f"--holdout {pat!r} matches no pair name")
-    train = [pair for pair in pairs if pair not in held]
+    is_held = [any(fnmatch.fnmatchcase(name, pat) for pat in holdout) for name, _, _ in pairs]
+    held = [pair for pair, h in zip(pairs, is_held) if h]
+    train = [pair for pair, h in zip(pairs, is_held) if not h]
     if not train:
         raise DataError("no training pairs left after --holdout")
     return train, held
@@ -113,7 +114,7 @@ class Validator:
         self.reference = self._means([fuse_laplacian(ir, vi, base="max") for ir, vi, _, _ in self.images])
 
     def _means(self, fused: list) -> dict[str, float]:
-        rows = [evaluate_pair(_to_u8(f), ir8, vi8) for f, (_, _, ir8, vi8) in zip(fused, self.images)]
+        rows = [evaluate_pair(_to_u8(f), ir8, vi8, VAL_METRICS) for f, (_, _, ir8, vi8) in zip(fused, self.images)]
         return {k: float(np.mean([r[k] for r in rows])) for k in VAL_METRICS}
 
     @torch.no_grad()
