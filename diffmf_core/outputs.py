@@ -152,11 +152,16 @@ def check_file_output(path, inputs=(), overwrite: bool = False, suffix: str = ""
 
 
 def partial_dir(output) -> Path:
-    """A hidden ``.<name>.XXXX.partial`` folder next to ``output`` holding this process's id."""
+    """A hidden ``.<name>.XXXX.partial`` folder next to ``output`` holding this process's id.
+
+    The folder is made under another suffix and renamed once its id file is written, so every
+    ``.partial`` folder a later run finds can be attributed (a kill in between leaves no ``.partial``)."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
-    (tmp / PID_FILE).write_text(str(os.getpid()))
+    start = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".starting", dir=output.parent))
+    (start / PID_FILE).write_text(str(os.getpid()))
+    tmp = start.with_suffix(".partial")
+    os.rename(start, tmp)
     return tmp
 
 
