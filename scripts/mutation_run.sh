@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scoped mutation-testing run (mutmut 3, docs/development.md "Mutation testing"); not part of `make test`.
+# Scoped mutation-testing run (mutmut 3, docs/development.md "Mutation testing", record in docs/mutation.md); not part of `make test`.
 #
 #   scripts/mutation_run.sh [module ...]     modules: sync metrics losses imagecodec registration scan
 #                                            (default: all six)
