@@ -241,3 +241,160 @@ def test_mamba_kernel_import_errors_other_than_the_extension_propagate(tmp_path,
     finally:
         for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
             del sys.modules[name]
+
+
+# ------------------------------------------------------------------ found by the scoped mutation run
+def _spy(monkeypatch, name, record):
+    """Replace scan_ops.<name> by a wrapper that appends ``record(*args, **kwargs)`` to the returned list
+    and then calls the real function."""
+    real, calls = getattr(scan_ops, name), []
+
+    def spy(*args, **kwargs):
+        calls.append(record(*args, **kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scan_ops, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("limit,blocks", [
+    # per group (b=1, g=1, r=2, Q=8: 128 elements per chunk) 22 chunks, then 3 chunk states carried
+    # by the scan one level up: limit 1 -> one chunk per block; 1287 -> 1287 // 128 = 10 chunks
+    (1, [1] * 25),
+    (1287, [10, 10, 2, 3]),
+])
+def test_blocks_hold_as_many_chunks_as_max_block_elements_allows(monkeypatch, limit, blocks):
+    """The intra-chunk decay tensors are built in blocks of floor(MAX_BLOCK_ELEMENTS / (b g r Q Q))
+    chunks (at least one), one group at a time: the working-memory bound of the long-sequence scan."""
+    monkeypatch.setattr(scan_ops, "MAX_BLOCK_ELEMENTS", limit)
+    sizes = _spy(monkeypatch, "_within_chunks", lambda xdt, *a: xdt.shape[3])
+    groups = _spy(monkeypatch, "_chunk_scan", lambda xdt, *a: xdt.shape[1])
+    x, dt, A, B, C, D = make_inputs(b=1, l=173, h=4, g=2, seed=3)
+    selective_scan_chunked(x, dt, A, B, C, D, chunk_size=8)
+    assert sizes == blocks * 2
+    assert groups == [1, 1] * 2  # each group: its scan and the carry's scan, with one group each
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_per_group_split_only_above_the_limit(monkeypatch, over):
+    """x with exactly MAX_BLOCK_ELEMENTS elements is scanned with all groups together; one more
+    element splits it per group; both with and without the skip D, equal to the naive scan."""
+    x, dt, A, B, C, D = make_inputs(b=1, l=30, h=4, g=2, seed=5)
+    monkeypatch.setattr(scan_ops, "MAX_BLOCK_ELEMENTS", x.numel() - over)
+    calls = _spy(monkeypatch, "_chunk_scan", lambda xdt, log_a, B_, C_, chunk: (xdt.shape[1], chunk))
+    for skip in (D, None):
+        calls.clear()
+        out = selective_scan_chunked(x, dt, A, B, C, skip, chunk_size=8)
+        assert max_err(out, selective_scan_naive(x, dt, A, B, C, skip)) < TOL
+        assert calls == ([(1, 8)] * 2 if over else [(2, 8)])  # 4 chunks of 8: no carry scan
+
+
+def test_default_chunk_size_is_64(monkeypatch):
+    """mamba_ssm's usual chunk: the default of selective_scan_chunked and of selective_scan, and an
+    explicit chunk_size reaches the portable scan."""
+    chunks = _spy(monkeypatch, "_chunk_scan", lambda xdt, log_a, B_, C_, chunk: chunk)
+    x, dt, A, B, C, D = make_inputs(l=10)
+    selective_scan_chunked(x, dt, A, B, C, D)
+    selective_scan(x, dt, A, B, C, D)
+    selective_scan(x, dt, A, B, C, D, chunk_size=8)
+    assert chunks == [64, 64, 8]
+
+
+def test_causal_masks_are_made_on_the_tensors_device(monkeypatch):
+    """A mask made on the default device would not mix with CUDA tensors; on the CPU only the
+    device argument shows it."""
+    devices = _spy(monkeypatch, "_causal_mask", lambda size, device: device)
+    x, dt, A, B, C, D = make_inputs(l=100)
+    selective_scan_chunked(x, dt, A, B, C, D, chunk_size=4)  # 25 chunks: intra-chunk and carry masks
+    assert len(devices) >= 2 and all(d == torch.device("cpu") for d in devices)
+
+
+def test_dispatch_runs_the_chosen_portable_scan(monkeypatch):
+    called = []
+    for name in ("selective_scan_naive", "selective_scan_chunked"):
+        _spy(monkeypatch, name, lambda *a, _name=name, **k: called.append(_name))
+    x, dt, A, B, C, D = make_inputs(l=12)
+    selective_scan(x, dt, A, B, C, D, backend="naive")
+    selective_scan(x, dt, A, B, C, D, backend="chunked")
+    selective_scan(x, dt, A, B, C, D)
+    assert called == ["selective_scan_naive", "selective_scan_chunked", "selective_scan_chunked"]
+
+
+class FakeKernel:
+    """Stands in for mamba_chunk_scan_combined (same positional order, chunk_size, D keyword): records
+    its arguments and returns the naive scan in float32, whatever the input dtype."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, dt, A, B, C, chunk_size, D=None):
+        self.calls.append(dict(x=x, dt=dt, A=A, B=B, C=C, chunk_size=chunk_size, D=D))
+        return selective_scan_naive(x.float(), dt.float(), A, B.float(), C.float(), D).float()
+
+
+@pytest.mark.parametrize("backend,device,available,expected", [
+    ("auto", "cuda", True, "mamba_ssm"),
+    ("auto", "cuda", False, "chunked"),
+    ("auto", "cpu", True, "chunked"),
+    ("mamba_ssm", "cuda", True, "mamba_ssm"),
+    ("mamba_ssm", "cuda", False, RuntimeError),
+    ("mamba_ssm", "cpu", True, RuntimeError),
+    ("chunked", "cuda", True, "chunked"),
+    ("naive", "cuda", True, "naive"),
+])
+def test_resolve_backend_table(monkeypatch, backend, device, available, expected):
+    """Which backend runs, from the device type and whether the kernel imports (faked: no CUDA needed,
+    a torch.device("cuda") object exists without a GPU)."""
+    monkeypatch.setattr(scan_ops, "mamba_ssm_scan", lambda: FakeKernel() if available else None)
+    if expected is RuntimeError:
+        with pytest.raises(RuntimeError) as err:
+            resolve_backend(backend, torch.device(device))
+        assert str(err.value) == "scan backend 'mamba_ssm' needs CUDA tensors and an importable mamba_ssm"
+    else:
+        assert resolve_backend(backend, torch.device(device)) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("with_d", [True, False])
+def test_mamba_ssm_path_passes_the_kernel_its_arguments(monkeypatch, dtype, with_d):
+    """The fused-kernel call (faked here): x, dt, B, C as given, A and D in float32, chunk_size by
+    keyword, D=None without skip; the output comes back in the input dtype."""
+    kernel = FakeKernel()
+    monkeypatch.setattr(scan_ops, "mamba_ssm_scan", lambda: kernel)
+    monkeypatch.setattr(scan_ops, "resolve_backend", lambda backend, device: "mamba_ssm")
+    x, dt, A, B, C, D = make_inputs(l=20)
+    x, dt, B, C = (t.to(dtype) for t in (x, dt, B, C))
+    A, D = A.double(), (D.double() if with_d else None)
+    out = selective_scan(x, dt, A, B, C, D, chunk_size=16)
+    (call,) = kernel.calls
+    for name, given in dict(x=x, dt=dt, B=B, C=C).items():
+        assert call[name].dtype == dtype and torch.equal(call[name], given), name
+    assert call["A"].dtype == torch.float32 and torch.equal(call["A"], A.float())
+    assert call["chunk_size"] == 16
+    if with_d:
+        assert call["D"].dtype == torch.float32 and torch.equal(call["D"], D.float())
+    else:
+        assert call["D"] is None
+    assert out.dtype == dtype
+    assert torch.equal(out, kernel(x, dt, A.float(), B, C, 16, call["D"]).to(dtype))
+
+
+def test_mamba_kernel_import_drops_submodules_of_the_failed_package(tmp_path, monkeypatch):
+    """A failing package __init__ can leave submodules it imported first in sys.modules; they are
+    dropped, so the kernel module is imported again under the bare package (and is its attribute)."""
+    pkg = tmp_path / "mamba_ssm"
+    (pkg / "ops" / "triton").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("import mamba_ssm.ops.triton.ssd_combined\nimport selective_scan_cuda\n")
+    (pkg / "ops" / "__init__.py").write_text("")
+    (pkg / "ops" / "triton" / "__init__.py").write_text("")
+    (pkg / "ops" / "triton" / "ssd_combined.py").write_text("def mamba_chunk_scan_combined(*a, **k):\n    return 'kernel'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        kernel = scan_ops.import_mamba_chunk_scan()
+        assert kernel() == "kernel"
+        assert sys.modules["mamba_ssm"].ops.triton.ssd_combined.mamba_chunk_scan_combined is kernel
+    finally:
+        for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
+            del sys.modules[name]
