@@ -1,7 +1,9 @@
 """Thermal/RGB pairing with ApproximateTime semantics (diffmf_core.live.sync)."""
+from types import SimpleNamespace
+
 import pytest
 
-from diffmf_core.live.sync import MatchedPair, PairSynchronizer
+from diffmf_core.live.sync import MatchedPair, PairSynchronizer, split_ns, stamp_to_ns
 
 MS = 1_000_000
 
@@ -221,3 +223,153 @@ def test_counters_accumulate_and_default_backjump_is_one_second():
 def test_bad_parameters_name_the_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PairSynchronizer(**kwargs)
+
+
+# --- found by the scoped mutation run of issue 16 (docs/mutation.md "sync"): each test below fails on a -----
+# --- surviving mutant of that run and pins a hand-worked case of the policy ------------------------------------
+
+S = 1_000_000_000  # one second in ns
+
+
+def test_stamp_conversions_and_stats_dict():
+    stamp = SimpleNamespace(sec=3, nanosec=250_000_000)
+    assert stamp_to_ns(stamp) == 3_250_000_000
+    assert split_ns(3_250_000_000) == (3, 250_000_000)
+    assert split_ns(stamp_to_ns(SimpleNamespace(sec=7, nanosec=999_999_999))) == (7, 999_999_999)
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(0, "t"), (0, "r"), (5, "t")])
+    assert sync.stats.as_dict() == dict(matched=1, dropped_thermal=0, dropped_rgb=0, duplicates=0,
+                                        out_of_order=0, resets=0)
+
+
+def test_default_queue_size_is_ten_and_default_slop_fifty_ms():
+    sync = PairSynchronizer()
+    feed(sync, [(k * 10, "t") for k in range(11)])
+    assert sync.queue_lengths() == (10, 0) and sync.stats.dropped_thermal == 1
+    for gap, paired in [(50, True), (51, False)]:
+        pairs = feed(PairSynchronizer(), [(0, "t"), (gap, "r"), (200, "t"), (200, "r")])
+        assert stamps(pairs) == ([(0, gap)] if paired else []) + [(200, 200)]
+
+
+def test_reset_counts_the_queued_messages_per_input():
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(0, "t"), (5, "t")])
+    sync.reset()
+    assert (sync.stats.dropped_thermal, sync.stats.dropped_rgb) == (2, 0)
+    feed(sync, [(0, "r")])
+    sync.reset()
+    assert (sync.stats.dropped_thermal, sync.stats.dropped_rgb, sync.stats.resets) == (2, 1, 2)
+
+
+def test_backjump_of_exactly_max_backjump_is_only_out_of_order():
+    sync = PairSynchronizer(slop=0.01, max_backjump=1.0)
+    sync.add_thermal(2 * S, "a")
+    sync.add_thermal(1 * S, "b")          # exactly 1 s back: inserted in order, no new epoch
+    assert (sync.stats.resets, sync.stats.out_of_order, sync.queue_lengths()) == (0, 1, (2, 0))
+    sync.add_thermal(1 * S - 1, "c")      # 1 s + 1 ns back from the newest (2 s): a new epoch
+    assert (sync.stats.resets, sync.queue_lengths()) == (1, (1, 0))
+
+
+def test_backjump_is_measured_from_the_newest_stamp_not_the_last():
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(10_000, "r"), (9_900, "r")])  # out of order, inserted
+    assert sync.stats.resets == 0
+    feed(sync, [(8_950, "r")])  # 0.95 s before the last one, 1.05 s before the newest (10 000)
+    assert sync.stats.resets == 1 and sync.queue_lengths() == (0, 1)
+
+
+def test_fresh_synchronizer_accepts_clocks_further_apart_than_max_backjump():
+    # nothing is stale before the first reset, whichever input comes first
+    for first, second in [("r", "t"), ("t", "r")]:
+        sync = PairSynchronizer(slop=0.01)
+        pairs = feed(sync, [(0, first), (5_000, second), (5_000, first)])
+        assert stamps(pairs) == [(5_000, 5_000)]
+        assert sync.stats.dropped_thermal + sync.stats.dropped_rgb == 1  # the lone frame at 0
+
+
+def test_stale_epoch_boundary_is_max_backjump_ahead_of_the_looping_input():
+    # thermal loops (10 s -> 5 s); RGB frames more than 1 s ahead of the new thermal epoch are stale
+    for rgb_ms, stale in [(6_000, False), (6_000 + 1e-6, True)]:
+        sync = PairSynchronizer(slop=0.01)
+        feed(sync, [(10_000, "t"), (10_000, "r"), (5_000, "t"), (rgb_ms, "r")])
+        assert sync.stats.resets == 1
+        if stale:  # dropped on arrival, the thermal frame stays queued
+            assert sync.queue_lengths() == (1, 0) and sync.stats.dropped_rgb == 1
+        else:      # accepted into the new epoch; the thermal frame 1 s older cannot pair and goes
+            assert sync.queue_lengths() == (0, 1) and sync.stats.dropped_rgb == 0
+            assert sync.stats.dropped_thermal == 1
+
+
+def test_bag_loop_of_rgb_first_drops_stale_thermal_as_thermal():
+    sync = PairSynchronizer(slop=0.01)
+    feed(sync, [(10_000, "r"), (10_000, "t"), (5_000, "r"), (10_100, "t")])
+    assert sync.stats.resets == 1
+    assert (sync.stats.dropped_thermal, sync.stats.dropped_rgb) == (1, 0)
+    assert sync.queue_lengths() == (0, 1)
+
+
+def test_stale_state_ends_with_the_first_frame_of_the_new_epoch():
+    # after the RGB frame at 5 s joins the new epoch, a later RGB frame more than max_backjump ahead of
+    # the (stalled) thermal input is a normal frame again
+    sync = PairSynchronizer(slop=0.01)
+    pairs = feed(sync, [(10_000, "t"), (10_000, "r"), (5_000, "t"), (5_000, "r"), (6_500, "r"), (6_500, "t")])
+    assert stamps(pairs) == [(10_000, 10_000), (5_000, 5_000), (6_500, 6_500)]
+    assert sync.stats.dropped_rgb == 0
+
+
+def test_queue_bound_drops_the_oldest_message():
+    sync = PairSynchronizer(queue_size=2, slop=0.005)
+    feed(sync, [(0, "t"), (10, "t"), (20, "t")])  # 0 is dropped, 10 and 20 stay
+    assert sync.stats.dropped_thermal == 1
+    assert stamps(sync.add_rgb(10 * MS, "r10")) == [(10, 10)]
+
+
+def test_start_message_is_dropped_when_the_end_input_lost_a_message():
+    # message_filters' has_dropped_messages: RGB 0 fell off the bounded queue, so thermal 5 (whose best
+    # partner it may have been) is dropped instead of being paired with RGB 30
+    sync = PairSynchronizer(queue_size=2, slop=0.05)
+    pairs = feed(sync, [(0, "r"), (30, "r"), (60, "r"), (5, "t"), (100, "t"), (100, "r")])
+    assert stamps(pairs) == [(100, 100)]
+    assert (sync.stats.dropped_thermal, sync.stats.dropped_rgb) == (1, 3)
+
+
+def test_equal_stamps_make_rgb_the_end_of_the_set():
+    # ties: start = thermal (first), end = RGB (last), as message_filters; so only a dropped RGB
+    # message blocks a tie, and then the thermal start is the message dropped
+    sync = PairSynchronizer(queue_size=2, slop=0.05)
+    assert feed(sync, [(0, "t"), (30, "t"), (60, "t")]) == []  # thermal 0 dropped by the bound
+    assert stamps(sync.add_rgb(30 * MS, "r30")) == [(30, 30)]
+    sync = PairSynchronizer(queue_size=2, slop=0.05)
+    assert feed(sync, [(0, "r"), (30, "r"), (60, "r"), (30, "t")]) == []
+    assert sync.queue_lengths() == (0, 2)
+    assert (sync.stats.dropped_thermal, sync.stats.dropped_rgb) == (1, 1)
+
+
+def test_a_pair_is_emitted_by_the_message_that_completes_it():
+    sync = PairSynchronizer(slop=0.01)
+    assert feed(sync, [(0, "t"), (100, "t")]) == []
+    # thermal 0 is too far from RGB 100 and is dropped; the search goes on to thermal 100 at once
+    assert stamps(sync.add_rgb(100 * MS, "r100")) == [(100, 100)]
+
+
+def test_equal_spread_keeps_the_earlier_candidate():
+    sync = PairSynchronizer(slop=0.05)
+    pairs = feed(sync, [(0, "t"), (60, "t"), (30, "r")])  # RGB 30 is 30 ms from both
+    assert stamps(pairs) == [(0, 30)] and sync.queue_lengths() == (1, 0)
+
+
+def test_negative_matching_times_near_zero_wait_for_a_better_partner():
+    # sim time starts at 0: thermal stamped 10 ms with a 30 ms offset matches at -20 ms
+    sync = PairSynchronizer(slop=0.05, thermal_offset=0.03)
+    assert sync.add_thermal(10 * MS, "t10") == []
+    assert sync.add_rgb(5 * MS, "r5") == []  # 25 ms apart: a later thermal frame could be closer
+    assert stamps(sync.add_thermal(36 * MS, "t36")) == [(36, 5)]  # matches at 6 ms
+    assert sync.stats.dropped_thermal == 1
+
+
+def test_lower_bound_proves_a_tie_optimal():
+    # thermal frames are >= 4 ms apart: the next one is at 4 ms at the earliest, as far from RGB 2 as
+    # thermal 0 is, and an equal spread does not replace the candidate, so the pair goes out at once
+    sync = PairSynchronizer(slop=0.01, inter_message_lower_bound=(0.004, 0.0))
+    assert sync.add_thermal(0, "t0") == []
+    assert stamps(sync.add_rgb(2 * MS, "r2")) == [(0, 2)]
