@@ -232,7 +232,8 @@ def sof(height: int, width: int, length: int = 17) -> bytes:
     (SOI + sof(5, 7, length=7), (7, 5)),                      # shortest accepted length field
     (SOI + sof(5, 7, length=0x8011), (7, 5)),                 # length field read unsigned
     (SOI + sof(40000, 50000), (50000, 40000)),                # sizes read unsigned
-    (SOI + b"\xff\xff" + sof(5, 7), (7, 5)),                  # fill bytes before a marker
+    (SOI + b"\xff" + sof(5, 7), (7, 5)),                      # a fill byte before a marker
+    (SOI + b"\xff\xff\xff" + sof(5, 7), (7, 5)),              # fill bytes before a marker
     (SOI + b"\xff\xd0\xff\x01" + sof(5, 7), (7, 5)),          # markers without a length field (RST0, TEM)
     (SOI + b"\xff\xe0\x00\x04ab" + sof(5, 7), (7, 5)),        # a segment skipped by its length
     (SOI + sof(5, 7, length=6) + bytes(4), NO_SOF),           # length too short for a frame header
