@@ -3,6 +3,7 @@ independent reference values (../shared/data/metrics_reference, computed with an
 checked against the MATLAB evaluation code; skipped where the folder is absent)."""
 import csv
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -252,3 +253,103 @@ def test_metrics_match_independent_reference_values(metrics_reference):
             assert got[key] == pytest.approx(ref, abs=tol), f"{row['fused']} {key}: {got[key]!r} != {ref!r}"
         # the MATLAB code's saturated bins (254 and 255 share one) only ever add a little
         assert 0 <= float(row["MI"]) - got["MI"] < 0.03
+
+
+# --- found by the scoped mutation run of issue 16 (docs/mutation.md "metrics") -----------------------------
+
+
+def test_sf_and_ag_of_a_single_row_or_column():
+    row = np.array([[0, 3, 3, 7]], np.uint8)
+    # one row: no vertical differences; RF^2 = (9 + 0 + 16) / 3
+    assert M.spatial_frequency(row) == pytest.approx(math.sqrt(25 / 3))
+    assert M.spatial_frequency(row.T) == pytest.approx(math.sqrt(25 / 3))
+    assert M.spatial_frequency(np.array([[5]], np.uint8)) == 0.0
+    # AG divides by (H - 1)(W - 1): 0 for a single row or column by convention
+    assert M.average_gradient(row) == 0.0
+    assert M.average_gradient(row.T) == 0.0
+
+
+def _vif_one_window(s1: float, s12: float, s2: float) -> float:
+    """vifp_mscale's formula for a single window position at a single scale (sigma_n^2 = 2, eps = 1e-10)."""
+    eps = 1e-10
+    g = s12 / (s1 + eps)
+    sv = max(s2 - g * s12, eps)
+    return math.log10(1 + g * g * s1 / (sv + 2.0)) / math.log10(1 + s1 / 2.0)
+
+
+def _even_odd_weight_product() -> float:
+    """We * Wo for the scale-1 window (17 taps, sigma 3.4): alternating rows a, b have variance We Wo (a - b)^2."""
+    x = np.arange(17) - 8.0
+    w = np.exp(-x * x / (2 * 3.4 ** 2))
+    w /= w.sum()
+    return float(w[::2].sum() * w[1::2].sum())
+
+
+def test_vif_of_an_image_exactly_one_window_wide():
+    """17x17 = the scale-1 window: one position is computed (scale 2 does not fit); with rows alternating
+    0 and 8 the information sum (den = log10(1 + s1 / 2), s1 about 16) is below 1 and still counts."""
+    ref, dist = _alternating_rows(0, 8, size=17), _alternating_rows(0, 4, size=17)
+    s1 = _even_odd_weight_product() * 64.0
+    assert math.log10(1 + s1 / 2) < 1
+    assert M.vifp_mscale(ref, dist) == pytest.approx(_vif_one_window(s1, s1 / 2, s1 / 4), rel=1e-9)
+    assert M.vifp_mscale(ref, ref) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_vif_regulariser_is_added_to_the_reference_variance():
+    """g = s12 / (s1 + 1e-10) as in the reference vifp_mscale: visible on a faint float image whose window
+    variance is 8e-10 (g = 4/9 here, not 1/2)."""
+    s1 = 8e-10
+    amplitude = math.sqrt(s1 / _even_odd_weight_product())
+    ref = np.zeros((17, 17))
+    ref[1::2] = amplitude
+    expected = _vif_one_window(s1, s1 / 2, s1 / 4)
+    assert expected == pytest.approx((4 / 9) ** 2, rel=1e-3)
+    assert M.vifp_mscale(ref, ref / 2) == pytest.approx(expected, rel=1e-4)
+
+
+def test_qabf_of_edgeless_sources_is_zero_and_silent():
+    flat = np.zeros((12, 12), np.uint8)
+    blob = flat.copy()
+    blob[4:8, 4:8] = 200
+    with np.errstate(divide="warn", invalid="warn"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/0 and x/0 in the strength ratio stay silent
+        assert M.qabf(blob, flat, flat) == 0.0  # no source edges: nothing to preserve
+        assert M.qabf(flat, blob, flat) < 1e-3  # a fused image without edges preserves (almost) nothing
+        assert M.qabf(blob, blob, flat) > 0.9
+
+
+def test_qabf_of_faint_float_images_matches_the_matlab_transcription():
+    # scaled by 2^-20 (exact): the gradient strengths sum to less than 1 and still count
+    f, ir, vi = (x.astype(np.float64) * 2.0 ** -20 for x in (Q_F, Q_IR, Q_VI))
+    assert 0 < M._sobel(ir)[0].sum() + M._sobel(vi)[0].sum() < 1
+    assert M.qabf(f, ir, vi) == pytest.approx(_qabf_oracle(f, ir, vi), rel=1e-12)
+
+
+def _ssim_oracle(a: np.ndarray, b: np.ndarray, n: int) -> float:
+    """Wang et al. SSIM with an explicit n x n Gaussian window (sigma 1.5), looped over the valid positions."""
+    x = np.arange(n) - (n - 1) / 2
+    w = np.exp(-x * x / (2 * 1.5 ** 2))
+    win = np.outer(w, w) / np.outer(w, w).sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    a, b = a.astype(float), b.astype(float)
+    vals = []
+    for i in range(a.shape[0] - n + 1):
+        for j in range(a.shape[1] - n + 1):
+            pa, pb = a[i:i + n, j:j + n], b[i:i + n, j:j + n]
+            ma, mb = (win * pa).sum(), (win * pb).sum()
+            vaa, vbb, vab = (win * pa * pa).sum() - ma * ma, (win * pb * pb).sum() - mb * mb, (win * pa * pb).sum() - ma * mb
+            vals.append((2 * ma * mb + c1) * (2 * vab + c2) / ((ma * ma + mb * mb + c1) * (vaa + vbb + c2)))
+    return float(np.mean(vals))
+
+
+@pytest.mark.parametrize("shape, window", [((8, 10), 7), ((10, 8), 7), ((9, 12), 9), ((12, 13), 11)])
+def test_ssim_window_of_small_images_is_the_largest_odd_that_fits(shape, window):
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, shape).astype(np.uint8)
+    b = cv2.GaussianBlur(a, (3, 3), 1.0)
+    assert M.ssim_index(a, b) == pytest.approx(_ssim_oracle(a, b, window), rel=1e-9)
+
+
+def test_evaluate_pair_names_the_size_mismatch():
+    with pytest.raises(ValueError, match="size mismatch"):
+        M.evaluate_pair(TEXTURE, TEXTURE, TEXTURE[:, :-1])
