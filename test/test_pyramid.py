@@ -1,5 +1,5 @@
 """The Laplacian pyramid op and the pyramid decoder: exact collapse, and an untrained decoder that
-already fuses like a Laplacian pyramid with a max base (texture of both sources kept)."""
+already fuses like a classical pyramid rule (each region's detail from its brighter source, sharpened)."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,18 +51,20 @@ def untrained(dim=4, levels=4):
     return PyramidDecoder(dim, levels).eval()
 
 
-def test_untrained_decoder_is_a_laplacian_pyramid_with_max_base():
+def test_untrained_decoder_takes_each_region_from_its_brighter_source_sharpened():
     ir, vi = scene()
     features = torch.randn(1, 8, 8, 4)  # ignored by a head that starts at zero
     with torch.no_grad():
         fused = untrained()(features, ir, vi)[0, 0].numpy()
-    reference = fuse_laplacian(ir[0, 0].numpy(), vi[0, 0].numpy(), levels=4, base="max")
-    # soft selection (sigmoid) instead of a hard max: close to the classical rule, not bit-equal
-    assert np.abs(fused - reference).mean() < 0.02
-    # the warm target stays bright (max base) and the visible stripes survive on the background
-    assert fused[25:35, 25:35].mean() > 0.8
+    # the warm target stays bright and keeps the infrared's flat interior: no visible stripes mixed in
+    assert fused[25:35, 25:35].mean() > 0.9
+    assert np.abs(np.diff(fused[25:35, 25:35], axis=1)).mean() < 0.01
+    # the background (visible brighter) keeps the visible stripes, sharpened by the starting gains
     stripes = np.abs(np.diff(fused[45:60, 5:60], axis=1)).mean()
-    assert stripes > 0.15  # visible stripe contrast is 0.2 per column step
+    assert stripes > 0.22  # the visible stripe contrast is 0.2 per column step
+    # a hard max over the same pyramid (the classical rule it softens) is close away from the edges
+    reference = fuse_laplacian(ir[0, 0].numpy(), vi[0, 0].numpy(), levels=4, base="max")
+    assert np.corrcoef(fused[45:60, 5:60].ravel(), reference[45:60, 5:60].ravel())[0, 1] > 0.95
 
 
 def test_decoder_output_does_not_depend_on_features_until_the_head_learns():
@@ -76,24 +78,39 @@ def test_decoder_output_does_not_depend_on_features_until_the_head_learns():
         assert not torch.allclose(dec(torch.randn(1, 8, 8, 4), ir, vi), a)
 
 
-def test_gain_logits_sharpen_and_selection_logits_choose_a_source():
+def test_gain_contrast_and_selection_logits_do_what_they_say():
     ir, vi = scene()
     f = torch.zeros(1, 8, 8, 4)
     dec = untrained()
     with torch.no_grad():
         plain = dec(f, ir, vi)
-        dec.head.bias[1:6:2] = 1.0  # gain logits of the three detail bands: gain e^tanh(1) = 2.14
+        from_ir_alone, from_vi_alone = dec(f, ir, ir), dec(f, vi, vi)
+        dec.head.bias[1:6:2] = 1.0  # gain logits of the three detail bands: gains x e^(0.5 tanh 1) = x1.46
         sharper = dec(f, ir, vi)
         dec.head.bias.zero_()
-        dec.head.bias[0:6:2] = 30.0  # every detail band from the infrared image
-        dec.head.bias[6] = 30.0       # and the base: the output is the infrared image
+        ramp = torch.linspace(0.3, 0.6, 64).expand(1, 1, 64, 64).contiguous()  # smooth, nothing clips
+        flat_ramp = dec(f, ramp, 0.1 * torch.ones_like(ramp))
+        dec.head.bias[7] = 2.0  # contrast logit of the base: x e^(0.5 tanh 2) = x1.62
+        steep_ramp = dec(f, ramp, 0.1 * torch.ones_like(ramp))
+        dec.head.bias.zero_()
+        dec.head.bias[8] = 1.0  # base offset: brighter everywhere the output does not clip
+        brighter = dec(f, ir, vi)
+        dec.head.bias.zero_()
+        dec.head.bias[0:7:2] = 30.0  # every detail band and the base from the infrared image
         only_ir = dec(f, ir, vi)
+        dec.head.bias[0:7:2] = -30.0  # ... from the visible image, the darker one in the target
+        only_vi = dec(f, ir, vi)
 
     def texture(x):
         return (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
 
-    assert texture(sharper) > 1.5 * texture(plain)
-    assert torch.allclose(only_ir, ir, atol=1e-4)
+    assert texture(sharper) > 1.3 * texture(plain)
+    span = lambda x: (x[..., 32, -8] - x[..., 32, 8]).item()  # noqa: E731
+    assert span(flat_ramp) == pytest.approx(1.2 * span(ramp), rel=0.05)  # the starting contrast
+    assert span(steep_ramp) == pytest.approx(1.2 * 1.62 * span(ramp), rel=0.05)
+    assert (brighter - plain)[..., 45:60, 5:60].mean() > 0.1
+    assert torch.allclose(only_ir, from_ir_alone, atol=1e-3)
+    assert torch.allclose(only_vi, from_vi_alone, atol=1e-3)
 
 
 def test_decoder_gradients_reach_every_head_output():
@@ -116,9 +133,9 @@ def test_gains_sharpen_edges_but_leave_noise_level_detail_alone():
     f = torch.zeros(1, 8, 8, 4)
     with torch.no_grad():
         plain_noise, plain_edge = dec(f, dark, flat), dec(f, dark, edges)
-        dec.head.bias[1:6:2] = 1.0  # gain 2.14 on every detail band
+        dec.head.bias[1:6:2] = 1.0  # gains x1.46 on every detail band
         sharp_noise, sharp_edge = dec(f, dark, flat), dec(f, dark, edges)
-    # without coring the whole noise would grow by 114 % (mean change ~0.0036); with it, a few rare
+    # without coring the whole noise would grow by about half (mean change ~0.0015); with it, a few rare
     # noise peaks near the threshold change by at most about a grey level
     assert (sharp_noise - plain_noise).abs().mean() < 3e-4
     assert (sharp_noise - plain_noise).abs().max() < 0.006

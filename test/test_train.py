@@ -91,7 +91,8 @@ def test_holdout_validation_scores_and_keeps_the_best(tiny_pairs, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     rows = (out / "val.csv").read_text().splitlines()
     assert rows[0] == "step,score,EN,SD,SF,MI,VIF,AG"
-    assert rows[1].startswith("laplacian_max,1.00000,") and [r.split(",")[0] for r in rows[2:]] == ["2", "4"]
+    # the reference row, then the network before its first step (a candidate too), then every 2 steps
+    assert rows[1].startswith("reference,1.00000,") and [r.split(",")[0] for r in rows[2:]] == ["0", "2", "4"]
     best = max(float(r.split(",")[1]) for r in rows[2:])
     from diffmf_core.weights import read_metadata
     meta = read_metadata(out / "weights.safetensors")

@@ -1,24 +1,34 @@
 """Decoder of DIFF-MF in this implementation: fused features decide, a Laplacian pyramid of the
 two sources supplies every pixel of detail.
 
-Both luminance sources are split into L-1 detail bands and a base (``ops.pyramid``). A small head
-on the fused features (any grid: 1/8 in ``live``, full resolution in ``paper``) predicts, per
-band k, a selection logit a_k and a gain logit g_k, and for the base a selection logit a_B and an
-offset o; the maps are resized to each band's size. Then
+Both luminance sources are split into L-1 detail bands and a base (``ops.pyramid``). One
+region-coherent selection map comes from the sources themselves: the brighter source, judged on
+their difference smoothed to a quarter of the resolution (two binomial reductions):
 
-    s_k  = sigmoid(DETAIL_SHARPNESS * (|D_ir| - |D_vi|) / (|D_ir| + |D_vi| + eps) + a_k)
+    w    = sigmoid(SELECT_SHARPNESS * up(pyr_down^2(ir - vi)))      (a soft, smooth max rule)
+
+A small head on the fused features (any grid: 1/8 in ``live``, full resolution in ``paper``)
+predicts, per band k, a selection logit a_k and a gain logit g_k, and for the base a selection
+logit a_B, a contrast logit c and an offset o; every map is resized to its band's size. Then
+
+    s_k  = sigmoid(logit(w_k) + a_k)          (w_k: w resized to band k; likewise s_B)
     D_k  = s_k D_ir + (1 - s_k) D_vi
-    F_k  = D_k * (1 + (exp(tanh(g_k)) - 1) * sigmoid((|D_k| - CORING) / CORING_WIDTH))
-           (gain in [1/e, e], applied to detail above the noise level CORING: sharpening edges
-           and texture does not amplify sensor noise, which would flicker from frame to frame)
-    s_B  = sigmoid(BASE_SHARPNESS * (B_ir - B_vi) + a_B)
-    F_B  = s_B B_ir + (1 - s_B) B_vi + OFFSET_RANGE * tanh(o)
+    F_k  = D_k * (1 + (G_k exp(GAIN_RANGE tanh(g_k)) - 1) * sigmoid((|D_k| - CORING) / CORING_WIDTH))
+    B    = s_B B_ir + (1 - s_B) B_vi,   m = mean of B over the image
+    F_B  = m + CONTRAST exp(CONTRAST_RANGE tanh(c)) (B - m) + OFFSET_RANGE tanh(o)
     fused = clip(collapse(F_0 .. F_{L-2}, F_B), 0, 1)
 
-The head's last layer starts at zero, so the untrained network is a soft Laplacian-pyramid fusion
-with max-activity detail selection and a max base: it keeps each source's texture by
-construction, and training only adds judgement (which source matters where, how much detail and
-contrast). This departs from the paper's convolutional decoder; see the model docs.
+G_k (``DETAIL_GAIN``, finest band first) and ``CONTRAST`` are the starting detail gains and
+contrast. Gains apply only to detail above the noise level ``CORING``: sharpening edges and
+texture does not amplify sensor noise, which would flicker from frame to frame.
+
+The head's last layer starts at zero, so the untrained network is a fixed, classical fusion: a
+pyramid blend that takes every band of a region from the same (brighter) source, with sharpened
+detail and stretched contrast. Taking a region's detail from one source keeps the fused image
+close to a function of its sources (high mutual information and VIF), where per-pixel max-activity
+detail selection mixes the two into a texture neither has. Training adds judgement: which source
+matters where (a_k may take detail from the darker source), how much detail and contrast. This
+departs from the paper's convolutional decoder; see the model docs.
 """
 from __future__ import annotations
 
@@ -26,14 +36,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffmf_core.ops.pyramid import laplacian_pyramid, pyramid_levels, reconstruct
+from diffmf_core.ops.pyramid import laplacian_pyramid, pyr_down, pyramid_levels, reconstruct
 
-DETAIL_SHARPNESS = 10.0  # logit per unit of normalised activity difference (|a|-|b|)/(|a|+|b|)
-BASE_SHARPNESS = 50.0    # logit per unit of base intensity difference (0.05 -> 92 % the brighter)
+SELECT_SHARPNESS = 50.0  # logit per unit of smoothed intensity difference (0.05 -> 92 % the brighter)
+DETAIL_GAIN = (1.6, 1.5, 1.3, 1.1)  # starting gain of the detail bands, finest first (1 beyond)
+GAIN_RANGE = 0.5         # the head scales a band's gain by exp(+-0.5): x0.61 .. x1.65
+CONTRAST = 1.2           # starting contrast of the base about its mean
+CONTRAST_RANGE = 0.5
 OFFSET_RANGE = 0.25      # largest base correction, in intensity units
 CORING = 0.02            # detail below about 5 grey levels (noise) keeps gain 1
 CORING_WIDTH = 0.005
-ACTIVITY_EPS = 1e-3
+LOGIT_EPS = 1e-4
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
@@ -55,7 +68,7 @@ class PyramidDecoder(nn.Module):
         super().__init__()
         self.levels = levels
         self.body = nn.Conv2d(dim, dim, 3, padding=1)
-        self.head = nn.Conv2d(dim, 2 * levels, 1)  # (a_k, g_k) per detail band, then (a_B, o)
+        self.head = nn.Conv2d(dim, 2 * levels + 1, 1)  # (a_k, g_k) per detail band, then (a_B, c, o)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -63,16 +76,27 @@ class PyramidDecoder(nn.Module):
         maps = self.head(F.gelu(self.body(f.permute(0, 3, 1, 2))))
         levels = pyramid_levels(ir.shape[-2], ir.shape[-1], self.levels)
         sources = laplacian_pyramid(torch.cat((ir, vi), dim=1), levels)  # both in one pass: channel 0 ir, 1 vi
+        difference = ir - vi
+        for _ in range(2):  # smoothed to a quarter of the size (tiny images: as far as they allow)
+            if min(int(difference.shape[-2]), int(difference.shape[-1])) > 2:
+                difference = pyr_down(difference)
+        brighter = torch.sigmoid(SELECT_SHARPNESS * difference)
+
+        def selection(logits: torch.Tensor, size) -> torch.Tensor:
+            p = _resize(brighter, size).clamp(LOGIT_EPS, 1 - LOGIT_EPS)
+            return torch.sigmoid(torch.log(p) - torch.log1p(-p) + logits[:, None])
+
         bands = []
         for k, (d_ir, d_vi) in enumerate(band.split(1, dim=1) for band in sources[:-1]):
             a, g = _resize(maps[:, 2 * k:2 * k + 2], d_ir.shape[-2:]).unbind(1)
-            m_ir, m_vi = d_ir.abs(), d_vi.abs()
-            s = torch.sigmoid(DETAIL_SHARPNESS * (m_ir - m_vi) / (m_ir + m_vi + ACTIVITY_EPS) + a[:, None])
-            d = d_vi + s * (d_ir - d_vi)
+            d = d_vi + selection(a, d_ir.shape[-2:]) * (d_ir - d_vi)
+            gain = (DETAIL_GAIN[k] if k < len(DETAIL_GAIN) else 1.0) * torch.exp(GAIN_RANGE * torch.tanh(g[:, None]))
             above_noise = torch.sigmoid((d.abs() - CORING) / CORING_WIDTH)
-            bands.append(d * (1 + (torch.exp(torch.tanh(g[:, None])) - 1) * above_noise))
+            bands.append(d * (1 + (gain - 1) * above_noise))
         b_ir, b_vi = sources[-1].split(1, dim=1)
-        a_b, offset = _resize(maps[:, -2:], b_ir.shape[-2:]).unbind(1)
-        s_b = torch.sigmoid(BASE_SHARPNESS * (b_ir - b_vi) + a_b[:, None])
-        bands.append(b_vi + s_b * (b_ir - b_vi) + OFFSET_RANGE * torch.tanh(offset[:, None]))
+        a_b, c, offset = _resize(maps[:, -3:], b_ir.shape[-2:]).unbind(1)
+        base = b_vi + selection(a_b, b_ir.shape[-2:]) * (b_ir - b_vi)
+        mean = base.mean(dim=(-2, -1), keepdim=True)
+        contrast = CONTRAST * torch.exp(CONTRAST_RANGE * torch.tanh(c[:, None]))
+        bands.append(mean + contrast * (base - mean) + OFFSET_RANGE * torch.tanh(offset[:, None]))
         return reconstruct(bands).clamp(0, 1)
