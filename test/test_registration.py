@@ -469,8 +469,9 @@ def test_gradient_of_a_ramp_and_of_a_step():
 
 
 def test_gradient_ncc_edge_cases():
+    # (scores compared with a tolerance: OpenCV's float cv2.magnitude can differ by an ulp between calls)
     a = texture((32, 24))
-    assert gradient_ncc(a, a, np.ones_like(a)) == gradient_ncc(a, a) == 1.0  # any mask value > 0 is inside
+    assert gradient_ncc(a, a, np.ones_like(a)) == pytest.approx(1.0, abs=1e-6)  # any mask value > 0 is inside
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an empty mask gives 0 without a "mean of empty slice" warning
         assert gradient_ncc(a, a, np.zeros_like(a)) == 0.0
@@ -478,7 +479,7 @@ def test_gradient_ncc_edge_cases():
     assert gradient_ncc(flat, flat) == 0.0
     faint = np.zeros((8, 8), np.uint8)
     faint[0, 0] = 1  # centred gradient energy 0.86: small, but not zero
-    assert gradient_ncc(faint, faint) == 1.0
+    assert gradient_ncc(faint, faint) == pytest.approx(1.0, abs=1e-6)
     # gradients on complementary halves: NCC about -0.86, clipped to 0
     ramp = np.arange(32)
     left = np.tile(np.minimum(ramp, 16) * 4, (16, 1)).astype(np.uint8)
@@ -486,11 +487,17 @@ def test_gradient_ncc_edge_cases():
     assert gradient_ncc(left, right) == 0.0
 
 
-@pytest.mark.parametrize("seed,shape", [(47, (16, 12)), (90, (8, 8)), (119, (16, 12))])
-def test_gradient_ncc_of_an_image_with_itself_is_at_most_one(seed, shape):
-    # in float32 these ratios round to 1.0000001; the score is clipped to 1
-    a = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
-    assert gradient_ncc(a, a) == 1.0
+def test_gradient_ncc_is_clipped_to_one(monkeypatch):
+    # NCC <= 1 mathematically, but float32 round-off can exceed it (OpenCV's float blur can differ by
+    # an ulp between calls, so even gradient_ncc(a, a) sometimes rounds to 1.0000001). Made
+    # deterministic: the gradients are replaced by the images, two 3-pixel rows one ulp apart
+    monkeypatch.setattr(registration, "_gradient", lambda img: np.asarray(img, np.float32))
+    a = np.array([[217, 163, 131]], np.float32)
+    b = a.copy()
+    b[0, 0] = np.nextafter(np.float32(217), np.float32(218))
+    x, y = a - a.mean(), b - b.mean()
+    assert np.sum(x * y) / float(np.sqrt(np.sum(x * x) * np.sum(y * y))) > 1  # before clipping
+    assert gradient_ncc(a, b) == 1.0
 
 
 def test_registrar_defaults():
@@ -583,7 +590,7 @@ def test_round_off_sized_differences_from_identity_are_identity():
 
 def test_quality_without_warping_is_the_plain_score():
     ir, vi = shifted_pair(1, 0)
-    assert Registrar().register(ir, vi).quality == gradient_ncc(ir, vi[..., 0])
+    assert Registrar().register(ir, vi).quality == pytest.approx(gradient_ncc(ir, vi[..., 0]), rel=1e-6)
 
 
 def test_quality_counts_only_pixels_both_images_cover():
@@ -641,7 +648,7 @@ def test_ecc_inputs(monkeypatch, motion, cv_motion):
     assert call["template"].shape == call["image"].shape == call["mask"].shape == (128, 160)
     assert call["template"].dtype == call["image"].dtype == np.float32
     assert (call["mask"][:, :44] == 0).all() and (call["mask"][:, 44:] == 255).all()
-    assert (registrar.stats.ecc_runs, registrar.stats.ecc_rejected) == (1, 1)  # no change: not better
+    assert (registrar.stats.ecc_runs, registrar.stats.ecc_failed) == (1, 0)
 
 
 @pytest.mark.parametrize("th_size,th_low", [((80, 64), (40, 32)), ((8, 4), (8, 8))])
@@ -654,7 +661,7 @@ def test_ecc_working_sizes(monkeypatch, th_size, th_low):
     registrar, _ = ecc_registrar(monkeypatch, np.eye(3))
     registrar.register(texture(th_size), np.zeros((256, 320, 3), np.uint8))
     assert resized[:2] == [((160, 128), cv2.INTER_AREA), (th_low, cv2.INTER_AREA)]
-    assert registrar.stats.ecc_rejected == 1
+    assert (registrar.stats.ecc_runs, registrar.stats.ecc_failed) == (1, 0)  # both scores computed
 
 
 def test_ecc_failures_are_counted(monkeypatch):
@@ -688,10 +695,11 @@ def test_ecc_correction_of_exactly_the_limit_is_accepted(monkeypatch):
 
 
 def test_ecc_result_that_is_not_better_is_rejected(monkeypatch):
-    ir, vi = shifted_pair(3, 4)
-    registrar, _ = ecc_registrar(monkeypatch, np.eye(3))  # no change: equal score, not an improvement
+    # black images: both scores are exactly 0 whatever the correction, so none is an improvement
+    ir, vi = np.zeros((128, 160), np.uint8), np.zeros((128, 160, 3), np.uint8)
+    registrar, _ = ecc_registrar(monkeypatch, translation(-1, 0))
     for _ in range(2):
-        registrar.register(ir, vi)
+        np.testing.assert_array_equal(registrar.register(ir, vi).homography_used, np.eye(3))
     assert (registrar.stats.ecc_accepted, registrar.stats.ecc_rejected) == (0, 2)
 
 
