@@ -11,6 +11,9 @@ PY := $(DIFFMF_VENV)/bin/python
 unexport _ROS_WHEELS_BOOTSTRAP_COMPLETE
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-x -k transport"`.
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many pytest-xdist workers (CI machines have 2 cores; most
+# tests wait on child processes, so two workers are about twice as fast). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -p no:cacheprovider -q -rfEs --timeout=900
 
 .PHONY: help setup test soak demo colcon-check
@@ -26,7 +29,7 @@ setup:
 	@scripts/setup_env.sh
 
 test: setup
-	$(PYTEST) -m "not slow" $(PYTEST_ARGS) test
+	$(PYTEST) -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS) test
 
 soak: setup
 	scripts/soak.sh $(PYTEST_ARGS)

@@ -1,6 +1,7 @@
 """Shared pytest setup for diffmf.
 
-At import (before any test, so every child process inherits it) the ROS test environment is
+At import (before any test, so every child process inherits it) SIGINT gets its default handler
+back (see below) and the ROS test environment is
 applied to ``os.environ``: a ROS_DOMAIN_ID private to this session, Fast DDS profile, LOCALHOST
 discovery, rmw_fastrtps_cpp, ROS_PYTHON_CHECK_FIELDS=1 (see rosutil.apply_ros_env).
 
@@ -19,12 +20,19 @@ Fixtures:
 from __future__ import annotations
 
 import re
+import signal
 
 import pytest
 
 import rosutil
 
 ROS_DOMAIN_ID = rosutil.apply_ros_env()
+
+# pytest-xdist (``make test`` runs two workers) starts its workers with SIGINT ignored, and an
+# ignored signal stays ignored in every process they start: the tools and nodes that the tests
+# interrupt with SIGINT would never see it. Restore the default before any child is started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_configure(config):
