@@ -19,6 +19,7 @@ Fixtures:
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 
@@ -26,6 +27,10 @@ import pytest
 
 import rosutil
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # a pytest-xdist worker inherits the controller's environment, domain id included: each worker
+    # claims its own, or the ROS tests of two workers would see each other's topics
+    os.environ.pop("DIFFMF_TEST_ROS_ENV", None)
 ROS_DOMAIN_ID = rosutil.apply_ros_env()
 
 # pytest-xdist (``make test`` runs two workers) starts its workers with SIGINT ignored, and an
