@@ -210,18 +210,24 @@ def test_mamba_ssm_gradients_match_portable():
         assert max_err(got, want) < 1e-2 * max(1.0, want.abs().max().item()), name
 
 
-def test_mamba_kernel_imports_without_compiled_extension(tmp_path, monkeypatch):
-    """A mamba-ssm installed without its CUDA extensions (MAMBA_SKIP_CUDA_BUILD=TRUE) fails in its
-    package __init__ on ``import selective_scan_cuda``; the Triton SSD kernel is still loaded."""
+def fake_mamba_package(tmp_path, monkeypatch, init_source: str) -> None:
+    """A stand-in ``mamba_ssm`` package on sys.path (its ``__init__`` is ``init_source``; a Triton
+    SSD kernel module that returns 'kernel'), with any imported ``mamba_ssm`` modules forgotten."""
     pkg = tmp_path / "mamba_ssm"
     (pkg / "ops" / "triton").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("INIT_RAN = True\nimport selective_scan_cuda\n")
+    (pkg / "__init__.py").write_text(init_source)
     (pkg / "ops" / "__init__.py").write_text("")
     (pkg / "ops" / "triton" / "__init__.py").write_text("")
     (pkg / "ops" / "triton" / "ssd_combined.py").write_text("def mamba_chunk_scan_combined(*a, **k):\n    return 'kernel'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
         monkeypatch.delitem(sys.modules, name)
+
+
+def test_mamba_kernel_imports_without_compiled_extension(tmp_path, monkeypatch):
+    """A mamba-ssm installed without its CUDA extensions (MAMBA_SKIP_CUDA_BUILD=TRUE) fails in its
+    package __init__ on ``import selective_scan_cuda``; the Triton SSD kernel is still loaded."""
+    fake_mamba_package(tmp_path, monkeypatch, "INIT_RAN = True\nimport selective_scan_cuda\n")
     try:
         kernel = scan_ops.import_mamba_chunk_scan()
         assert kernel() == "kernel"
@@ -382,15 +388,7 @@ def test_mamba_ssm_path_passes_the_kernel_its_arguments(monkeypatch, dtype, with
 def test_mamba_kernel_import_drops_submodules_of_the_failed_package(tmp_path, monkeypatch):
     """A failing package __init__ can leave submodules it imported first in sys.modules; they are
     dropped, so the kernel module is imported again under the bare package (and is its attribute)."""
-    pkg = tmp_path / "mamba_ssm"
-    (pkg / "ops" / "triton").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("import mamba_ssm.ops.triton.ssd_combined\nimport selective_scan_cuda\n")
-    (pkg / "ops" / "__init__.py").write_text("")
-    (pkg / "ops" / "triton" / "__init__.py").write_text("")
-    (pkg / "ops" / "triton" / "ssd_combined.py").write_text("def mamba_chunk_scan_combined(*a, **k):\n    return 'kernel'\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in [m for m in sys.modules if m.startswith("mamba_ssm")]:
-        monkeypatch.delitem(sys.modules, name)
+    fake_mamba_package(tmp_path, monkeypatch, "import mamba_ssm.ops.triton.ssd_combined\nimport selective_scan_cuda\n")
     try:
         kernel = scan_ops.import_mamba_chunk_scan()
         assert kernel() == "kernel"
