@@ -152,3 +152,35 @@ def test_resume_with_another_preset_is_refused(tiny_pairs, tmp_path):
     cmd = _train_cmd(tiny_pairs, out, 2)
     cmd[cmd.index("live")] = "paper"
     assert "does not resume a 'paper' run" in _refusal(cmd)
+
+
+def test_validation_score_is_the_capped_mean_ratio_to_the_better_classical_rule(tiny_pairs):
+    import torch
+    from diffmf_core.baselines import fuse_gff, fuse_laplacian
+    from diffmf_core.data import find_pairs
+    from diffmf_core.train import VAL_CAP, VAL_METRICS, Validator
+
+    validator = Validator(find_pairs(tiny_pairs), 2)
+    lp, gff = (validator._means([f(ir, vi) for ir, vi, _, _ in validator.images])
+               for f in (lambda a, b: fuse_laplacian(a, b, base="max"), fuse_gff))
+    assert validator.reference == {k: max(lp[k], gff[k]) for k in VAL_METRICS}
+
+    class Replay(torch.nn.Module):
+        """Returns fixed outputs (the validator's images, in order) whatever the input."""
+        def __init__(self, outputs):
+            super().__init__()
+            self.outputs = iter(outputs)
+
+        def forward(self, ir, vi):
+            return torch.from_numpy(next(self.outputs))[None, None]
+
+    score, means = validator(Replay([fuse_gff(ir, vi) for ir, vi, _, _ in validator.images]), torch.device("cpu"))
+    assert means == pytest.approx(gff)
+    assert score == pytest.approx(np.mean([gff[k] / validator.reference[k] for k in VAL_METRICS]))
+    assert score <= 1.0
+    # a much sharper output: SF and AG count at most VAL_CAP times the reference
+    sharp = [np.clip(0.5 + 4.0 * (ir - 0.5), 0, 1).astype(np.float32) for ir, _, _, _ in validator.images]
+    score, means = validator(Replay(sharp), torch.device("cpu"))
+    ratios = {k: means[k] / validator.reference[k] for k in VAL_METRICS}
+    assert ratios["SF"] > VAL_CAP
+    assert score == pytest.approx(np.mean([min(r, VAL_CAP) for r in ratios.values()]))
