@@ -5,8 +5,9 @@ Luminance functions take and return float32 HxW in [0, 1]:
 - ``fuse_max``: element-wise maximum.
 - ``fuse_laplacian``: Laplacian pyramid (up to 5 levels), max-abs detail selection, averaged base
   (Burt & Adelson 1983 / Burt & Kolczynski 1993).
-- ``fuse_laplacian_max``: the same pyramid with the element-wise maximum as the base (brighter
-  targets; the strongest classical rule on EN/SD/SF/AG in this project's tables).
+- ``fuse_laplacian(base="max")`` (``laplacian_max``): the same pyramid with the element-wise
+  maximum as the base (brighter targets; the strongest classical rule on EN/SD/SF/AG in this
+  project's tables).
 - ``fuse_gff``: guided filtering fusion (Li, Kang, Hu, IEEE TIP 2013): 31x31 mean-filter two-scale
   decomposition, saliency = Gaussian(11x11, sigma 5)-smoothed |3x3 Laplacian|, binary max-saliency
   weight maps refined by a guided filter (base r1 = 45, eps1 = 0.3, computed as a fast guided

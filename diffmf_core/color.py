@@ -5,6 +5,7 @@ Contract:
   OpenCV's ``COLOR_BGR2YCrCb`` on float input (Y = 0.299R + 0.587G + 0.114B,
   Cr = 0.713(R - Y) + 0.5, Cb = 0.564(B - Y) + 0.5).
 - ``ycrcb_to_bgr(y, cr, cb) -> bgr u8``: the inverse, clipped to [0, 255] and rounded.
+- ``unit_to_u8(x)``: float [0, 1] -> u8 (x 255, rounded, clipped), the one conversion of fused output.
 - ``to_gray(img) -> HxW u8``: MATLAB ``rgb2gray`` weights 0.2989R + 0.5870G + 0.1140B, rounded.
   Gray input (HxW, HxWx1, or HxWx3 with three equal channels) passes through unchanged.
 
@@ -27,11 +28,15 @@ def bgr_to_ycrcb(bgr_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return ycrcb[..., 0].copy(), ycrcb[..., 1].copy(), ycrcb[..., 2].copy()
 
 
+def unit_to_u8(x: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8 (times 255, rounded, clipped)."""
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
 def ycrcb_to_bgr(y: np.ndarray, cr: np.ndarray, cb: np.ndarray) -> np.ndarray:
     """(Y, Cr, Cb) float HxW in [0, 1] -> BGR uint8 HxWx3 (clipped, rounded)."""
     ycrcb = np.stack([y, cr, cb], axis=-1).astype(np.float32)
-    bgr = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
-    return np.clip(np.rint(bgr * 255.0), 0, 255).astype(np.uint8)
+    return unit_to_u8(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR))
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
@@ -57,7 +62,6 @@ def fuse_in_colour(fuse_y, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
     """
     ir_y = to_gray(ir).astype(np.float32) / 255.0
     if vi.ndim == 2:
-        fused = fuse_y(ir_y, vi.astype(np.float32) / 255.0)
-        return np.clip(np.rint(fused * 255.0), 0, 255).astype(np.uint8)
+        return unit_to_u8(fuse_y(ir_y, vi.astype(np.float32) / 255.0))
     y, cr, cb = bgr_to_ycrcb(vi)
     return ycrcb_to_bgr(fuse_y(ir_y, y), cr, cb)

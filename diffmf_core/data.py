@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from diffmf_core.color import bgr_to_ycrcb, to_gray
+from diffmf_core.color import bgr_to_ycrcb, to_gray, unit_to_u8
 from diffmf_core.outputs import file_mode
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -69,7 +69,7 @@ def _to_u8(img: np.ndarray, path: Path) -> np.ndarray:
         if not np.isfinite(img).all():
             raise DataError(f"{path}: the image holds NaN or infinite values")
         if constant or (img.min() >= 0.0 and img.max() <= 1.0):
-            return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+            return unit_to_u8(img)
         return _percentile_stretch(img)
     raise DataError(f"{path}: unsupported pixel type {img.dtype}")
 

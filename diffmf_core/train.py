@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from diffmf_core.argtypes import float_range, int_range
 from diffmf_core.baselines import fuse_gff, fuse_laplacian
-from diffmf_core.color import bgr_to_ycrcb
+from diffmf_core.color import bgr_to_ycrcb, unit_to_u8
 from diffmf_core.config import PRESETS, get_preset
 from diffmf_core.data import DataError, PairDataset, find_pairs, load_pair
 from diffmf_core.losses import FusionLoss
@@ -115,13 +115,13 @@ class Validator:
         for _, ir_path, vi_path in chosen:
             ir, vi = load_pair(ir_path, vi_path)
             vi_y = bgr_to_ycrcb(vi)[0]
-            self.images.append((ir.astype(np.float32) / 255.0, vi_y, ir, _to_u8(vi_y)))
+            self.images.append((ir.astype(np.float32) / 255.0, vi_y, ir, unit_to_u8(vi_y)))
         lp_max = self._means([fuse_laplacian(ir, vi, base="max") for ir, vi, _, _ in self.images])
         gff = self._means([fuse_gff(ir, vi) for ir, vi, _, _ in self.images])
         self.reference = {k: max(lp_max[k], gff[k]) for k in VAL_METRICS}
 
     def _means(self, fused: list) -> dict[str, float]:
-        rows = [evaluate_pair(_to_u8(f), ir8, vi8, VAL_METRICS) for f, (_, _, ir8, vi8) in zip(fused, self.images)]
+        rows = [evaluate_pair(unit_to_u8(f), ir8, vi8, VAL_METRICS) for f, (_, _, ir8, vi8) in zip(fused, self.images)]
         return {k: float(np.mean([r[k] for r in rows])) for k in VAL_METRICS}
 
     @torch.no_grad()
@@ -133,10 +133,6 @@ class Validator:
         model.train(was_training)
         means = self._means(fused)
         return float(np.mean([min(means[k] / self.reference[k], VAL_CAP) for k in VAL_METRICS])), means
-
-
-def _to_u8(y: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
 
 
 def _optimizer_tensors(opt: torch.optim.Adam, model: torch.nn.Module) -> dict[str, torch.Tensor]:
