@@ -13,14 +13,18 @@ logit a_B, a contrast logit c and an offset o; every map is resized to its band'
 
     s_k  = sigmoid(logit(w_k) + a_k)          (w_k: w resized to band k; likewise s_B)
     D_k  = s_k D_ir + (1 - s_k) D_vi
-    F_k  = D_k * (1 + (G_k exp(GAIN_RANGE tanh(g_k)) - 1) * sigmoid((|D_k| - CORING) / CORING_WIDTH))
+    n_k  = sigmoid((|D_k| - CORING) / CORING_WIDTH)                      (1 above the noise level)
+    F_k  = D_k + (G_k exp(GAIN_RANGE tanh(g_k)) - 1) n_k T_k tanh(D_k / T_k)
     B    = s_B B_ir + (1 - s_B) B_vi,   m = mean of B over the image
     F_B  = m + CONTRAST exp(CONTRAST_RANGE tanh(c)) (B - m) + OFFSET_RANGE tanh(o)
     fused = clip(collapse(F_0 .. F_{L-2}, F_B), 0, 1)
 
 G_k (``DETAIL_GAIN``, finest band first) and ``CONTRAST`` are the starting detail gains and
-contrast. Gains apply only to detail above the noise level ``CORING``: sharpening edges and
-texture does not amplify sensor noise, which would flicker from frame to frame.
+contrast. Gains apply only to detail above the noise level ``CORING``, and what they add to a
+coefficient is limited to about (gain - 1) T_k (``BOOST_LIMIT``): faint texture between the two
+is raised by the full gain, strong edges only by a little. Sensor noise is not amplified, and the
+strong edges, whose every movement in a video would otherwise be amplified too, barely change:
+sharpness on stills at far less temporal flicker than a linear gain.
 
 The head's last layer starts at zero, so the untrained network is a fixed, classical fusion: a
 pyramid blend that takes every band of a region from the same (brighter) source, with sharpened
@@ -39,9 +43,10 @@ import torch.nn.functional as F
 from diffmf_core.ops.pyramid import laplacian_pyramid, pyr_down, pyramid_levels, reconstruct
 
 SELECT_SHARPNESS = 50.0  # logit per unit of smoothed intensity difference (0.05 -> 92 % the brighter)
-DETAIL_GAIN = (1.6, 1.5, 1.3, 1.1)  # starting gain of the detail bands, finest first (1 beyond)
+DETAIL_GAIN = (2.5, 1.3, 1.3, 1.1)   # starting gain of the detail bands, finest first (1 beyond)
+BOOST_LIMIT = (0.02, 0.03, 0.1, 0.1)  # sharpening adds at most about (gain - 1) * this (1 beyond)
 GAIN_RANGE = 0.5         # the head scales a band's gain by exp(+-0.5): x0.61 .. x1.65
-CONTRAST = 1.2           # starting contrast of the base about its mean
+CONTRAST = 1.1           # starting contrast of the base about its mean
 CONTRAST_RANGE = 0.5
 OFFSET_RANGE = 0.25      # largest base correction, in intensity units
 CORING = 0.02            # detail below about 5 grey levels (noise) keeps gain 1
@@ -91,8 +96,9 @@ class PyramidDecoder(nn.Module):
             a, g = _resize(maps[:, 2 * k:2 * k + 2], d_ir.shape[-2:]).unbind(1)
             d = d_vi + selection(a, d_ir.shape[-2:]) * (d_ir - d_vi)
             gain = (DETAIL_GAIN[k] if k < len(DETAIL_GAIN) else 1.0) * torch.exp(GAIN_RANGE * torch.tanh(g[:, None]))
+            limit = BOOST_LIMIT[k] if k < len(BOOST_LIMIT) else 1.0
             above_noise = torch.sigmoid((d.abs() - CORING) / CORING_WIDTH)
-            bands.append(d * (1 + (gain - 1) * above_noise))
+            bands.append(d + (gain - 1) * above_noise * limit * torch.tanh(d / limit))
         b_ir, b_vi = sources[-1].split(1, dim=1)
         a_b, c, offset = _resize(maps[:, -3:], b_ir.shape[-2:]).unbind(1)
         base = b_vi + selection(a_b, b_ir.shape[-2:]) * (b_ir - b_vi)
