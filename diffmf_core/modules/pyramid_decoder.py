@@ -54,6 +54,11 @@ CORING_WIDTH = 0.005
 LOGIT_EPS = 1e-4
 
 
+def _of_band(values: tuple, k: int) -> float:
+    """Band k's entry of a per-band constant (finest first); 1.0 for bands beyond it."""
+    return values[k] if k < len(values) else 1.0
+
+
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
     """Bilinear up; down: average over r x r blocks (r = the size ratio rounded up), then bilinear
     to the exact size. Sizes are plain ints, so an exported graph holds constants."""
@@ -95,8 +100,8 @@ class PyramidDecoder(nn.Module):
         for k, (d_ir, d_vi) in enumerate(band.split(1, dim=1) for band in sources[:-1]):
             a, g = _resize(maps[:, 2 * k:2 * k + 2], d_ir.shape[-2:]).unbind(1)
             d = d_vi + selection(a, d_ir.shape[-2:]) * (d_ir - d_vi)
-            gain = (DETAIL_GAIN[k] if k < len(DETAIL_GAIN) else 1.0) * torch.exp(GAIN_RANGE * torch.tanh(g[:, None]))
-            limit = BOOST_LIMIT[k] if k < len(BOOST_LIMIT) else 1.0
+            gain = _of_band(DETAIL_GAIN, k) * torch.exp(GAIN_RANGE * torch.tanh(g[:, None]))
+            limit = _of_band(BOOST_LIMIT, k)
             above_noise = torch.sigmoid((d.abs() - CORING) / CORING_WIDTH)
             bands.append(d + (gain - 1) * above_noise * limit * torch.tanh(d / limit))
         b_ir, b_vi = sources[-1].split(1, dim=1)
