@@ -11,9 +11,14 @@ Inputs are Bx1xHxW luminance tensors in [0, 1] (fused, ir, vi).
 - Eq. 13  L_int = mean |f - M(ir, vi)|, M = element-wise max (``aggregation="max"``) or mean.
 - Eq. 14  L_total = lambda_ssim L_ssim + lambda_text L_text + lambda_int L_int.
 ``FusionLoss(...)(fused, ir, vi)`` returns (total, {"ssim", "text", "int"} detached parts).
+
+``ScoreLoss`` is the alternative that ``diffmf train --loss score`` uses: one minus the validation
+score (the paper's six metrics against two classical rules, see diffmf_core.train) computed with
+differentiable versions of the metrics on each training crop.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,6 +80,8 @@ class SobelGradient(nn.Module):
 class FusionLoss(nn.Module):
     """L_total of Eq. 14 with the SSIM (Eq. 11), texture (Eq. 12) and intensity (Eq. 13) terms."""
 
+    PARTS = ("ssim", "text", "int")
+
     def __init__(self, lambda_ssim: float = 10.0, lambda_text: float = 20.0, lambda_int: float = 20.0,
                  w1: float = 0.5, w2: float = 0.5, aggregation: str = "max", text_overshoot: float = 1.0):
         super().__init__()
@@ -96,3 +103,134 @@ class FusionLoss(nn.Module):
         l_int = F.l1_loss(fused, target)
         total = self.lambda_ssim * l_ssim + self.lambda_text * l_text + self.lambda_int * l_int
         return total, {"ssim": l_ssim.detach(), "text": l_text.detach(), "int": l_int.detach()}
+
+
+# --- the validation score as a loss ------------------------------------------------------------
+# Differentiable counterparts of diffmf_core.metrics on Bx1xHxW tensors in [0, 1] (grey levels
+# 0..255 inside, as the metrics), each returning one value per image. EN and MI spread every pixel
+# over its two nearest histogram bins (linear binning) so that they have a gradient; the others
+# are the metrics' own formulas. test/test_losses.py checks them against diffmf_core.metrics.
+
+def soft_entropy(x: torch.Tensor) -> torch.Tensor:
+    """EN: entropy (bits) of the 256-bin grey histogram, linear binning."""
+    v = (x * 255).clamp(0, 255).flatten(1)
+    lo = v.detach().floor().clamp(max=254)
+    w = v - lo
+    idx = lo.long()
+    hist = torch.zeros(v.shape[0], 256, device=x.device, dtype=x.dtype)
+    hist = hist.scatter_add(1, idx, 1 - w).scatter_add(1, idx + 1, w)
+    p = hist / v.shape[1]
+    return -(p * torch.log2(p.clamp_min(1e-12))).sum(1)
+
+
+def std_dev_t(x: torch.Tensor) -> torch.Tensor:
+    """SD: population standard deviation in grey levels."""
+    return (x * 255).flatten(1).std(1, unbiased=False)
+
+
+def spatial_frequency_t(x: torch.Tensor) -> torch.Tensor:
+    """SF = sqrt(mean squared row differences + mean squared column differences)."""
+    g = x * 255
+    return ((g[..., :, 1:] - g[..., :, :-1]).pow(2).mean((1, 2, 3))
+            + (g[..., 1:, :] - g[..., :-1, :]).pow(2).mean((1, 2, 3))).sqrt()
+
+
+def average_gradient_t(x: torch.Tensor) -> torch.Tensor:
+    """AG: sum sqrt((gx^2 + gy^2) / 2) / ((H - 1)(W - 1)) with MATLAB's gradient (central
+    differences inside, one-sided at the borders)."""
+    g = x * 255
+
+    def gradient(t: torch.Tensor, dim: int) -> torch.Tensor:
+        n = t.shape[dim]
+        inner = (t.narrow(dim, 2, n - 2) - t.narrow(dim, 0, n - 2)) / 2
+        first = t.narrow(dim, 1, 1) - t.narrow(dim, 0, 1)
+        last = t.narrow(dim, n - 1, 1) - t.narrow(dim, n - 2, 1)
+        return torch.cat((first, inner, last), dim)
+
+    gx, gy = gradient(g, 3), gradient(g, 2)
+    h, w = x.shape[-2:]
+    return ((gx * gx + gy * gy) / 2 + 1e-8).sqrt().sum((1, 2, 3)) / ((h - 1) * (w - 1))
+
+
+def soft_mutual_information(x: torch.Tensor, source: torch.Tensor, bins: int = 64) -> torch.Tensor:
+    """MI(x, source) in bits on a bins x bins joint histogram; linear binning along x (the
+    source carries no gradient). Fewer bins than the metric's 256: a training crop has too few
+    pixels to fill 65,536 joint bins."""
+    b = x.shape[0]
+    v = (x * (bins - 1)).clamp(0, bins - 1).flatten(1)
+    lo = v.detach().floor().clamp(max=bins - 2)
+    w = v - lo
+    j = (source * (bins - 1)).round().clamp(0, bins - 1).flatten(1).long()
+    idx = lo.long() * bins + j
+    hist = torch.zeros(b, bins * bins, device=x.device, dtype=x.dtype)
+    hist = hist.scatter_add(1, idx, 1 - w).scatter_add(1, idx + bins, w)
+    p = (hist / v.shape[1]).view(b, bins, bins)
+    px, ps = p.sum(2, keepdim=True), p.sum(1, keepdim=True)
+    return (p * (torch.log2(p.clamp_min(1e-12)) - torch.log2((px * ps).clamp_min(1e-12)))).sum((1, 2))
+
+
+def vifp_mscale_t(ref: torch.Tensor, dist: torch.Tensor, sigma_nsq: float = 2.0) -> torch.Tensor:
+    """Multiscale pixel-domain VIF of ``dist`` against ``ref`` (Sheikh & Bovik 2006), as
+    ``metrics.vifp_mscale``: four scales, Gaussian windows of 17, 9, 5, 3 pixels, 'valid' filtering."""
+    ref, dist = ref * 255, dist * 255
+    num = den = torch.zeros(ref.shape[0], device=ref.device, dtype=ref.dtype)
+    eps = 1e-10
+    for scale in range(1, 5):
+        n = 2 ** (4 - scale + 1) + 1
+        win = _gaussian_window(n, n / 5.0, ref.device, ref.dtype)
+        if scale > 1:
+            ref, dist = F.conv2d(ref, win)[..., ::2, ::2], F.conv2d(dist, win)[..., ::2, ::2]
+        if min(ref.shape[-2:]) < n:
+            break
+        mu1, mu2 = F.conv2d(ref, win), F.conv2d(dist, win)
+        s1 = (F.conv2d(ref * ref, win) - mu1 * mu1).clamp_min(0)
+        s2 = (F.conv2d(dist * dist, win) - mu2 * mu2).clamp_min(0)
+        s12 = F.conv2d(ref * dist, win) - mu1 * mu2
+        g = s12 / (s1 + eps)
+        informative = (s1 >= eps) & (s2 >= eps) & (g >= 0)  # elsewhere: no information carried
+        sv = torch.where(informative, s2 - g * s12, s2).clamp_min(eps)
+        g = torch.where(informative, g, torch.zeros_like(g))
+        s1 = torch.where(s1 >= eps, s1, torch.zeros_like(s1))
+        num = num + torch.log10(1 + g * g * s1 / (sv + sigma_nsq)).sum((1, 2, 3))
+        den = den + torch.log10(1 + s1 / sigma_nsq).sum((1, 2, 3))
+    return num / den.clamp_min(1e-6)
+
+
+def paper_metrics_t(fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """(B, 6): EN, SD, SF, MI, VIF, AG of each fused image (the order of train.VAL_METRICS)."""
+    return torch.stack([
+        soft_entropy(fused), std_dev_t(fused), spatial_frequency_t(fused),
+        soft_mutual_information(fused, ir) + soft_mutual_information(fused, vi),
+        vifp_mscale_t(ir, fused) + vifp_mscale_t(vi, fused), average_gradient_t(fused)], dim=1)
+
+
+class ScoreLoss(nn.Module):
+    """1 - the validation score of ``diffmf train`` on each training crop: each of the six metrics
+    (``paper_metrics_t``) divided by the better of two classical rules on that crop (a Laplacian
+    pyramid with a max base and GFF, ``diffmf_core.baselines``), capped at ``cap``, averaged.
+    Minimising it trains the network for what the checkpoint choice measures: sharper and more
+    contrasted than the classical rules (SD, SF, AG, EN) while as faithful to both sources (MI, VIF);
+    the cap stops one metric from buying the others."""
+
+    PARTS = ("EN", "SD", "SF", "MI", "VIF", "AG")
+
+    def __init__(self, cap: float = 1.1):
+        super().__init__()
+        self.cap = cap
+
+    @torch.no_grad()
+    def reference(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+        """(B, 6): per crop, the better of the two classical rules on each metric."""
+        from diffmf_core.baselines import fuse_gff, fuse_laplacian
+        a, b = ir[:, 0].float().cpu().numpy(), vi[:, 0].float().cpu().numpy()
+        rules = [np.stack([fuse(x, y) for x, y in zip(a, b)])[:, None] for fuse in
+                 (lambda x, y: fuse_laplacian(x, y, base="max"), fuse_gff)]
+        scores = [paper_metrics_t(torch.from_numpy(r).to(ir).clamp(0, 1), ir, vi) for r in rules]
+        return torch.maximum(*scores)
+
+    def forward(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ratio = paper_metrics_t(fused, ir, vi) / self.reference(ir, vi).clamp_min(1e-6)
+        score = ratio.clamp(max=self.cap).mean(1)
+        mean_ratio = ratio.detach().mean(0)
+        return 1 - score.mean(), {k: mean_ratio[i] for i, k in enumerate(self.PARTS)}

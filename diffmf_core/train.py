@@ -1,4 +1,5 @@
-"""``diffmf train``: train DIFF-MF with the loss of Eq. 11-14 (single process, or torchrun + DDP).
+"""``diffmf train``: train DIFF-MF with the loss of Eq. 11-14, or with the validation score itself
+(``--loss score``, see below); single process, or torchrun + DDP.
 
     diffmf train --data DATA/RoadScene DATA/M3SVD --holdout '1230_1202_*' --val-every 250 --out runs/train/live
     torchrun --nproc_per_node 2 -m diffmf_core.cli train ...      # DistributedDataParallel
@@ -18,6 +19,11 @@ faithfulness (MI, VIF). A run that starts at step 0 is also scored before its fi
 initial network (``--init``, or the untrained decoder's classical fusion) is a candidate too.
 Scores go to ``val.csv`` (its first row: the reference values); the best network so far to ``best.safetensors``, and with validation on,
 ``weights.safetensors`` is that best network.
+
+``--loss score`` trains for that score directly (``losses.ScoreLoss``): the same six metrics, written
+to be differentiable, against the same two classical rules fused from each training crop; log.csv
+then holds the six ratios instead of the paper loss's three terms. It knows nothing of video:
+whatever sharpening or contrast it buys also shows as frame-to-frame flicker (docs/training.md).
 """
 from __future__ import annotations
 
@@ -42,13 +48,13 @@ from diffmf_core.baselines import fuse_gff, fuse_laplacian
 from diffmf_core.color import bgr_to_ycrcb, unit_to_u8
 from diffmf_core.config import PRESETS, get_preset
 from diffmf_core.data import DataError, PairDataset, find_pairs, load_pair
-from diffmf_core.losses import FusionLoss
+from diffmf_core.losses import FusionLoss, ScoreLoss
 from diffmf_core.metrics import evaluate_pair
 from diffmf_core.models import DiffMF
 from diffmf_core.paths import shared_data_dir
 from diffmf_core.weights import WeightsError, load_model, save_weights
 
-VAL_METRICS = ("EN", "SD", "SF", "MI", "VIF", "AG")
+VAL_METRICS = ScoreLoss.PARTS  # EN, SD, SF, MI, VIF, AG: --loss score mirrors the score metric by metric
 VAL_CAP = 1.1  # a metric counts up to 10 % above the better classical rule
 VAL_HEADER = ["step", "score", *VAL_METRICS]
 
@@ -72,6 +78,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="Adam learning rate (paper: 2e-5)")
     p.add_argument("--lr-min", type=float_range(0), default=None,
                    help="cosine-decay the lr to this value (default: constant)")
+    p.add_argument("--loss", default="paper", choices=("paper", "score"),
+                   help="paper: Eq. 14 (the --lambda-* weights); score: one minus the validation score on "
+                        "each training crop, with differentiable metrics (losses.ScoreLoss)")
     p.add_argument("--lambda-ssim", type=float_range(0), default=10.0, help="weight of the SSIM loss (Eq. 11)")
     p.add_argument("--lambda-text", type=float_range(0), default=20.0, help="weight of the texture loss (Eq. 12)")
     p.add_argument("--lambda-int", type=float_range(0), default=20.0, help="weight of the intensity loss (Eq. 13)")
@@ -244,8 +253,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"resuming from {ckpt} at step {start}/{total}")
     torch.manual_seed(args.seed * 1000 + rank + start)  # data order differs per rank and resume point
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    loss_fn = FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation,
-                         text_overshoot=args.text_overshoot)
+    loss_fn = (ScoreLoss(VAL_CAP) if args.loss == "score" else
+               FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation,
+                          text_overshoot=args.text_overshoot))
 
     sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, seed=args.seed + start)
                if distributed else RandomSampler(dataset, replacement=True, num_samples=10 ** 8))
@@ -256,7 +266,7 @@ def main(args: argparse.Namespace) -> int:
     log = open(log_path, "w" if new_log else "a", newline="")
     writer = csv.writer(log)
     if new_log:
-        writer.writerow(["step", "lr", "loss", "ssim", "text", "int", "seconds"])
+        writer.writerow(["step", "lr", "loss", *loss_fn.PARTS, "seconds"])
     # paths relative to the working directory: a weights file must not carry a machine's layout
     meta = {k: _portable(v) for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
     val_path, best_path = out / "val.csv", out / "best.safetensors"
@@ -302,7 +312,7 @@ def main(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{running:.3f}")
             if rank == 0 and (step % args.log_every == 0 or step == total):
                 writer.writerow([step, f"{opt.param_groups[0]['lr']:.3e}", f"{loss.item():.5f}",
-                                 *(f"{parts[k].item():.5f}" for k in ("ssim", "text", "int")),
+                                 *(f"{parts[k].item():.5f}" for k in loss_fn.PARTS),
                                  f"{time.time() - t0:.1f}"])
                 log.flush()
             if validator is not None and (step % args.val_every == 0 or step == total):

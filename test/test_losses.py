@@ -1,4 +1,5 @@
-"""FusionLoss (paper Eq. 11-14) and ssim_torch."""
+"""FusionLoss (paper Eq. 11-14), ssim_torch, and ScoreLoss with its differentiable metrics."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -200,3 +201,55 @@ def test_sobel_keeps_the_shape_and_the_loss_has_no_saved_state():
     x = torch.rand(2, 3, 10, 12)
     assert SobelGradient()(x).shape == x.shape
     assert dict(FusionLoss().state_dict()) == {}  # nothing of the loss ends up in a checkpoint
+
+
+def _textured(seed: int, shape=(40, 48)) -> np.ndarray:
+    """A u8 image with structure at several scales (a ramp, a block and noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    img = 60 + 2.0 * x + 30 * ((y // 10 + x // 12) % 2) + rng.normal(0, 12, shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _t(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img / 255.0)[None, None]
+
+
+def test_differentiable_metrics_match_the_evaluation_metrics():
+    """The score loss's metrics are the evaluation's (diffmf_core.metrics) on u8 images: exact for
+    SD, SF, AG, VIF and EN (a u8 value falls on one bin); MI uses 64 bins, so it is only close in rank."""
+    from diffmf_core import metrics
+    from diffmf_core.losses import (average_gradient_t, soft_entropy, soft_mutual_information, spatial_frequency_t,
+                                    std_dev_t, vifp_mscale_t)
+    f, ir = _textured(1), _textured(2)
+    assert soft_entropy(_t(f)).item() == pytest.approx(metrics.entropy(f), abs=1e-6)
+    assert std_dev_t(_t(f)).item() == pytest.approx(metrics.std_dev(f), rel=1e-6)
+    assert spatial_frequency_t(_t(f)).item() == pytest.approx(metrics.spatial_frequency(f), rel=1e-6)
+    assert average_gradient_t(_t(f)).item() == pytest.approx(metrics.average_gradient(f), rel=1e-5)
+    assert vifp_mscale_t(_t(ir), _t(f)).item() == pytest.approx(metrics.vifp_mscale(ir, f), rel=1e-5)
+    assert vifp_mscale_t(_t(ir), _t(ir)).item() == pytest.approx(1.0, abs=1e-6)
+    blurred = cv2.GaussianBlur(f, (5, 5), 1.5)
+    mi_same, mi_blur = (soft_mutual_information(_t(x), _t(f)).item() for x in (f, blurred))
+    assert mi_same > mi_blur > soft_mutual_information(_t(ir), _t(f)).item()
+
+
+def test_score_loss_is_one_minus_the_capped_mean_ratio_and_has_a_gradient():
+    from diffmf_core.losses import ScoreLoss, paper_metrics_t
+    ir, vi = _t(_textured(3)).float(), _t(_textured(4)[:, ::-1].copy()).float()
+    loss_fn = ScoreLoss(cap=1.1)
+    reference = loss_fn.reference(ir, vi)
+    assert reference.shape == (1, 6) and (reference > 0).all()
+    fused = ((ir + vi) / 2).requires_grad_(True)
+    loss, parts = loss_fn(fused, ir, vi)
+    ratio = (paper_metrics_t(fused, ir, vi) / reference).detach()[0]
+    assert loss.item() == pytest.approx(1 - ratio.clamp(max=1.1).mean().item(), abs=1e-6)
+    assert list(parts) == ["EN", "SD", "SF", "MI", "VIF", "AG"]
+    assert [parts[k].item() for k in parts] == pytest.approx(ratio.tolist(), rel=1e-6)
+    loss.backward()
+    assert torch.isfinite(fused.grad).all() and fused.grad.abs().sum() > 0
+    # a mean of the sources is blurrier than a Laplacian pyramid: below 1 on sharpness
+    assert parts["SF"].item() < 1 and parts["AG"].item() < 1
+    # the cap: an output far sharper than the rules counts 1.1 on SF and AG, with no gradient from them
+    noisy = (fused.detach() + 0.3 * torch.randn_like(fused)).clamp(0, 1)
+    _, noisy_parts = loss_fn(noisy, ir, vi)
+    assert noisy_parts["SF"].item() > 1.1 and noisy_parts["AG"].item() > 1.1

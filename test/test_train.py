@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from diffmf_core.weights import load_model
+from diffmf_core.weights import load_model, read_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,17 @@ def test_train_writes_weights_log_and_resumes(tiny_pairs, tmp_path):
     assert "resuming from" in second.stdout and "at step 2/4" in second.stdout
     steps = [int(line.split(",")[0]) for line in (out / "log.csv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3, 4]
+
+
+def test_score_loss_trains_and_logs_each_metric_ratio(tiny_pairs, tmp_path):
+    out = tmp_path / "score"
+    result = _run(_train_cmd(tiny_pairs, out, 2, "--loss", "score"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,lr,loss,EN,SD,SF,MI,VIF,AG,seconds"
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    assert all(np.isfinite(float(v)) for r in rows[1:] for v in r.split(",")[2:])
+    assert "--loss score" in read_metadata(out / "weights.safetensors")["command"]
 
 
 def test_killed_run_continues_from_last_checkpoint(tiny_pairs, tmp_path):
@@ -94,7 +105,6 @@ def test_holdout_validation_scores_and_keeps_the_best(tiny_pairs, tmp_path):
     # the reference row, then the network before its first step (a candidate too), then every 2 steps
     assert rows[1].startswith("reference,1.00000,") and [r.split(",")[0] for r in rows[2:]] == ["0", "2", "4"]
     best = max(float(r.split(",")[1]) for r in rows[2:])
-    from diffmf_core.weights import read_metadata
     meta = read_metadata(out / "weights.safetensors")
     assert float(meta["val_score"]) == pytest.approx(best, abs=1e-5) and int(meta["train_seconds"]) >= 0
     assert "--holdout '0[45]'" in meta["command"] and "--fresh" not in meta["command"]
