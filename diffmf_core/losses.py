@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffmf_core.baselines import fuse_gff, fuse_laplacian
+
 
 def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
     x = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2.0
@@ -221,12 +223,11 @@ class ScoreLoss(nn.Module):
     @torch.no_grad()
     def reference(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         """(B, 6): per crop, the better of the two classical rules on each metric."""
-        from diffmf_core.baselines import fuse_gff, fuse_laplacian
-        a, b = ir[:, 0].float().cpu().numpy(), vi[:, 0].float().cpu().numpy()
-        rules = [np.stack([fuse(x, y) for x, y in zip(a, b)])[:, None] for fuse in
-                 (lambda x, y: fuse_laplacian(x, y, base="max"), fuse_gff)]
-        scores = [paper_metrics_t(torch.from_numpy(r).to(ir).clamp(0, 1), ir, vi) for r in rules]
-        return torch.maximum(*scores)
+        pairs = list(zip(ir[:, 0].float().cpu().numpy(), vi[:, 0].float().cpu().numpy()))
+        laplacian_max = np.stack([fuse_laplacian(a, b, base="max") for a, b in pairs])
+        gff = np.stack([fuse_gff(a, b) for a, b in pairs])
+        return torch.maximum(*(paper_metrics_t(torch.from_numpy(f[:, None]).to(ir).clamp(0, 1), ir, vi)
+                               for f in (laplacian_max, gff)))
 
     def forward(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
