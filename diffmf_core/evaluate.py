@@ -10,7 +10,8 @@ per column in bold) and ``contact_sheet.png`` (for a few images, three rows: the
 all tables, which are also printed. ``evaluate_methods`` takes any ``{name: object with .fuse}``.
 
 ``--clip DIR`` (a folder of consecutive pairs, e.g. a video) adds the temporal flicker of each
-method (``temporal_flicker``) to ``--out/flicker.md``.
+method (``temporal_flicker``) to ``--out/flicker.md``; DIFF-MF runs there as the node runs it on
+video (``SteadyVideoFuser``), and frame by frame.
 """
 from __future__ import annotations
 
@@ -143,15 +144,32 @@ def temporal_flicker(fused: list[np.ndarray], ir: list[np.ndarray], vi: list[np.
     return float(np.mean(excess))
 
 
+def _steady_video(fuser):
+    """``SteadyVideoFuser(fuser)`` for a DIFF-MF Fuser, None for any other fuser."""
+    try:
+        from diffmf_core.fuser import Fuser, SteadyVideoFuser
+    except ImportError:  # no torch: there is no DIFF-MF Fuser either
+        return None
+    return SteadyVideoFuser(fuser) if isinstance(fuser, Fuser) else None
+
+
 def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None) -> dict[str, float]:
-    """{method: temporal_flicker} over the consecutive pairs of ``clip_root`` (sorted by name)."""
+    """{method: temporal_flicker} over the consecutive pairs of ``clip_root`` (sorted by name).
+    A DIFF-MF ``Fuser`` runs as the node runs it on video (``SteadyVideoFuser``, default smoothing),
+    and once more frame by frame ("<method>, frame by frame")."""
     pairs = find_pairs(clip_root)[:limit]
     frames = [load_pair(ir_path, vi_path) for _, ir_path, vi_path in pairs]
     if len(frames) < 2 or len({ir.shape for ir, _ in frames}) != 1:
         raise DataError(f"{clip_root}: a clip needs at least two frames of one size")
     irs, vis = [ir for ir, _ in frames], [vi for _, vi in frames]
+    video = {}
+    for m, fuser in fusers.items():
+        steady = _steady_video(fuser)
+        video[m] = steady or fuser
+        if steady is not None:
+            video[f"{m}, frame by frame"] = fuser
     return {m: temporal_flicker([fuser.fuse(ir, vi) for ir, vi in frames], irs, vis)
-            for m, fuser in tqdm(fusers.items(), desc=f"flicker {Path(clip_root).name}", unit="method")}
+            for m, fuser in tqdm(video.items(), desc=f"flicker {Path(clip_root).name}", unit="method")}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from diffmf_core.color import fuse_in_colour
+from diffmf_core.modules.pyramid_decoder import source_blend
 from diffmf_core.paths import DEFAULT_PRESET, default_weights_path
 from diffmf_core.weights import WeightsError, load_model
 
-__all__ = ["Fuser", "GraphedForward", "NonFiniteOutput", "WeightsError", "resolve_device"]
+__all__ = ["Fuser", "GraphedForward", "NonFiniteOutput", "SteadyVideoFuser", "WeightsError", "resolve_device"]
 
 
 class NonFiniteOutput(RuntimeError):
@@ -181,3 +182,54 @@ class Fuser:
     def warmup(self, height: int = 512, width: int = 640) -> None:
         """One inference at the expected size, so the first real frame is not slow."""
         self.fuse_y(np.zeros((height, width), np.float32), np.zeros((height, width), np.float32))
+
+
+class SteadyVideoFuser:
+    """A Fuser for the consecutive frames of one video: what the network adds to its sources
+    (sharpening, contrast: the fused image minus ``source_blend``, the decoder's selection alone)
+    is smoothed over time, so that sharpened texture that moves does not shimmer:
+
+        E_t = (1 - smoothing) (fused_t - blend_t) + smoothing E_{t-1},    out_t = clip(blend_t + E_t)
+
+    The blend, i.e. everything the sources themselves show, follows every frame at once; only the
+    enhancement lags, by about smoothing / (1 - smoothing) frames. ``smoothing`` 0 is the Fuser
+    frame by frame. The first frame, a new size, and a scene cut (the sources' mean absolute change
+    above ``cut``, intensity units) start again from that frame alone, so stills and unrelated
+    images are never mixed. Same ``fuse`` / ``name`` contract as Fuser; not for batches."""
+
+    def __init__(self, fuser: Fuser, smoothing: float = 0.65, cut: float = 0.1):
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        self.fuser, self.smoothing, self.cut = fuser, smoothing, cut
+        self.name, self.device = fuser.name, fuser.device
+        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._enhancement: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the past frames: the next one is fused on its own."""
+        self._previous = self._enhancement = None
+
+    def _continues(self, ir: torch.Tensor, vi: torch.Tensor) -> bool:
+        if self._previous is None or self._previous[0].shape != ir.shape:
+            return False
+        change = max(float((ir - self._previous[0]).abs().mean()), float((vi - self._previous[1]).abs().mean()))
+        return change <= self.cut
+
+    def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
+        """float32 [0, 1] HxW luminance pair (the next frame) -> fused float32 [0, 1] HxW."""
+        fused = self.fuser.fuse_y(ir_y, vi_y)
+        if self.smoothing == 0.0:
+            return fused
+        ir = torch.from_numpy(np.ascontiguousarray(ir_y, dtype=np.float32))[None, None]
+        vi = torch.from_numpy(np.ascontiguousarray(vi_y, dtype=np.float32))[None, None]
+        with torch.inference_mode():
+            blend = source_blend(ir, vi, self.fuser.config.pyramid_levels)
+            enhancement = torch.from_numpy(fused)[None, None] - blend
+            if self._continues(ir, vi):
+                enhancement = (1 - self.smoothing) * enhancement + self.smoothing * self._enhancement
+            self._previous, self._enhancement = (ir, vi), enhancement
+            return (blend + enhancement).clamp(0, 1)[0, 0].numpy()
+
+    def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        """The next frame: ir HxW (or HxWx3) u8 + vi BGR u8 (or gray u8) -> fused in vi's layout."""
+        return fuse_in_colour(self.fuse_y, ir, vi)

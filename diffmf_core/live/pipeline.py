@@ -17,7 +17,8 @@ Contract:
 - ``build_pipeline(params, warmup=False)`` builds the pipeline from the fusion node's parameters
   (config/fuse.yaml names; missing ones take the node defaults) for both the node and
   ``diffmf bag fuse``: calibration file (empty = the checkout's config/calibration/identity.yaml),
-  output geometry, the DIFF-MF Fuser (``fuser: diffmf``) or None; a model that cannot load is
+  output geometry, the DIFF-MF Fuser (``fuser: diffmf``; a ``SteadyVideoFuser`` over it unless
+  ``video_smoothing`` is 0: the pairs are consecutive frames) or None; a model that cannot load is
   replaced by the classical fallback and the reason returned (never raised). Bad calibration
   files raise CalibrationError.
 """
@@ -127,7 +128,7 @@ def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
     if params.get("fuser", "diffmf") == "diffmf":
         preset = params.get("preset") or None
         try:
-            from diffmf_core.fuser import Fuser
+            from diffmf_core.fuser import Fuser, SteadyVideoFuser
 
             model = Fuser(params.get("weights") or None, preset=preset, device=params.get("device", "auto"),
                           half=bool(params.get("half_precision", True)),
@@ -136,6 +137,9 @@ def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
                 size = {"fixed": fixed, "thermal": cal.thermal_size}.get(geometry, cal.rgb_size)
                 width, height = size or (640, 512)
                 model.warmup(height, width)
+            smoothing = float(params.get("video_smoothing", 0.65))
+            if smoothing > 0:
+                model = SteadyVideoFuser(model, smoothing)
         except Exception as exc:  # noqa: BLE001 - missing/corrupt weights, OOM, ...: classical fallback
             model, load_error = None, f"model {preset or 'default'!r} not loaded ({type(exc).__name__}: {exc})"
     pipeline = FusionPipeline(model, registrar, fallback=params.get("fallback_fuser", "gff"),

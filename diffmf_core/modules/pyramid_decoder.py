@@ -71,6 +71,27 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def brighter_source(ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
+    """w = sigmoid(SELECT_SHARPNESS * pyr_down^2(ir - vi)): where the infrared is the brighter
+    source, judged on the difference smoothed to a quarter of the size (tiny images: as far as they
+    allow). (b, 1, H, W) each -> (b, 1, about H/4, W/4)."""
+    difference = ir - vi
+    for _ in range(2):
+        if min(int(difference.shape[-2]), int(difference.shape[-1])) > 2:
+            difference = pyr_down(difference)
+    return torch.sigmoid(SELECT_SHARPNESS * difference)
+
+
+def source_blend(ir: torch.Tensor, vi: torch.Tensor, levels: int) -> torch.Tensor:
+    """The decoder's selection alone: every band of a region from its brighter source, with no
+    gain, contrast or head (what PyramidDecoder(levels) outputs with unit gains and contrast and a
+    zero head). The part of a fused image that only passes its sources on; (b, 1, H, W) in [0, 1]."""
+    brighter = brighter_source(ir, vi)
+    sources = laplacian_pyramid(torch.cat((ir, vi), dim=1), pyramid_levels(ir.shape[-2], ir.shape[-1], levels))
+    bands = [b[:, 1:] + _resize(brighter, b.shape[-2:]) * (b[:, :1] - b[:, 1:]) for b in sources]
+    return reconstruct(bands).clamp(0, 1)
+
+
 class PyramidDecoder(nn.Module):
     """Fused features (b, h, w, C) + sources (b, 1, H, W) -> fused luminance (b, 1, H, W) in [0, 1]."""
 
@@ -86,11 +107,7 @@ class PyramidDecoder(nn.Module):
         maps = self.head(F.gelu(self.body(f.permute(0, 3, 1, 2))))
         levels = pyramid_levels(ir.shape[-2], ir.shape[-1], self.levels)
         sources = laplacian_pyramid(torch.cat((ir, vi), dim=1), levels)  # both in one pass: channel 0 ir, 1 vi
-        difference = ir - vi
-        for _ in range(2):  # smoothed to a quarter of the size (tiny images: as far as they allow)
-            if min(int(difference.shape[-2]), int(difference.shape[-1])) > 2:
-                difference = pyr_down(difference)
-        brighter = torch.sigmoid(SELECT_SHARPNESS * difference)
+        brighter = brighter_source(ir, vi)
 
         def selection(logits: torch.Tensor, size) -> torch.Tensor:
             p = _resize(brighter, size).clamp(LOGIT_EPS, 1 - LOGIT_EPS)

@@ -1,0 +1,89 @@
+"""SteadyVideoFuser (the node's video path): what the network adds to its sources is smoothed over
+time, the sources' own blend is not; stills, new sizes and scene cuts are fused on their own."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from diffmf_core.evaluate import temporal_flicker
+from diffmf_core.fuser import Fuser, SteadyVideoFuser
+from diffmf_core.live.pipeline import build_pipeline
+from diffmf_core.modules import pyramid_decoder
+from diffmf_core.modules.pyramid_decoder import PyramidDecoder, source_blend
+
+
+@pytest.fixture(scope="module")
+def fuser() -> Fuser:
+    return Fuser(device="cpu")
+
+
+def moving_texture(frames: int = 8, shape=(64, 80), seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Gray u8 (ir, vi) pairs of one textured scene panning by one pixel per frame."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    texture = [cv2.GaussianBlur(rng.normal(0, 1, (h, w + frames)), (0, 0), 1.5) for _ in range(2)]
+    scene_ir = np.clip(110 + 60 * texture[0], 0, 255)
+    scene_vi = np.clip(140 + 80 * texture[1], 0, 255)
+    scene_ir[20:40, 30:50] = 230  # a warm target
+    return [(scene_ir[:, t:t + w].astype(np.uint8), scene_vi[:, t:t + w].astype(np.uint8)) for t in range(frames)]
+
+
+def test_source_blend_is_the_decoder_with_unit_gains_and_a_zero_head(monkeypatch):
+    monkeypatch.setattr(pyramid_decoder, "DETAIL_GAIN", (1.0,) * 4)
+    monkeypatch.setattr(pyramid_decoder, "CONTRAST", 1.0)
+    gen = torch.Generator().manual_seed(1)
+    ir, vi = torch.rand(1, 1, 48, 72, generator=gen), torch.rand(1, 1, 48, 72, generator=gen)
+    with torch.no_grad():
+        decoded = PyramidDecoder(4, 5)(torch.zeros(1, 6, 9, 4), ir, vi)
+    assert torch.allclose(source_blend(ir, vi, 5), decoded, atol=1e-5)
+
+
+def test_first_frame_stills_and_zero_smoothing_are_the_fuser_itself(fuser):
+    (ir, vi), *_ = moving_texture()
+    steady = SteadyVideoFuser(fuser)
+    for _ in range(3):  # a still: the same pair again and again
+        assert np.array_equal(steady.fuse(ir, vi), fuser.fuse(ir, vi))
+    frames = moving_texture()
+    plain = SteadyVideoFuser(fuser, smoothing=0.0)
+    assert all(np.array_equal(plain.fuse(i, v), fuser.fuse(i, v)) for i, v in frames)
+    with pytest.raises(ValueError, match="smoothing"):
+        SteadyVideoFuser(fuser, smoothing=1.0)
+
+
+def test_moving_texture_flickers_less_and_only_the_enhancement_lags(fuser):
+    frames = moving_texture()
+    irs, vis = [i for i, _ in frames], [v for _, v in frames]
+    each = [fuser.fuse(i, v) for i, v in frames]
+    steady = SteadyVideoFuser(fuser, smoothing=0.65)
+    video = [steady.fuse(i, v) for i, v in frames]
+    assert temporal_flicker(video, irs, vis) < 0.8 * temporal_flicker(each, irs, vis)
+    # the output stays the frame's own blend plus at most the enhancement of recent frames
+    ir_y, vi_y = (torch.from_numpy(x.astype(np.float32) / 255)[None, None] for x in frames[-1])
+    blend = source_blend(ir_y, vi_y, fuser.config.pyramid_levels)[0, 0].numpy() * 255
+    enhancement = np.abs(each[-1].astype(np.float32) - blend).max()
+    assert np.abs(video[-1].astype(np.float32) - each[-1]).max() <= 2 * enhancement + 1
+
+
+def test_a_scene_cut_or_a_new_size_starts_afresh(fuser):
+    steady = SteadyVideoFuser(fuser)
+    for ir, vi in moving_texture(seed=0)[:4]:
+        steady.fuse(ir, vi)
+    cut_ir, cut_vi = moving_texture(seed=5)[0]
+    cut_ir = 255 - cut_ir  # an unrelated scene
+    assert np.array_equal(steady.fuse(cut_ir, cut_vi), fuser.fuse(cut_ir, cut_vi))
+    small_ir, small_vi = moving_texture(shape=(48, 64))[0]
+    assert np.array_equal(steady.fuse(small_ir, small_vi), fuser.fuse(small_ir, small_vi))
+    for ir, vi in moving_texture()[:3]:
+        steady.fuse(ir, vi)
+    steady.reset()
+    ir, vi = moving_texture()[3]
+    assert np.array_equal(steady.fuse(ir, vi), fuser.fuse(ir, vi))
+
+
+def test_the_pipeline_runs_video_through_it_unless_smoothing_is_zero():
+    built = build_pipeline({"device": "cpu"})
+    assert isinstance(built.pipeline.model, SteadyVideoFuser) and built.pipeline.model.smoothing == 0.65
+    assert built.pipeline.model.name == "diffmf-live" and str(built.pipeline.model.device) == "cpu"
+    assert isinstance(build_pipeline({"device": "cpu", "video_smoothing": 0.0}).pipeline.model, Fuser)
