@@ -216,19 +216,23 @@ class SteadyVideoFuser:
         return change <= self.cut
 
     def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
-        """float32 [0, 1] HxW luminance pair (the next frame) -> fused float32 [0, 1] HxW."""
-        fused = self.fuser.fuse_y(ir_y, vi_y)
-        if self.smoothing == 0.0:
-            return fused
+        """float32 [0, 1] HxW luminance pair (the next frame) -> fused float32 [0, 1] HxW. The blend
+        and the smoothing run on the Fuser's device."""
+        if ir_y.shape != vi_y.shape:
+            raise ValueError(f"size mismatch: ir {ir_y.shape}, vi {vi_y.shape}")
         ir = torch.from_numpy(np.ascontiguousarray(ir_y, dtype=np.float32))[None, None]
         vi = torch.from_numpy(np.ascontiguousarray(vi_y, dtype=np.float32))[None, None]
-        with torch.inference_mode():
-            blend = source_blend(ir, vi, self.fuser.config.pyramid_levels)
-            enhancement = torch.from_numpy(fused)[None, None] - blend
-            if self._continues(ir, vi):
-                enhancement = (1 - self.smoothing) * enhancement + self.smoothing * self._enhancement
-            self._previous, self._enhancement = (ir, vi), enhancement
-            return (blend + enhancement).clamp(0, 1)[0, 0].numpy()
+        fused = self.fuser.fuse_tensor(ir, vi)
+        if self.smoothing > 0.0:
+            with torch.inference_mode():
+                ir, vi = ir.to(fused.device), vi.to(fused.device)
+                blend = source_blend(ir, vi, self.fuser.config.pyramid_levels)
+                enhancement = fused - blend
+                if self._continues(ir, vi):
+                    enhancement = (1 - self.smoothing) * enhancement + self.smoothing * self._enhancement
+                self._previous, self._enhancement = (ir, vi), enhancement
+                fused = (blend + enhancement).clamp(0, 1)
+        return fused[0, 0].cpu().numpy()
 
     def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
         """The next frame: ir HxW (or HxWx3) u8 + vi BGR u8 (or gray u8) -> fused in vi's layout."""
