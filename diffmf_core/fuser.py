@@ -193,21 +193,34 @@ class SteadyVideoFuser:
 
     The blend, i.e. everything the sources themselves show, follows every frame at once; only the
     enhancement lags, by about smoothing / (1 - smoothing) frames. ``smoothing`` 0 is the Fuser
-    frame by frame. The first frame, a new size, and a scene cut (the sources' mean absolute change
-    above ``cut``, intensity units) start again from that frame alone, so stills and unrelated
-    images are never mixed. Same ``fuse`` / ``name`` contract as Fuser; not for batches."""
+    frame by frame. With frame stamps (``fuse(..., stamp_s=t)``) the weight of the past is
+    smoothing ** (dt / frame_period_s), so the lag is the same in time whether every frame or only
+    every tenth is fused; without, every call counts as one frame period. The first frame, a new
+    size, a stamp that goes back, and a scene cut (the sources' mean absolute change above ``cut``,
+    intensity units) start again from that frame alone, so stills and unrelated images are never
+    mixed. Same ``fuse`` / ``name`` contract as Fuser; not for batches."""
 
-    def __init__(self, fuser: Fuser, smoothing: float = 0.65, cut: float = 0.1):
+    stamped = True  # fuse() takes the frame's stamp (FusionPipeline passes it)
+
+    def __init__(self, fuser: Fuser, smoothing: float = 0.65, cut: float = 0.1, frame_period_s: float = 1 / 30):
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
-        self.fuser, self.smoothing, self.cut = fuser, smoothing, cut
+        self.fuser, self.smoothing, self.cut, self.frame_period_s = fuser, smoothing, cut, frame_period_s
         self.name, self.device = fuser.name, fuser.device
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
         self._enhancement: torch.Tensor | None = None
+        self._stamp_s: float | None = None
 
     def reset(self) -> None:
         """Forget the past frames: the next one is fused on its own."""
-        self._previous = self._enhancement = None
+        self._previous = self._enhancement = self._stamp_s = None
+
+    def _past_weight(self, stamp_s: float | None) -> float:
+        """Weight of the smoothed past for a frame at ``stamp_s``; 0 when it goes back in time."""
+        if stamp_s is None or self._stamp_s is None:
+            return self.smoothing
+        dt = stamp_s - self._stamp_s
+        return self.smoothing ** (dt / self.frame_period_s) if dt > 0 else 0.0
 
     def _continues(self, ir: torch.Tensor, vi: torch.Tensor) -> bool:
         if self._previous is None or self._previous[0].shape != ir.shape:
@@ -215,9 +228,9 @@ class SteadyVideoFuser:
         change = max(float((ir - self._previous[0]).abs().mean()), float((vi - self._previous[1]).abs().mean()))
         return change <= self.cut
 
-    def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
-        """float32 [0, 1] HxW luminance pair (the next frame) -> fused float32 [0, 1] HxW. The blend
-        and the smoothing run on the Fuser's device."""
+    def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray, stamp_s: float | None = None) -> np.ndarray:
+        """float32 [0, 1] HxW luminance pair (the next frame, taken at ``stamp_s`` seconds if known)
+        -> fused float32 [0, 1] HxW. The blend and the smoothing run on the Fuser's device."""
         if ir_y.shape != vi_y.shape:
             raise ValueError(f"size mismatch: ir {ir_y.shape}, vi {vi_y.shape}")
         ir = torch.from_numpy(np.ascontiguousarray(ir_y, dtype=np.float32))[None, None]
@@ -228,12 +241,13 @@ class SteadyVideoFuser:
                 ir, vi = ir.to(fused.device), vi.to(fused.device)
                 blend = source_blend(ir, vi, self.fuser.config.pyramid_levels)
                 enhancement = fused - blend
-                if self._continues(ir, vi):
-                    enhancement = (1 - self.smoothing) * enhancement + self.smoothing * self._enhancement
-                self._previous, self._enhancement = (ir, vi), enhancement
+                weight = self._past_weight(stamp_s)
+                if weight > 0.0 and self._continues(ir, vi):
+                    enhancement = (1 - weight) * enhancement + weight * self._enhancement
+                self._previous, self._enhancement, self._stamp_s = (ir, vi), enhancement, stamp_s
                 fused = (blend + enhancement).clamp(0, 1)
         return fused[0, 0].cpu().numpy()
 
-    def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+    def fuse(self, ir: np.ndarray, vi: np.ndarray, stamp_s: float | None = None) -> np.ndarray:
         """The next frame: ir HxW (or HxWx3) u8 + vi BGR u8 (or gray u8) -> fused in vi's layout."""
-        return fuse_in_colour(self.fuse_y, ir, vi)
+        return fuse_in_colour(functools.partial(self.fuse_y, stamp_s=stamp_s), ir, vi)

@@ -87,3 +87,25 @@ def test_the_pipeline_runs_video_through_it_unless_smoothing_is_zero():
     assert isinstance(built.pipeline.model, SteadyVideoFuser) and built.pipeline.model.smoothing == 0.65
     assert built.pipeline.model.name == "diffmf-live" and str(built.pipeline.model.device) == "cpu"
     assert isinstance(build_pipeline({"device": "cpu", "video_smoothing": 0.0}).pipeline.model, Fuser)
+
+
+def test_stamps_set_the_weight_of_the_past_in_time(fuser):
+    frames = moving_texture()
+    period = 1 / 30
+    by_count, by_time = SteadyVideoFuser(fuser), SteadyVideoFuser(fuser)
+    for t, (ir, vi) in enumerate(frames[:4]):  # every frame at 30 Hz: as if counted
+        assert np.array_equal(by_count.fuse(ir, vi), by_time.fuse(ir, vi, stamp_s=100 + t * period))
+    sparse = SteadyVideoFuser(fuser)
+    sparse.fuse(*frames[0], stamp_s=100.0)
+    far = sparse.fuse(*frames[1], stamp_s=100.0 + 20 * period)  # weight 0.65 ** 20: the frame alone
+    assert np.abs(far.astype(int) - fuser.fuse(*frames[1]).astype(int)).max() <= 1
+    back = sparse.fuse(*frames[2], stamp_s=99.0)  # time went back (a bag replayed again): start afresh
+    assert np.array_equal(back, fuser.fuse(*frames[2]))
+
+
+def test_the_pipeline_gives_the_fuser_each_pairs_stamp(fuser):
+    pipeline = build_pipeline({"device": "cpu"}).pipeline
+    frames = moving_texture()
+    pipeline.fuse_pair(*frames[0], stamp_ns=2_000_000_000)
+    again = pipeline.fuse_pair(*frames[1], stamp_ns=1_000_000_000).image  # earlier stamp: frame alone
+    assert np.array_equal(again, cv2.cvtColor(fuser.fuse(*frames[1]), cv2.COLOR_GRAY2BGR))

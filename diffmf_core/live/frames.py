@@ -178,7 +178,7 @@ def run_job(pipeline, job: Job, undistortion: Undistortion | None = None) -> Fra
     undistortion = undistortion or Undistortion()
     thermal, rgb = undistortion.image("thermal", job.thermal), undistortion.image("rgb", job.rgb)
     if thermal is not None and rgb is not None:
-        out = pipeline.fuse_pair(thermal, rgb)
+        out = pipeline.fuse_pair(thermal, rgb, job.stamp_ns)
     else:
         out = pipeline.single_source(rgb=rgb, thermal=thermal)
     return FrameResult(

@@ -4,7 +4,8 @@ Contract:
 - ``FusionPipeline(fuser, registrar, fallback="gff", output_encoding="bgr8")``. ``fuser`` is the
   model (any object with ``.fuse(ir, vi)`` and ``.name``, see Fuser in docs/CONTRACTS.md) or None
   to run the classical ``fallback`` (a diffmf_core.baselines name, or a fuser object) from the
-  start. ``fuse_pair(thermal, rgb)`` registers the pair (``Registrar``) and fuses it. If the model
+  start. ``fuse_pair(thermal, rgb, stamp_ns=None)`` registers the pair (``Registrar``) and fuses it
+  (a fuser with ``stamped = True`` also gets the stamp: ``fuse(ir, vi, stamp_s=...)``). If the model
   raises any Exception (e.g. a CUDA out-of-memory RuntimeError), the pipeline switches to the
   fallback for good (this frame included), and ``degraded_reason`` keeps why (the caller logs it
   once).
@@ -79,20 +80,24 @@ class FusionPipeline:
             return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
 
-    def fuse_pair(self, thermal: np.ndarray, rgb: np.ndarray) -> FusedFrame:
-        """Register and fuse one synchronized pair (thermal gray/BGR u8, rgb BGR/gray u8)."""
+    def fuse_pair(self, thermal: np.ndarray, rgb: np.ndarray, stamp_ns: int | None = None) -> FusedFrame:
+        """Register and fuse one synchronized pair (thermal gray/BGR u8, rgb BGR/gray u8) taken at
+        ``stamp_ns`` (given to a fuser that uses stamps, e.g. SteadyVideoFuser)."""
         reg = self.registrar.register(thermal, rgb)
         if self.model is not None:
             try:
-                return self._fuse_with(self.model, MODE_FUSED, reg)
+                return self._fuse_with(self.model, MODE_FUSED, reg, stamp_ns)
             except Exception as exc:  # noqa: BLE001 - any model failure degrades to the fallback
                 self.degraded_reason = f"{self.model.name} failed: {type(exc).__name__}: {exc}"
                 self.model = None
-        return self._fuse_with(self.fallback, MODE_CLASSICAL, reg)
+        return self._fuse_with(self.fallback, MODE_CLASSICAL, reg, stamp_ns)
 
-    def _fuse_with(self, fuser, mode: int, reg) -> FusedFrame:
+    def _fuse_with(self, fuser, mode: int, reg, stamp_ns: int | None) -> FusedFrame:
         start = time.perf_counter()
-        fused = fuser.fuse(reg.ir, reg.vi)
+        if stamp_ns is not None and getattr(fuser, "stamped", False):
+            fused = fuser.fuse(reg.ir, reg.vi, stamp_s=stamp_ns * 1e-9)
+        else:
+            fused = fuser.fuse(reg.ir, reg.vi)
         ms = (time.perf_counter() - start) * 1e3
         return FusedFrame(self._to_output(fused), mode, reg.homography_used, reg.quality, ms, fuser.name)
 
