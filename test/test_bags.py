@@ -309,11 +309,11 @@ def test_fuse_interrupted_removes_partial_output(tmp_path, monkeypatch, capsys):
     pipeline = classical_pipeline()
     calls = []
 
-    def fuse_pair(ir, vi):
+    def fuse_pair(ir, vi, stamp_ns=None):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return type(pipeline).fuse_pair(pipeline, ir, vi)
+        return type(pipeline).fuse_pair(pipeline, ir, vi, stamp_ns)
 
     pipeline.fuse_pair = fuse_pair
     monkeypatch.setattr(bags.fuse, "build_pipeline", lambda params: (pipeline, None, {"thermal": "t", "rgb": "r"}))
