@@ -165,9 +165,10 @@ def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None) 
     video = {}
     for m, fuser in fusers.items():
         steady = _steady_video(fuser)
-        video[m] = steady or fuser
-        if steady is not None:
-            video[f"{m}, frame by frame"] = fuser
+        if steady is None:
+            video[m] = fuser
+        else:
+            video[m], video[f"{m}, frame by frame"] = steady, fuser
     return {m: temporal_flicker([fuser.fuse(ir, vi) for ir, vi in frames], irs, vis)
             for m, fuser in tqdm(video.items(), desc=f"flicker {Path(clip_root).name}", unit="method")}
 

@@ -137,6 +137,13 @@ class GraphedForward:
         return graph, static_in, static_out
 
 
+def luminance_tensors(ir_y: np.ndarray, vi_y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Equal-size HxW luminance arrays -> (1, 1, H, W) float32 CPU tensors; ValueError otherwise."""
+    if ir_y.shape != vi_y.shape:
+        raise ValueError(f"size mismatch: ir {ir_y.shape}, vi {vi_y.shape}")
+    return tuple(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None, None] for y in (ir_y, vi_y))
+
+
 class Fuser:
     """DIFF-MF inference on numpy images (see module docstring)."""
 
@@ -169,11 +176,7 @@ class Fuser:
 
     def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
         """float32 [0, 1] HxW luminance pair -> fused float32 [0, 1] HxW."""
-        if ir_y.shape != vi_y.shape:
-            raise ValueError(f"size mismatch: ir {ir_y.shape}, vi {vi_y.shape}")
-        ir_t = torch.from_numpy(np.ascontiguousarray(ir_y, dtype=np.float32))[None, None]
-        vi_t = torch.from_numpy(np.ascontiguousarray(vi_y, dtype=np.float32))[None, None]
-        return self.fuse_tensor(ir_t, vi_t)[0, 0].cpu().numpy()
+        return self.fuse_tensor(*luminance_tensors(ir_y, vi_y))[0, 0].cpu().numpy()
 
     def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
         """ir HxW (or HxWx3) u8 + vi BGR u8 (or gray u8) of equal HxW -> fused in vi's layout."""
@@ -231,10 +234,7 @@ class SteadyVideoFuser:
     def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray, stamp_s: float | None = None) -> np.ndarray:
         """float32 [0, 1] HxW luminance pair (the next frame, taken at ``stamp_s`` seconds if known)
         -> fused float32 [0, 1] HxW. The blend and the smoothing run on the Fuser's device."""
-        if ir_y.shape != vi_y.shape:
-            raise ValueError(f"size mismatch: ir {ir_y.shape}, vi {vi_y.shape}")
-        ir = torch.from_numpy(np.ascontiguousarray(ir_y, dtype=np.float32))[None, None]
-        vi = torch.from_numpy(np.ascontiguousarray(vi_y, dtype=np.float32))[None, None]
+        ir, vi = luminance_tensors(ir_y, vi_y)
         fused = self.fuser.fuse_tensor(ir, vi)
         if self.smoothing > 0.0:
             with torch.inference_mode():
