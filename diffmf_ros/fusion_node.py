@@ -555,6 +555,7 @@ def main(args: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _request_stop)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    executor = None
     try:
         try:
             node = FusionNode()
@@ -578,6 +579,10 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # The executor holds a guard condition of the context: shut it down while the context is
+        # still valid, or its __del__ runs after rclpy.try_shutdown() and raises InvalidHandle.
+        if executor is not None:
+            executor.shutdown()
         if node is not None:
             node.stop()
             node.destroy_node()
