@@ -24,7 +24,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from diffmf_core.color import fuse_in_colour
+from diffmf_core.common.color import fuse_in_colour
 
 _LAPLACIAN_3x3 = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
 

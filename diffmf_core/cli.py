@@ -13,13 +13,13 @@ import importlib
 import os
 import sys
 
-from diffmf_core.argtypes import examples_epilog
+from diffmf_core.common.argtypes import examples_epilog
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fuse": ("diffmf_core.tools.fuse", "fuse one pair or folders of ir/vi pairs into colour PNGs"),
-    "train": ("diffmf_core.train", "train DIFF-MF (single process or torchrun)"),
-    "eval": ("diffmf_core.evaluate", "paper metrics for DIFF-MF and classical baselines"),
+    "train": ("diffmf_core.tools.train", "train DIFF-MF (single process or torchrun)"),
+    "eval": ("diffmf_core.tools.eval", "paper metrics for DIFF-MF and classical baselines"),
     "bench": ("diffmf_core.tools.bench", "latency / memory / scan benchmarks on this device"),
     # The one subcommand outside the core: it drives the ROS node, and imports rclpy only when run.
     "bench-node": ("diffmf_ros.bench_node", "node end-to-end latency at an input rate (needs rclpy)"),

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmf_core.color import fuse_in_colour
+from diffmf_core.common.color import fuse_in_colour
+from diffmf_core.common.paths import DEFAULT_PRESET, default_weights_path
 from diffmf_core.modules.pyramid_decoder import source_blend
-from diffmf_core.paths import DEFAULT_PRESET, default_weights_path
 from diffmf_core.weights import WeightsError, load_model
 
 __all__ = ["Fuser", "GraphedForward", "NonFiniteOutput", "SteadyVideoFuser", "WeightsError", "resolve_device"]

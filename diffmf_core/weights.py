@@ -16,9 +16,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from diffmf_core.common.outputs import file_mode
 from diffmf_core.config import DiffMFConfig
 from diffmf_core.models import DiffMF
-from diffmf_core.outputs import file_mode
 
 FORMAT = "diffmf-safetensors-v1"
 

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from diffmf_core.argtypes import device as device_arg
-from diffmf_core.argtypes import float_range, int_range
-from diffmf_core.argtypes import parse_size
-from diffmf_core.data import write_bytes
+from diffmf_core.common.argtypes import device as device_arg
+from diffmf_core.common.argtypes import float_range, int_range
+from diffmf_core.common.argtypes import parse_size
 from diffmf_core.live.sync import split_ns, stamp_to_ns
+from diffmf_core.training.data import write_bytes
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -78,7 +78,7 @@ def check_choices(args) -> str | None:
 
 def resolve_weights(args, tmp: Path) -> tuple[str, str]:
     """(weights path or "", description) for the node."""
-    from diffmf_core.paths import default_weights_path
+    from diffmf_core.common.paths import default_weights_path
 
     if args.fuser == "classical":
         return "", "classical (no network)"

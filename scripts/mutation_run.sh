@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py="$root/.venv/bin/python"
 work=${MUTATION_WORKDIR:-$(mktemp -d -t diffmf-mutation.XXXXXX)}
-declare -A SRC=([sync]=diffmf_core/live/sync.py [metrics]=diffmf_core/metrics.py [losses]=diffmf_core/losses.py
+declare -A SRC=([sync]=diffmf_core/live/sync.py [metrics]=diffmf_core/training/metrics.py [losses]=diffmf_core/training/losses.py
                 [imagecodec]=diffmf_core/live/imagecodec.py [registration]=diffmf_core/live/registration.py
                 [scan]=diffmf_core/ops/scan.py)
 declare -A TESTS=([sync]="test/test_sync.py test/test_properties_codec_sync.py" [metrics]=test/test_metrics.py

@@ -92,7 +92,7 @@ def rclpy_node(request):
 def shared_data():
     import os
 
-    from diffmf_core.paths import repo_root, shared_data_dir
+    from diffmf_core.common.paths import repo_root, shared_data_dir
 
     path = shared_data_dir()
     if path is None:

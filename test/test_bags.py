@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from diffmf_core.tools import bag as bags
 from diffmf_core.cli import main as cli
-from diffmf_core.data import load_pair, read_image
-from diffmf_core.paths import shared_data_dir
+from diffmf_core.common.paths import shared_data_dir
 from diffmf_core.live.sync import stamp_to_ns
+from diffmf_core.tools import bag as bags
+from diffmf_core.training.data import load_pair, read_image
 
 RNG = np.random.default_rng(7)
 N_PAIRS = 6

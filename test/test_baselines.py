@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from diffmf_core.baselines import CLASSICAL_FUSERS, ClassicalFuser, fuse_gff, fuse_laplacian, fuse_max, fuse_mean
-from diffmf_core.color import bgr_to_ycrcb
+from diffmf_core.common.color import bgr_to_ycrcb
 
 RNG = np.random.default_rng(1)
 A = RNG.random((60, 80), dtype=np.float32)

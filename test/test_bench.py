@@ -8,7 +8,8 @@ import csv
 import pytest
 import torch
 
-from diffmf_core import argtypes, cli
+from diffmf_core import cli
+from diffmf_core.common import argtypes
 from diffmf_core.tools import bench
 
 

@@ -31,7 +31,7 @@ def write_pairs(root: Path, n: int, size=(208, 256), start: int = 0) -> Path:
     return root
 
 
-MARKERS = (".diffmf-fuse", ".diffmf-eval")  # the output policy's results-folder markers (diffmf_core.outputs)
+MARKERS = (".diffmf-fuse", ".diffmf-eval")  # the output policy's results-folder markers (diffmf_core.common.outputs)
 
 
 def hidden_leftovers(folder: Path) -> list[Path]:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from diffmf_core.common.paths import default_weights_path
 from diffmf_core.config import get_preset
 from diffmf_core.fuser import Fuser, GraphedForward
 from diffmf_core.models import DiffMF
-from diffmf_core.paths import default_weights_path
 
 CUDA_REASON = "needs a CUDA device; not available here"
 

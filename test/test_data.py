@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffmf_core.data import DataError, PairDataset, detect_border, find_pairs, load_pair, read_image, strip_border
-from diffmf_core.paths import shared_data_dir
+from diffmf_core.common.paths import shared_data_dir
+from diffmf_core.training.data import DataError, PairDataset, detect_border, find_pairs, load_pair, read_image, strip_border
 
 RNG = np.random.default_rng(2)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from diffmf_core import cli
-from diffmf_core.evaluate import evaluate_methods, markdown_table, temporal_flicker, zoom_windows
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
-from diffmf_core.metrics import METRICS
+from diffmf_core.training.evaluation import evaluate_methods, markdown_table, temporal_flicker, zoom_windows
+from diffmf_core.training.metrics import METRICS
 
 
 @pytest.fixture

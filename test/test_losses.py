@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffmf_core.losses import FusionLoss, SobelGradient, ssim_torch
-from diffmf_core.metrics import ssim_index
+from diffmf_core.training.losses import FusionLoss, SobelGradient, ssim_torch
+from diffmf_core.training.metrics import ssim_index
 
 torch.manual_seed(0)
 X = torch.rand(2, 1, 32, 32)
@@ -216,10 +216,10 @@ def _t(img: np.ndarray) -> torch.Tensor:
 
 
 def test_differentiable_metrics_match_the_evaluation_metrics():
-    """The score loss's metrics are the evaluation's (diffmf_core.metrics) on u8 images: exact for
+    """The score loss's metrics are the evaluation's (diffmf_core.training.metrics) on u8 images: exact for
     SD, SF, AG, VIF and EN (a u8 value falls on one bin); MI uses 64 bins, so it is only close in rank."""
-    from diffmf_core import metrics
-    from diffmf_core.losses import (average_gradient_t, soft_entropy, soft_mutual_information, spatial_frequency_t,
+    from diffmf_core.training import metrics
+    from diffmf_core.training.losses import (average_gradient_t, soft_entropy, soft_mutual_information, spatial_frequency_t,
                                     std_dev_t, vifp_mscale_t)
     f, ir = _textured(1), _textured(2)
     assert soft_entropy(_t(f)).item() == pytest.approx(metrics.entropy(f), abs=1e-6)
@@ -234,7 +234,7 @@ def test_differentiable_metrics_match_the_evaluation_metrics():
 
 
 def test_score_loss_is_one_minus_the_capped_mean_ratio_and_has_a_gradient():
-    from diffmf_core.losses import ScoreLoss, paper_metrics_t
+    from diffmf_core.training.losses import ScoreLoss, paper_metrics_t
     ir, vi = _t(_textured(3)).float(), _t(_textured(4)[:, ::-1].copy()).float()
     loss_fn = ScoreLoss(cap=1.1)
     reference = loss_fn.reference(ir, vi)

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from diffmf_core import metrics as M
-from diffmf_core.color import bgr_to_ycrcb, to_gray, ycrcb_to_bgr
-from diffmf_core.paths import shared_data_dir
+from diffmf_core.common.color import bgr_to_ycrcb, to_gray, ycrcb_to_bgr
+from diffmf_core.common.paths import shared_data_dir
+from diffmf_core.training import metrics as M
 
 RNG = np.random.default_rng(0)
 TEXTURE = cv2.GaussianBlur(RNG.integers(0, 256, (48, 64)).astype(np.uint8), (5, 5), 1.0)

@@ -22,7 +22,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 import rosutil  # noqa: E402
-from diffmf_core.paths import default_weights_path, shared_data_dir  # noqa: E402
+from diffmf_core.common.paths import default_weights_path, shared_data_dir  # noqa: E402
 from diffmf_core.live.sync import split_ns, stamp_to_ns  # noqa: E402
 
 FusionInfo = msg_mod.FusionInfo

@@ -1,4 +1,4 @@
-"""Issue 15 point 1, the one output policy (diffmf_core.outputs) through the real CLI: no command
+"""Issue 15 point 1, the one output policy (diffmf_core.common.outputs) through the real CLI: no command
 writes into, deletes or replaces an input; --overwrite replaces only the command's own outputs
 (a bag, a results folder with the command's marker, an .onnx file); existing outputs without it
 are an error naming the flag; files honour the umask."""
@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from diffmf_core.tools import bag as bags
 from diffmf_core.cli import main as cli
+from diffmf_core.tools import bag as bags
 
 pytestmark = pytest.mark.timeout(120)
 Q = ["--quiet"]
@@ -141,7 +141,7 @@ def test_export_refuses_an_existing_file_without_overwrite(tmp_path, capsys):
 
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 def test_written_files_honour_the_umask(tmp_path, mask):
-    from diffmf_core.data import write_image
+    from diffmf_core.training.data import write_image
     from diffmf_core.weights import save_weights
     from diffmf_core.config import get_preset
     from diffmf_core.models import DiffMF

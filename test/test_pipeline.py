@@ -7,7 +7,7 @@ import pytest
 
 from diffmf_core.live.pipeline import (MODE_CLASSICAL, MODE_FUSED, MODE_RGB_ONLY, MODE_THERMAL_ONLY, FusedFrame,
                                   FusionPipeline)
-from diffmf_core.paths import repo_root
+from diffmf_core.common.paths import repo_root
 from diffmf_core.live.registration import Registrar
 
 RNG = np.random.default_rng(3)

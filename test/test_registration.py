@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from diffmf_core import cli
-from diffmf_core.paths import repo_root
+from diffmf_core.common.paths import repo_root
 from diffmf_core.live import registration
 from diffmf_core.live.registration import (Calibration, CalibrationError, Registrar, calibration_from_dict,
                                       calibration_to_yaml, corner_shift_px, gradient_ncc,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from diffmf_core.evaluate import temporal_flicker
 from diffmf_core.fuser import Fuser, SteadyVideoFuser
 from diffmf_core.live.pipeline import build_pipeline
 from diffmf_core.modules import pyramid_decoder
 from diffmf_core.modules.pyramid_decoder import PyramidDecoder, source_blend
+from diffmf_core.training.evaluation import temporal_flicker
 
 
 @pytest.fixture(scope="module")

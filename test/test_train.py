@@ -113,8 +113,8 @@ def test_holdout_validation_scores_and_keeps_the_best(tiny_pairs, tmp_path):
 
 
 def test_split_pairs_keeps_held_out_clips_out_of_training(tiny_pairs):
-    from diffmf_core.data import DataError
-    from diffmf_core.train import split_pairs
+    from diffmf_core.training.data import DataError
+    from diffmf_core.training.train import split_pairs
     train, held = split_pairs([tiny_pairs], ["0[01]"])
     assert [n for n, _, _ in held] == ["00", "01"] and [n for n, _, _ in train] == ["02", "03", "04", "05"]
     with pytest.raises(DataError, match="matches no pair"):
@@ -167,8 +167,8 @@ def test_resume_with_another_preset_is_refused(tiny_pairs, tmp_path):
 def test_validation_score_is_the_capped_mean_ratio_to_the_better_classical_rule(tiny_pairs):
     import torch
     from diffmf_core.baselines import fuse_gff, fuse_laplacian
-    from diffmf_core.data import find_pairs
-    from diffmf_core.train import VAL_CAP, VAL_METRICS, Validator
+    from diffmf_core.training.data import find_pairs
+    from diffmf_core.training.train import VAL_CAP, VAL_METRICS, Validator
 
     validator = Validator(find_pairs(tiny_pairs), 2)
     lp, gff = (validator._means([f(ir, vi) for ir, vi, _, _ in validator.images])

@@ -32,7 +32,7 @@ from typing import Mapping, NamedTuple
 import cv2
 import numpy as np
 
-from diffmf_core.paths import repo_root
+from diffmf_core.common.paths import repo_root
 from diffmf_core.live.registration import Registrar, load_calibration
 
 MODE_FUSED = 0

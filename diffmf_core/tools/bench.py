@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmf_core.argtypes import device as device_arg
-from diffmf_core.argtypes import float_range, int_range
-from diffmf_core.argtypes import parse_size
+from diffmf_core.common.argtypes import device as device_arg
+from diffmf_core.common.argtypes import float_range, int_range
+from diffmf_core.common.argtypes import parse_size
+from diffmf_core.common.outputs import OutputError, check_results, mark_results
 from diffmf_core.config import get_preset
 from diffmf_core.fuser import GraphedForward, keep_freed_memory, release_freed_memory, resolve_device
 from diffmf_core.models import DiffMF
 from diffmf_core.ops.scan import mamba_ssm_scan, selective_scan
-from diffmf_core.outputs import OutputError, check_results, mark_results
 
 DEFAULT_SIZES = ("320x256", "640x512", "1280x1024")
 CSV_FIELDS = ("kind", "preset", "backend", "chunk", "width", "height", "pixels", "dtype", "runner", "runs",

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from diffmf_core.argtypes import float_range, parse_size
+from diffmf_core.common.argtypes import float_range, parse_size
 from diffmf_core.live.registration import (Calibration, CalibrationError, calibration_from_dict,
                                            calibration_to_yaml, homography_from_points, reprojection_errors,
                                            save_calibration)
-from diffmf_core.outputs import OutputError, check_file_output
+from diffmf_core.common.outputs import OutputError, check_file_output
 
 
 def _parse_point(text: str) -> tuple[float, float]:

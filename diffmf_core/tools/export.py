@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmf_core.argtypes import float_range, int_range
+from diffmf_core.common.argtypes import float_range, int_range
+from diffmf_core.common.outputs import OutputError, check_file_output
+from diffmf_core.common.paths import default_weights_path
 from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
-from diffmf_core.outputs import OutputError, check_file_output
-from diffmf_core.paths import default_weights_path
 from diffmf_core.weights import WeightsError, load_model
 
 MIN_OPSET = 17

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from diffmf_core.baselines import CLASSICAL_FUSERS, ClassicalFuser
-from diffmf_core.data import DataError, find_pairs, load_pair, write_image
+from diffmf_core.training.data import DataError, find_pairs, load_pair, write_image
 
 METHOD_CHOICES = ["diffmf", *CLASSICAL_FUSERS]
 
@@ -97,7 +97,7 @@ def size_problem(shape, fuser, max_pixels: int) -> str | None:
 
 def pairs_from_folders(ir_dir: Path, vi_dir: Path) -> list[tuple[str, Path, Path]]:
     """(name, ir, vi) for the images of two folders matched by file name stem (extensions may differ)."""
-    from diffmf_core.data import match_by_stem
+    from diffmf_core.training.data import match_by_stem
 
     pairs = match_by_stem(ir_dir, vi_dir, f"--ir {ir_dir} / --vi {vi_dir}")
     if not pairs:
@@ -130,7 +130,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from diffmf_core.outputs import OutputError, check_results, mark_results
+    from diffmf_core.common.outputs import OutputError, check_results, mark_results
 
     if args.data is not None and (args.ir or args.vi):
         print("error: give either --ir and --vi, or --data, not both", file=sys.stderr)

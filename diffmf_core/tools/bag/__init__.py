@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffmf_core.argtypes import device as device_arg
-from diffmf_core.argtypes import float_range, int_range
+from diffmf_core.common.argtypes import device as device_arg
+from diffmf_core.common.argtypes import float_range, int_range
 # The public functions of the actions, importable as diffmf_core.tools.bag.<name>.
 from diffmf_core.tools.bag.common import (  # noqa: F401
     COMPRESSED_TYPE, FUSED_TOPIC, FUSION_INFO_TYPE, IMAGE_TYPE, INFO_TOPIC, MAX_DROP, MAX_STAMP_S, RGB_TOPIC,
@@ -40,7 +40,7 @@ from diffmf_core.tools.bag.report import _cmd_report, write_report  # noqa: F401
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from diffmf_core.argtypes import examples_epilog
+    from diffmf_core.common.argtypes import examples_epilog
 
     raw = argparse.RawDescriptionHelpFormatter
     sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
@@ -135,7 +135,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     """Run one ``diffmf bag`` action; errors print one clear line and return non-zero."""
-    from diffmf_core.data import DataError
+    from diffmf_core.training.data import DataError
 
     try:
         with sigterm_as_interrupt():

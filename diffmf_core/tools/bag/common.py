@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from diffmf_core.paths import repo_root
+from diffmf_core.common.paths import repo_root
 from diffmf_core.live.sync import split_ns
 
 
@@ -93,11 +93,11 @@ def decode_msg(msg, msgtype: str, max_pixels: int, agc=None) -> np.ndarray:
 def atomic_output(output: Path, overwrite: bool = False, inputs=()) -> Iterator[Path]:
     """Yield a temporary path to write ``output`` into; rename on success, remove on failure.
 
-    The output policy (diffmf_core.outputs) is checked first: never an input (or inside/around
+    The output policy (diffmf_core.common.outputs) is checked first: never an input (or inside/around
     one), an existing output only with ``overwrite`` and only when it is a bag. Partial folders
     of killed earlier runs are removed.
     """
-    from diffmf_core.outputs import OutputError, check_bag_output, clean_partials, partial_dir, replace_dir
+    from diffmf_core.common.outputs import OutputError, check_bag_output, clean_partials, partial_dir, replace_dir
 
     output = Path(output)
     try:

@@ -53,11 +53,11 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
                     start_ns: int = 1_700_000_000_000_000_000, strip="auto", overwrite: bool = False,
                     progress: bool = True, inputs=(), max_pixels: int = 4096 * 4096) -> dict:
     """Write (name, ir_path, vi_path) pairs as a thermal+RGB bag; returns counts per topic.
-    ``inputs``: paths the output must not touch (diffmf_core.outputs). An image above
+    ``inputs``: paths the output must not touch (diffmf_core.common.outputs). An image above
     ``max_pixels`` (the node's max_image_pixels default) stops the run with BagError (no output)."""
     from tqdm import tqdm
 
-    from diffmf_core.data import load_pair
+    from diffmf_core.training.data import load_pair
 
     plan = plan_stamps(len(pairs), rate, jitter_ms, thermal_delay_ms, drop, seed, start_ns)
     for camera in ("thermal", "rgb"):
@@ -106,7 +106,7 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
 
 
 def _cmd_from_pairs(args) -> int:
-    from diffmf_core.data import find_pairs
+    from diffmf_core.training.data import find_pairs
 
     pairs = find_pairs(args.pairs)
     if args.limit:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffmf_core.paths import repo_root
+from diffmf_core.common.paths import repo_root
 from diffmf_core.live.pipeline import build_pipeline
 from diffmf_core.live.sync import stamp_to_ns
 from diffmf_core.tools.bag.common import (BagError, COMPRESSED_TYPE, FUSED_TOPIC, FUSION_INFO_TYPE,
@@ -222,7 +222,7 @@ def _check_model(params: dict) -> None:
 
 
 def _cmd_fuse(args) -> int:
-    from diffmf_core.outputs import OutputError, check_bag_output
+    from diffmf_core.common.outputs import OutputError, check_bag_output
 
     try:  # before the model loads; fuse_bag checks again when it writes
         check_bag_output(Path(args.output), [args.input], args.overwrite)

@@ -54,13 +54,13 @@ def write_report(recorded: Path, input_bag: Path, outdir: Path, params: dict, de
     (thermal / RGB / fused rows at ``strip_frames`` times) and ``summary.md`` (frames in/out, pairs,
     drops, modes, FusionInfo latency percentiles, device) in ``outdir``; returns the numbers.
 
-    Output policy as every command (diffmf_core.outputs): the three files are written into a hidden
+    Output policy as every command (diffmf_core.common.outputs): the three files are written into a hidden
     folder inside ``outdir`` and moved in when all are complete, so an error or Ctrl-C leaves no
     partial file. Fused frames of another size than the first are resized for the video (counted in
     ``frames_resized``). The input bag must be the one that was fused: every input stamp a
     FusionInfo names must be in it, else BagError.
     """
-    from diffmf_core.outputs import OutputError, check_results, mark_results
+    from diffmf_core.common.outputs import OutputError, check_results, mark_results
 
     recorded, input_bag, outdir = Path(recorded), Path(input_bag), Path(outdir)
     try:

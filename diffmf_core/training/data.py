@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from diffmf_core.color import bgr_to_ycrcb, to_gray, unit_to_u8
-from diffmf_core.outputs import file_mode
+from diffmf_core.common.color import bgr_to_ycrcb, to_gray, unit_to_u8
+from diffmf_core.common.outputs import file_mode
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # (infrared folder, visible folder) layouts understood by find_pairs, in priority order.

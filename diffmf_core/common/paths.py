@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # diffmf_core (this file is diffmf_core/common/paths.py)
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 DEFAULT_PRESET = "live"
 

@@ -1,38 +1,35 @@
-"""``diffmf eval``: paper metrics (metrics.METRICS) for DIFF-MF and the classical baselines.
+"""The evaluation behind ``diffmf eval`` (the command: diffmf_core.tools.eval): paper metrics
+(metrics.METRICS) for DIFF-MF and the classical baselines.
 
-For every dataset root (default: the shared TNO and DroneVehicle test sets; DroneVehicle's white
-border is stripped by ``data.load_pair``) it writes under ``--out/<dataset>/``:
+``evaluate_methods`` writes, for one dataset root (``diffmf eval`` defaults to the shared TNO and
+DroneVehicle test sets, ``default_datasets``; DroneVehicle's white border is stripped by
+``data.load_pair``), under its ``out_dir``:
 ``<method>.csv`` (one row per image plus a ``mean`` row), ``results.md`` (methods x metrics, best
 per column in bold) and ``contact_sheet.png`` (for a few images, three rows: the whole frame, then
 2x-or-more zooms of its most textured window (lettering, foliage, brick) and of its flattest window
 (sky, smoke, walls: where blotches and halos would show); columns: ir | visible | each method |
-|fused - visible| of diffmf, or of the first method without diffmf). ``--out/results.md`` collects
-all tables, which are also printed. ``evaluate_methods`` takes any ``{name: object with .fuse}``.
+|fused - visible| of diffmf, or of the first method without diffmf). ``evaluate_methods`` takes any
+``{name: object with .fuse}``.
 
-``--clip DIR`` (a folder of consecutive pairs, e.g. a video) adds the temporal flicker of each
-method (``temporal_flicker``) to ``--out/flicker.md``; DIFF-MF runs there as the node runs it on
+``clip_flicker`` (a folder of consecutive pairs, e.g. a video: ``diffmf eval --clip DIR``) gives the
+temporal flicker of each method (``temporal_flicker``); DIFF-MF runs there as the node runs it on
 video (``SteadyVideoFuser``), and frame by frame.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from diffmf_core.color import to_gray
-from diffmf_core.data import DataError, find_pairs, load_pair, write_bytes, write_image
-from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
-from diffmf_core.metrics import METRICS, evaluate_pair
-from diffmf_core.outputs import OutputError, check_results, mark_results
-from diffmf_core.paths import shared_data_dir
+from diffmf_core.common.color import to_gray
+from diffmf_core.common.paths import shared_data_dir
+from diffmf_core.training.data import DataError, find_pairs, load_pair, write_bytes, write_image
+from diffmf_core.training.metrics import METRICS, evaluate_pair
 
-DEFAULT_METHODS = "diffmf,mean,max,laplacian,gff,laplacian_max"
 DEFAULT_TEST_SETS = ("test/TNO", "test/DroneVehicle")
 TILE_W, TILE_H, HEADER_H = 224, 176, 24
 
@@ -171,74 +168,3 @@ def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None) 
             video[m], video[f"{m}, frame by frame"] = steady, fuser
     return {m: temporal_flicker([fuser.fuse(ir, vi) for ir, vi in frames], irs, vis)
             for m, fuser in tqdm(video.items(), desc=f"flicker {Path(clip_root).name}", unit="method")}
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from diffmf_core.argtypes import int_range
-    from diffmf_core.config import PRESETS
-
-    p.add_argument("--data", type=Path, nargs="+",
-                   help="dataset roots with ir/ + vi/ (default: shared test/TNO and test/DroneVehicle)")
-    p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma-separated: diffmf and/or mean,max,laplacian,gff,laplacian_max (default: {DEFAULT_METHODS})")
-    p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")
-    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
-    p.add_argument("--limit", type=int_range(1), help="evaluate only the first N pairs of each dataset")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the results of an earlier `diffmf eval` in --out (never other files)")
-    p.add_argument("--clip", type=Path, help="folder of consecutive pairs (a video): also measure each "
-                                              "method's temporal flicker (grey levels beyond the sources' change)")
-
-
-def main(args: argparse.Namespace) -> int:
-    datasets = args.data or default_datasets()
-    if not datasets:
-        print("error: no --data given and the shared test sets were not found "
-              "(set DIFFMF_DATA or place them in ../shared/data)", file=sys.stderr)
-        return 2
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        print("error: --methods is empty", file=sys.stderr)
-        return 2
-    folders, used = [], set()
-    for root in datasets:
-        name = root.name
-        while name in used:
-            name += "_"
-        used.add(name)
-        folders.append(name)
-    outputs = ["results.md"] + (["flicker.md"] if args.clip is not None else [])
-    outputs += [f"{name}/{file}" for name in folders
-                for file in ("results.md", "contact_sheet.png", *(f"{m}.csv" for m in methods))]
-    try:
-        check_results(args.out, outputs, [*datasets, *([args.clip] if args.clip else [])], args.overwrite, "eval")
-        fusers = {m: make_fuser(m, args.weights, args.preset) for m in methods}
-        mark_results(args.out, "eval")
-    except (FuserUnavailable, OutputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    tables = []
-    for root, name in zip(datasets, folders):
-        try:
-            evaluate_methods(root, fusers, args.out / name, args.limit)
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        tables.append((args.out / name / "results.md").read_text())
-    if args.clip is not None:
-        try:
-            flicker = clip_flicker(args.clip, fusers, args.limit)
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        lines = [f"### Temporal flicker on {args.clip.name} (grey levels of frame-to-frame change beyond "
-                 "the larger source change; lower is steadier)", "", "| Method | flicker |", "|---|---:|"]
-        lines += [f"| {m} | {v:.3f} |" for m, v in flicker.items()]
-        table = "\n".join(lines) + "\n"
-        write_bytes(args.out / "flicker.md", table.encode())
-        tables.append(table)
-    report = "\n".join(tables)
-    write_bytes(args.out / "results.md", report.encode())
-    print(report)
-    return 0
