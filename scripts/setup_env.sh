@@ -5,12 +5,19 @@
 #   3. msg/ -> rosidl interfaces installed into the venv         only when msg/ or the CMake/package
 #      (scripts/build_msgs.sh: plain cmake + wheel repairs)      files (or the requirements) changed
 #   4. pip install -e . (editable diffmf_core + diffmf_ros)      only when setup.py/pyproject changed
+#   5. ROS 2 launch, launch_testing, the ros2 CLI and             only when ../shared/vendor/ros2
+#      composition_interfaces from ../shared/vendor/ros2          exists and changed (or the
+#      (scripts/install_ros_tools.sh; dev/CI only)                requirements changed)
+#   6. this package in the venv's ament index (share/diffmf_ros/{launch,config,samples} linked to
+#      the checkout, lib/diffmf_ros/ executables with the venv's Python): `ros2 launch diffmf_ros
+#      fuse.launch.py` / `ros2 run diffmf_ros fusion_node` after `source scripts/ros_env.sh`
 # Each step records a content hash in .venv/.diffmf-stamps/; a second run only hashes files and
 # runs one import check (a few seconds). Nothing is exported permanently: at run time use
 # .venv/bin/python directly and `source scripts/ros_env.sh` for the Fast DDS profile and the
 # discovery range (see README).
 # Env: DIFFMF_VENV (venv location, default <repo>/.venv), PYTHON (interpreter for a new venv,
-# default python3), DIFFMF_FORCE=1 (redo every step), DIFFMF_REQUIREMENTS (default
+# default python3), DIFFMF_FORCE=1 (redo every step), DIFFMF_ROS2_VENDOR (the vendored ROS 2
+# tools, default <repo>/../shared/vendor/ros2), DIFFMF_REQUIREMENTS (default
 # requirements.txt; requirements-ros.txt in a venv that sees an existing PyTorch, as
 # scripts/gpu_check.sh makes). pip's own variables apply, e.g. PIP_NO_INDEX=1 PIP_FIND_LINKS=.whl
 # to install offline from the wheels of scripts/gpu_wheels.sh.
@@ -86,6 +93,49 @@ if ! stamp_ok editable "$edit_hash"; then
     || die "pip install -e . failed"
   stamp_set editable "$edit_hash"
 fi
+
+# 5. ROS 2 launch / launch_testing / ros2 CLI from the vendored sources (absent: skipped; the
+#    launch tests then skip, naming the folder)
+VENDOR="${DIFFMF_ROS2_VENDOR:-$ROOT/../shared/vendor/ros2}"
+if [ -d "$VENDOR" ]; then
+  VENDOR="$(cd "$VENDOR" && pwd)"
+  vendor_hash="$( (cd "$VENDOR" && find . -type f -printf '%p %s\n' | LC_ALL=C sort) | sha256sum | cut -d' ' -f1)"
+  vendor_hash="$vendor_hash-$(content_hash scripts/install_ros_tools.sh)-$req_hash"
+  if ! stamp_ok ros_tools "$vendor_hash"; then
+    step "installing ROS 2 launch, launch_testing and the ros2 CLI from $VENDOR (about a minute)"
+    scripts/install_ros_tools.sh "$VENDOR"
+    stamp_set ros_tools "$vendor_hash"
+  fi
+fi
+
+# 6. the package in the venv's ament index (cheap; checked every run). The msg build (step 3)
+#    installed the index marker and share/diffmf_ros/{package.xml,msg}; add what `ros2 launch` and
+#    `ros2 run` look up: launch files, config, samples, and the executables.
+share="$VENV/share/diffmf_ros"
+mkdir -p "$share" "$VENV/lib/diffmf_ros" "$VENV/share/ament_index/resource_index/packages"
+touch "$VENV/share/ament_index/resource_index/packages/diffmf_ros"
+cmp -s package.xml "$share/package.xml" || cp package.xml "$share/package.xml"
+for d in config samples; do
+  if [ -e "$share/$d" ] && [ ! -L "$share/$d" ]; then
+    die "$share/$d is not a link to the checkout (an install from elsewhere?); remove it and rerun"
+  fi
+  [ "$(readlink "$share/$d" 2>/dev/null)" = "$ROOT/$d" ] || ln -sfn "$ROOT/$d" "$share/$d"
+done
+# launch/: a folder of links to the files (ros2 launch finds files with os.walk, which does not
+# enter a linked folder); links of removed launch files go
+[ ! -L "$share/launch" ] || rm -f "$share/launch"
+mkdir -p "$share/launch"
+for f in "$share"/launch/*; do [ ! -L "$f" ] || [ -e "$f" ] || rm -f "$f"; done
+for f in launch/*; do
+  [ "$(readlink "$share/$f" 2>/dev/null)" = "$ROOT/$f" ] || ln -sfn "$ROOT/$f" "$share/$f"
+done
+for exe in scripts/ros/*; do  # the ros2 run scripts, with this venv's Python in the shebang
+  target="$VENV/lib/diffmf_ros/$(basename "$exe")"
+  if ! { printf '#!%s\n' "$PY"; tail -n +2 "$exe"; } | cmp -s - "$target"; then
+    { printf '#!%s\n' "$PY"; tail -n +2 "$exe"; } >"$target"
+  fi
+  [ -x "$target" ] || chmod +x "$target"
+done
 
 # Check (from outside the checkout, so only installed paths count): the sources are the
 # checkout's and the generated message imports.
