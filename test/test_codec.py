@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from diffmf_core.live.agc import ThermalAGC
-from diffmf_core.live.imagecodec import (ImageDecodeError, compressed_size, decode_compressed, decode_image,
-                                    encode_compressed, encode_image)
+from diffmf_core.live.imagecodec import (SUPPORTED_ENCODINGS, ImageDecodeError, compressed_size, decode_compressed,
+                                    decode_image, encode_compressed, encode_image)
 
 RNG = np.random.default_rng(7)
 BGR = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -91,7 +91,10 @@ def test_one_pixel_image_is_valid():
 
 
 @pytest.mark.parametrize("args,kind,message", [
-    (("yuv422", 5, 7, 14, 0, bytes(70)), "unknown_encoding", "unsupported encoding 'yuv422'"),
+    (("yuv420", 5, 7, 14, 0, bytes(70)), "unknown_encoding",
+     f"unsupported encoding 'yuv420' (supported: {', '.join(SUPPORTED_ENCODINGS)})"),
+    (("yuv422", 5, 7, 14, 0, bytes(70)), "bad_size", "yuv422 needs an even width, got 7x5"),
+    (("nv12", 6, 8, 8, 0, bytes(71)), "short_data", "71 bytes < (height * 3 / 2)*step = 72"),
     (("mono8", 0, 7, 7, 0, b""), "empty", "image has zero size (7x0)"),
     (("mono8", 5, 0, 0, 0, b""), "empty", "image has zero size (0x5)"),
     (("bgr8", 5, 7, 20, 0, bytes(100)), "bad_step", "step 20 < 21 bytes for 7 px of bgr8"),

@@ -2,15 +2,21 @@
 
 Contract:
 - ``decode_image(encoding, height, width, step, is_bigendian, data, *, max_pixels, agc)`` returns
-  HxW uint8 (mono8, 8UC1; mono16, 16UC1 through ``agc``) or HxWx3 BGR uint8 (bgr8, 8UC3 as bgr,
-  rgb8, bgra8, rgba8; alpha dropped). Row padding (``step`` > row bytes) is honoured. mono8/8UC1,
-  bgr8/8UC3 are returned as zero-copy, possibly read-only views into ``data`` (copy before
-  writing); the other encodings produce one new contiguous array. 16-bit byte order follows
-  ``is_bigendian``.
+  HxW uint8 (mono8, 8UC1; mono16, 16UC1 through ``agc``; 32FC1 radiometric thermal, quantized to
+  16-bit counts ``round((v + 100) * 100)`` (0.01 per count from -100, so degrees Celsius or
+  Kelvin up to 555.35 fit; NaN -> 0) and then through ``agc``) or HxWx3 BGR uint8 (bgr8, 8UC3 as
+  bgr, rgb8, bgra8, rgba8, 8UC4 as bgra; alpha dropped; bgr16, rgb16, bgra16, rgba16: the high
+  byte; bayer_rggb8, bayer_bggr8, bayer_gbrg8, bayer_grbg8: OpenCV demosaicing; yuv422 / uyvy
+  (UYVY), yuv422_yuy2 / yuyv (YUYV), nv12, nv21: OpenCV's YUV conversions; 4:2:2 needs an even
+  width, 4:2:0 an even width and height). ``SUPPORTED_ENCODINGS`` lists them. Row padding
+  (``step`` > row bytes) is honoured. mono8/8UC1, bgr8/8UC3 are returned as zero-copy, possibly
+  read-only views into ``data`` (copy before writing); the other encodings produce one new
+  contiguous array. 16-bit and float byte order follows ``is_bigendian``.
 - ``data`` may be bytes, bytearray, memoryview, array.array or a numpy array (rclpy gives
   array.array/bytes, rosbags gives uint8 numpy arrays); other types raise TypeError.
 - Bad input raises ``ImageDecodeError(kind, message)``; ``kind`` is a stable counter key:
-  "unknown_encoding", "empty", "too_large" (height*width > max_pixels, checked before any
+  "unknown_encoding" (the message names the encoding and ``SUPPORTED_ENCODINGS``), "empty",
+  "bad_size" (odd width/height for a subsampled YUV or Bayer encoding), "too_large" (height*width > max_pixels, checked before any
   allocation or decoding), "bad_step" (step < width * bytes per pixel), "short_data"
   (len(data) < height*step), "needs_agc" (16-bit image without an AGC), "bad_jpeg" / "bad_png"
   (data that starts as a JPEG / PNG but is corrupt or truncated), "bad_compressed" (data that is
@@ -48,6 +54,33 @@ _ENCODINGS: dict[str, tuple[int, int, int | None]] = {
     "bgra8": (4, 1, cv2.COLOR_BGRA2BGR),
     "rgba8": (4, 1, cv2.COLOR_RGBA2BGR),
 }
+# 16-bit colour: (channels, conversion of the high bytes to BGR or None)
+_COLOUR16: dict[str, tuple[int, int | None]] = {
+    "bgr16": (3, None),
+    "rgb16": (3, cv2.COLOR_RGB2BGR),
+    "bgra16": (4, cv2.COLOR_BGRA2BGR),
+    "rgba16": (4, cv2.COLOR_RGBA2BGR),
+}
+# one byte per pixel, demosaiced (ROS names the pattern of the top-left 2x2 block)
+_BAYER: dict[str, int] = {
+    "bayer_rggb8": cv2.COLOR_BayerRGGB2BGR,
+    "bayer_bggr8": cv2.COLOR_BayerBGGR2BGR,
+    "bayer_gbrg8": cv2.COLOR_BayerGBRG2BGR,
+    "bayer_grbg8": cv2.COLOR_BayerGRBG2BGR,
+}
+# 4:2:2 packed, two bytes per pixel (ROS "yuv422" is UYVY, "yuv422_yuy2" is YUYV)
+_YUV422: dict[str, int] = {
+    "yuv422": cv2.COLOR_YUV2BGR_UYVY,
+    "uyvy": cv2.COLOR_YUV2BGR_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2BGR_YUY2,
+    "yuyv": cv2.COLOR_YUV2BGR_YUY2,
+}
+# 4:2:0 semi-planar: a Y plane of height rows, then height / 2 rows of interleaved chroma (step bytes each)
+_YUV420: dict[str, int] = {"nv12": cv2.COLOR_YUV2BGR_NV12, "nv21": cv2.COLOR_YUV2BGR_NV21}
+_FLOAT_THERMAL = {"32FC1"}
+FLOAT_OFFSET, FLOAT_SCALE = 100.0, 100.0  # 32FC1 value v -> 16-bit count round((v + 100) * 100)
+SUPPORTED_ENCODINGS = (tuple(_ENCODINGS) + ("8UC4",) + tuple(_FLOAT_THERMAL) + tuple(_COLOUR16)
+                       + tuple(_BAYER) + tuple(_YUV422) + tuple(_YUV420))
 _MONO_ENCODINGS = {"mono8", "8UC1", "mono16", "16UC1"}
 _COLOUR_ENCODINGS = {"bgr8", "8UC3", "rgb8", "bgra8", "rgba8"}
 
@@ -94,18 +127,16 @@ def _to_8bit(raw16: np.ndarray, agc: ThermalAGC | None, encoding: str) -> np.nda
 def decode_image(encoding: str, height: int, width: int, step: int, is_bigendian, data, *,
                  max_pixels: int = DEFAULT_MAX_PIXELS, agc: ThermalAGC | None = None) -> np.ndarray:
     """Decode sensor_msgs/Image fields to HxW uint8 or HxWx3 BGR uint8 (see module contract)."""
-    spec = _ENCODINGS.get(encoding)
-    if spec is None:
-        raise ImageDecodeError("unknown_encoding", f"unsupported encoding {encoding!r}")
+    encoding = "bgra8" if encoding == "8UC4" else encoding
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise ImageDecodeError("unknown_encoding", f"unsupported encoding {encoding!r} (supported: "
+                                                   f"{', '.join(SUPPORTED_ENCODINGS)})")
     height, width, step = int(height), int(width), int(step)
     _check_size(height, width, max_pixels)
-    channels, depth, conversion = spec
-    row_bytes = width * channels * depth
-    if step < row_bytes:
-        raise ImageDecodeError("bad_step", f"step {step} < {row_bytes} bytes for {width} px of {encoding}")
-    buf = _as_bytes_view(data)
-    if buf.size < height * step:
-        raise ImageDecodeError("short_data", f"{buf.size} bytes < height*step = {height * step}")
+    if encoding not in _ENCODINGS:
+        return _decode_converted(encoding, height, width, step, is_bigendian, data, agc)
+    channels, depth, conversion = _ENCODINGS[encoding]
+    buf = _checked_buffer(encoding, width, height, width * channels * depth, step, data)
     if depth == 2:
         dtype = np.dtype(">u2" if is_bigendian else "<u2")
         raw = np.ndarray((height, width), dtype=dtype, buffer=buf, strides=(step, 2))
@@ -114,6 +145,50 @@ def decode_image(encoding: str, height: int, width: int, step: int, is_bigendian
     strides = (step, 1) if channels == 1 else (step, channels, 1)
     view = np.ndarray(shape, dtype=np.uint8, buffer=buf, strides=strides)
     return view if conversion is None else cv2.cvtColor(view, conversion)
+
+
+def _checked_buffer(encoding: str, width: int, rows: int, row_bytes: int, step: int, data,
+                    rows_name: str = "height") -> np.ndarray:
+    """``data`` as flat bytes after the step and length checks (``rows`` rows of ``step`` bytes)."""
+    if step < row_bytes:
+        raise ImageDecodeError("bad_step", f"step {step} < {row_bytes} bytes for {width} px of {encoding}")
+    buf = _as_bytes_view(data)
+    if buf.size < rows * step:
+        raise ImageDecodeError("short_data", f"{buf.size} bytes < {rows_name}*step = {rows * step}")
+    return buf
+
+
+def _decode_converted(encoding: str, height: int, width: int, step: int, is_bigendian, data,
+                      agc: ThermalAGC | None) -> np.ndarray:
+    """The encodings that OpenCV converts (Bayer, YUV), 16-bit colour and float thermal."""
+    if encoding in _FLOAT_THERMAL:
+        buf = _checked_buffer(encoding, width, height, width * 4, step, data)
+        raw = np.ndarray((height, width), dtype=">f4" if is_bigendian else "<f4", buffer=buf, strides=(step, 4))
+        counts = np.nan_to_num((raw.astype(np.float64) + FLOAT_OFFSET) * FLOAT_SCALE, nan=0.0)
+        return _to_8bit(np.clip(np.rint(counts), 0, 65535).astype(np.uint16), agc, encoding)
+    if encoding in _COLOUR16:
+        channels, conversion = _COLOUR16[encoding]
+        buf = _checked_buffer(encoding, width, height, width * channels * 2, step, data)
+        raw = np.ndarray((height, width, channels), dtype=">u2" if is_bigendian else "<u2", buffer=buf,
+                         strides=(step, channels * 2, 2))
+        high = (raw >> 8).astype(np.uint8)
+        return high if conversion is None else cv2.cvtColor(high, conversion)
+    if encoding in _BAYER or encoding in _YUV422:
+        if width % 2 or (encoding in _BAYER and height % 2):
+            raise ImageDecodeError("bad_size", f"{encoding} needs an even width{' and height' * (encoding in _BAYER)}, "
+                                               f"got {width}x{height}")
+        per_pixel = 1 if encoding in _BAYER else 2
+        buf = _checked_buffer(encoding, width, height, width * per_pixel, step, data)
+        shape, strides = ((height, width), (step, 1)) if per_pixel == 1 else ((height, width, 2), (step, 2, 1))
+        view = np.ndarray(shape, dtype=np.uint8, buffer=buf, strides=strides)
+        return cv2.cvtColor(np.ascontiguousarray(view), _BAYER.get(encoding) or _YUV422[encoding])
+    # 4:2:0 semi-planar (nv12 / nv21)
+    if width % 2 or height % 2:
+        raise ImageDecodeError("bad_size", f"{encoding} needs an even width and height, got {width}x{height}")
+    rows = height + height // 2
+    buf = _checked_buffer(encoding, width, rows, width, step, data, "(height * 3 / 2)")
+    planes = np.ndarray((rows, width), dtype=np.uint8, buffer=buf, strides=(step, 1))
+    return cv2.cvtColor(np.ascontiguousarray(planes), _YUV420[encoding])
 
 
 def _png_size(data: memoryview) -> tuple[int, int]:
