@@ -8,6 +8,10 @@ Luminance functions take and return float32 HxW in [0, 1]:
 - ``fuse_laplacian(base="max")`` (``laplacian_max``): the same pyramid with the element-wise
   maximum as the base (brighter targets; the strongest classical rule on EN/SD/SF/AG in this
   project's tables).
+- ``fuse_rule`` (``rule``): the DIFF-MF decoder's built-in rule without the network
+  (``modules.pyramid_decoder.rule_fusion``: every band of a region from its brighter source, with
+  the decoder's starting detail gains and contrast); what the network's decisions are measured
+  against, and a fast classical choice for the node. Needs PyTorch (imported on first use).
 - ``fuse_gff``: guided filtering fusion (Li, Kang, Hu, IEEE TIP 2013): 31x31 mean-filter two-scale
   decomposition, saliency = Gaussian(11x11, sigma 5)-smoothed |3x3 Laplacian|, binary max-saliency
   weight maps refined by a guided filter (base r1 = 45, eps1 = 0.3, computed as a fast guided
@@ -108,12 +112,26 @@ def fuse_gff(ir: np.ndarray, vi: np.ndarray, r1: int = 45, eps1: float = 0.3,
     return np.clip(base + detail, 0.0, 1.0).astype(np.float32)
 
 
+def fuse_rule(ir: np.ndarray, vi: np.ndarray, levels: int = 5) -> np.ndarray:
+    """The DIFF-MF decoder's rule alone (no trunk, no head) on two luminance images in [0, 1]."""
+    import torch
+
+    from diffmf_core.modules.pyramid_decoder import rule_fusion
+
+    def tensor(img: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+
+    with torch.inference_mode():
+        return rule_fusion(tensor(ir), tensor(vi), levels)[0, 0].numpy()
+
+
 CLASSICAL_FUSERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "mean": fuse_mean,
     "max": fuse_max,
     "laplacian": fuse_laplacian,
     "laplacian_max": functools.partial(fuse_laplacian, base="max"),
     "gff": fuse_gff,
+    "rule": fuse_rule,
 }
 
 

@@ -83,11 +83,12 @@ def check_finite(state: dict, path) -> None:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", expect_preset: str | None = None,
-               **overrides) -> DiffMF:
+               skip: tuple[str, ...] = (), **overrides) -> DiffMF:
     """Rebuild the network stored in ``path`` and load its weights (strict).
 
-    ``expect_preset``: refuse a file trained for another preset. ``overrides``: config fields that
-    do not change the parameters (e.g. ``scan_backend``, ``chunk_size``).
+    ``expect_preset``: refuse a file trained for another preset. ``skip``: parameter name prefixes
+    not loaded (they keep a new network's initial values, whatever the file holds for them).
+    ``overrides``: config fields that do not change the parameters (e.g. ``scan_backend``).
     """
     path = Path(path)
     meta = read_metadata(path)
@@ -104,6 +105,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", expect_pres
         state = load_file(str(path), device="cpu")
     except (SafetensorError, RuntimeError, OSError) as exc:
         raise WeightsError(f"{path}: weights do not load into a {cfg.name!r} network ({exc})") from exc
+    if skip:
+        state = {**{k: v for k, v in state.items() if not k.startswith(skip)},
+                 **{k: v for k, v in model.state_dict().items() if k.startswith(skip)}}
     check_finite(state, path)
     try:
         model.load_state_dict(state, strict=True)

@@ -66,3 +66,25 @@ def test_gff_fast_enough_for_fallback():
     t0 = time.perf_counter()
     fuse_gff(ir, vi)
     assert time.perf_counter() - t0 < 0.3  # ~60 ms on 2 busy cores; generous for CI noise
+
+
+def test_rule_is_the_network_decoder_without_the_network():
+    """`rule` = a DIFF-MF network whose decoder head is zero, whatever its trunk holds; no trunk runs."""
+    import torch
+
+    from diffmf_core.config import get_preset
+    from diffmf_core.models import DiffMF
+
+    rng = np.random.default_rng(2)
+    ir, vi = rng.random((64, 96), dtype=np.float32), rng.random((64, 96), dtype=np.float32)  # no padding
+    torch.manual_seed(0)
+    model = DiffMF(get_preset("live")).eval()
+    torch.nn.init.zeros_(model.decoder.head.weight)
+    with torch.no_grad():
+        network = model(torch.from_numpy(ir)[None, None], torch.from_numpy(vi)[None, None])[0, 0].numpy()
+    rule = ClassicalFuser("rule").fuse_y(ir, vi)
+    assert rule.dtype == np.float32 and rule.shape == ir.shape
+    assert np.abs(rule - network).max() < 1e-5
+    # region by region the brighter source: a much brighter thermal image wins nearly everywhere
+    bright_ir = np.clip(ir * 0.2 + 0.8, 0, 1).astype(np.float32)
+    assert np.corrcoef(ClassicalFuser("rule").fuse_y(bright_ir, vi * 0.2).ravel(), bright_ir.ravel())[0, 1] > 0.9

@@ -253,3 +253,20 @@ def test_score_loss_is_one_minus_the_capped_mean_ratio_and_has_a_gradient():
     noisy = (fused.detach() + 0.3 * torch.randn_like(fused)).clamp(0, 1)
     _, noisy_parts = loss_fn(noisy, ir, vi)
     assert noisy_parts["SF"].item() > 1.1 and noisy_parts["AG"].item() > 1.1
+
+
+def test_target_loss_is_zero_when_warm_targets_keep_their_contrast_and_one_when_flat():
+    from diffmf_core.training.losses import TargetLoss
+
+    ir = torch.full((2, 1, 64, 64), 0.25)
+    ir[:, :, 20:30, 24:34] = 0.8
+    loss = TargetLoss()
+    assert loss(ir, ir).item() == pytest.approx(0.0)
+    assert loss(ir + 0.1, ir).item() == pytest.approx(0.0, abs=1e-5)  # brighter overall, same contrast
+    assert loss(torch.full_like(ir, 0.5), ir).item() == pytest.approx(1.0, abs=1e-6)  # gone
+    assert loss(0.25 + 0.5 * (ir - 0.25), ir).item() == pytest.approx(0.5, abs=0.02)  # half the contrast
+    flat = torch.full_like(ir, 0.3)
+    assert loss(torch.rand_like(ir), flat).item() == 0.0  # no warm target: nothing to keep
+    fused = torch.full_like(ir, 0.5).requires_grad_()
+    loss(fused, ir).backward()
+    assert fused.grad[:, :, 20:30, 24:34].sum() < 0  # raising the target lowers the loss

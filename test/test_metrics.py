@@ -353,3 +353,45 @@ def test_ssim_window_of_small_images_is_the_largest_odd_that_fits(shape, window)
 def test_evaluate_pair_names_the_size_mismatch():
     with pytest.raises(ValueError, match="size mismatch"):
         M.evaluate_pair(TEXTURE, TEXTURE, TEXTURE[:, :-1])
+
+
+def _hot_square(background=60, hot=200):
+    ir = np.full((120, 160), background, np.uint8)
+    ir[50:66, 70:86] = hot
+    return ir
+
+
+def test_a_hot_square_keeps_retention_one_under_identity_and_zero_when_dropped():
+    ir = _hot_square()
+    targets = M.warm_targets(ir)
+    assert len(targets) == 1
+    contrast, blob, ring = targets[0]
+    assert contrast == pytest.approx(140.0) and blob.sum() == 16 * 16 and not (blob & ring).any()
+    assert M.target_retention(ir, ir) == [pytest.approx(1.0)]
+    assert M.target_retention(ir, np.full_like(ir, 60)) == [0.0]  # dropped
+    assert M.target_retention(ir, 255 - ir) == [0.0]  # inverted counts as gone
+    assert M.target_retention(ir, (ir.astype(np.float32) * 0.5)) == [pytest.approx(0.5)]
+    faint = _hot_square(60, 120)
+    assert M.target_retention(faint, np.where(faint > 60, 255, 0)) == [M.RETENTION_MAX]  # 4.25 clipped
+    # the target seen in a visible-like surrounding: what counts is its contrast, not its level
+    assert M.target_retention(ir, ir.astype(np.float32) + 40) == [pytest.approx(1.0)]
+
+
+def test_warm_targets_ignore_flat_images_faint_spots_and_specks():
+    assert M.warm_targets(np.full((100, 100), 128, np.uint8)) == []
+    faint = _hot_square(60, 60 + int(M.TARGET_LEVEL) - 2)
+    assert M.warm_targets(faint) == []
+    speck = np.full((100, 100), 60, np.uint8)
+    speck[40:43, 40:43] = 250  # 9 px < TARGET_MIN_AREA
+    assert M.warm_targets(speck) == []
+
+
+def test_warm_targets_are_the_strongest_first_and_at_most_target_max():
+    ir = np.full((240, 320), 40, np.uint8)
+    for i in range(M.TARGET_MAX + 3):
+        y, x = 20 + 50 * (i // 6), 20 + 50 * (i % 6)
+        ir[y:y + 8, x:x + 8] = 80 + 10 * i
+    targets = M.warm_targets(ir)
+    assert len(targets) == M.TARGET_MAX
+    contrasts = [t[0] for t in targets]
+    assert contrasts == sorted(contrasts, reverse=True) and contrasts[0] == pytest.approx(40 + 10 * (M.TARGET_MAX + 2))

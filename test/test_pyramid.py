@@ -1,5 +1,6 @@
-"""The Laplacian pyramid op and the pyramid decoder: exact collapse, and an untrained decoder that
-already fuses like a classical pyramid rule (each region's detail from its brighter source, sharpened)."""
+"""The Laplacian pyramid op and the pyramid decoder: exact collapse; the decoder's rule (a zero head:
+each region's detail from its brighter source, sharpened), which a new decoder starts near; head
+maps that overturn the rule; gradient to the trunk from the first step."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 from diffmf_core.baselines import fuse_laplacian
 from diffmf_core.modules import pyramid_decoder
-from diffmf_core.modules.pyramid_decoder import CONTRAST, PyramidDecoder
+from diffmf_core.modules.pyramid_decoder import CONTRAST, PyramidDecoder, rule_fusion
 from diffmf_core.ops.pyramid import laplacian_pyramid, pyr_down, pyramid_levels, reconstruct
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,14 +50,16 @@ def scene(seed=0, size=64):
 
 
 def untrained(dim=4, levels=4):
-    return PyramidDecoder(dim, levels).eval()
+    """A decoder whose head is zero: its rule."""
+    dec = PyramidDecoder(dim, levels).eval()
+    torch.nn.init.zeros_(dec.head.weight)
+    return dec
 
 
-def test_untrained_decoder_takes_each_region_from_its_brighter_source_sharpened():
+def test_the_rule_takes_each_region_from_its_brighter_source_sharpened():
     ir, vi = scene()
-    features = torch.randn(1, 8, 8, 4)  # ignored by a head that starts at zero
     with torch.no_grad():
-        fused = untrained()(features, ir, vi)[0, 0].numpy()
+        fused = rule_fusion(ir, vi, 4)[0, 0].numpy()
     # the warm target stays bright and keeps the infrared's flat interior: no visible stripes mixed in
     assert fused[25:35, 25:35].mean() > 0.9
     assert np.abs(np.diff(fused[25:35, 25:35], axis=1)).mean() < 0.01
@@ -68,15 +71,51 @@ def test_untrained_decoder_takes_each_region_from_its_brighter_source_sharpened(
     assert np.corrcoef(fused[45:60, 5:60].ravel(), reference[45:60, 5:60].ravel())[0, 1] > 0.95
 
 
-def test_decoder_output_does_not_depend_on_features_until_the_head_learns():
+def test_a_zero_head_is_the_rule_whatever_the_features():
     ir, vi = scene()
     dec = untrained()
     with torch.no_grad():
-        a = dec(torch.randn(1, 8, 8, 4), ir, vi)
-        b = dec(torch.randn(1, 8, 8, 4), ir, vi)
-        assert torch.equal(a, b)
-        torch.nn.init.normal_(dec.head.weight, std=1.0)
-        assert not torch.allclose(dec(torch.randn(1, 8, 8, 4), ir, vi), a)
+        rule = rule_fusion(ir, vi, 4)
+        for seed in range(3):
+            features = torch.randn(1, 8, 8, 4, generator=torch.Generator().manual_seed(seed))
+            assert torch.allclose(dec(features, ir, vi), rule, atol=1e-6)
+
+
+def test_a_new_decoder_starts_near_its_rule_and_passes_gradient_to_the_trunk():
+    ir, vi = scene()
+    torch.manual_seed(0)
+    dec = PyramidDecoder(4, 4)
+    features = torch.randn(1, 8, 8, 4, requires_grad=True)
+    fused = dec(features, ir, vi)
+    assert (fused - rule_fusion(ir, vi, 4)).abs().max() < 2 / 255  # within two grey levels
+    fused.mean().backward()
+    assert features.grad.abs().sum() > 0  # a zero head would pass exactly none
+    assert dec.body.weight.grad.abs().sum() > 0
+
+
+def test_selection_logits_overturn_the_rule_where_the_head_says_so():
+    """A warm target darker than bright smoke: the rule takes the smoke (the brighter source); a
+    head that selects the thermal image on the target keeps it, the rest stays the rule's."""
+    ir = torch.full((1, 1, 64, 64), 0.2)
+    ir[..., 24:40, 24:40] = 0.55  # the warm target
+    vi = torch.full((1, 1, 64, 64), 0.8)  # smoke: brighter everywhere
+    dec = untrained()
+    features = torch.zeros(1, 8, 8, 4)
+    features[:, 3:5, 3:5, 0] = 1.0  # "a target here", on the 1/8 grid
+    with torch.no_grad():
+        dec.body.weight.zero_()
+        dec.body.bias.zero_()
+        dec.body.weight[range(4), range(4), 1, 1] = 1.0  # the body passes the features on
+        rule = dec(features, ir, vi)
+        dec.head.weight[[0, 2, 4, 6], 0] = 4.0  # every selection logit (a_0, a_1, a_2, a_B) follows feature 0
+        decided = dec(features, ir, vi)
+
+    def contrast(x):
+        return (x[..., 28:36, 28:36].mean() - x[..., 4:12, 4:12].mean()).item()
+    assert abs(contrast(rule)) < 0.05  # the target is gone in the rule's output
+    assert contrast(decided) < -0.1 or contrast(decided) > 0.1  # the decided output shows it
+    # far away: the rule (up to the contrast stretch about the image mean, which the target moved)
+    assert torch.allclose(decided[..., :8, :8], rule[..., :8, :8], atol=0.01)
 
 
 def test_gain_contrast_and_selection_logits_do_what_they_say():

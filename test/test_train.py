@@ -96,20 +96,34 @@ def test_two_process_ddp_ranks_end_identical(tiny_pairs, tmp_path):
     assert (out / "weights.safetensors").exists()
 
 
-def test_holdout_validation_scores_and_keeps_the_best(tiny_pairs, tmp_path):
+def test_holdout_validation_scores_and_keeps_only_a_network_that_beats_its_rule(tiny_pairs, tmp_path):
     out = tmp_path / "val"
-    result = _run(_train_cmd(tiny_pairs, out, 4, "--holdout", "0[45]", "--val-every", "2", "--val-max", "2"))
+    result = _run(_train_cmd(tiny_pairs, out, 4, "--holdout", "0[45]", "--val-every", "2", "--val-max", "2",
+                             "--lambda-target", "0.5"))
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = (out / "val.csv").read_text().splitlines()
-    assert rows[0] == "step,score,EN,SD,SF,MI,VIF,AG"
-    # the reference row, then the network before its first step (a candidate too), then every 2 steps
-    assert rows[1].startswith("reference,1.00000,") and [r.split(",")[0] for r in rows[2:]] == ["0", "2", "4"]
-    best = max(float(r.split(",")[1]) for r in rows[2:])
+    rows = [r.split(",") for r in (out / "val.csv").read_text().splitlines()]
+    assert rows[0] == ["step", "score", "EN", "SD", "SF", "MI", "VIF", "AG", "TR"]
+    # the reference row, the rule's score, then the network before its first step (a candidate too)
+    # and every 2 steps, each followed by its constant-head copy
+    assert [r[0] for r in rows[1:]] == ["reference", "rule", "0", "constant_head_0", "2", "constant_head_2",
+                                        "4", "constant_head_4"]
+    assert rows[1][1] == "1.00000"
+    score = {r[0]: float(r[1]) for r in rows[2:]}
+    from diffmf_core.training.train import VAL_MARGIN
+    beaten = [s for s in ("0", "2", "4") if score[s] >= max(score["rule"], score[f"constant_head_{s}"]) + VAL_MARGIN]
     meta = read_metadata(out / "weights.safetensors")
-    assert float(meta["val_score"]) == pytest.approx(best, abs=1e-5) and int(meta["train_seconds"]) >= 0
     assert "--holdout '0[45]'" in meta["command"] and "--fresh" not in meta["command"]
     assert "None" not in meta["command"] and "False" not in meta["command"]  # a command one can rerun
-    assert (out / "best.safetensors").read_bytes() == (out / "weights.safetensors").read_bytes()
+    assert "--lambda-target 0.5" in meta["command"]
+    if beaten:
+        best = max(score[s] for s in beaten)
+        meta = read_metadata(out / "weights.safetensors")
+        assert float(meta["val_score"]) == pytest.approx(best, abs=1e-5) and int(meta["train_seconds"]) >= 0
+        assert float(meta["val_rule_score"]) == pytest.approx(score["rule"], abs=1e-5)
+        assert (out / "best.safetensors").read_bytes() == (out / "weights.safetensors").read_bytes()
+    else:
+        assert not (out / "best.safetensors").exists() and "val_score" not in meta
+        assert "no validated network beat both its rule and its constant-head copy" in result.stdout
 
 
 def test_split_pairs_keeps_held_out_clips_out_of_training(tiny_pairs):
@@ -164,33 +178,80 @@ def test_resume_with_another_preset_is_refused(tiny_pairs, tmp_path):
     assert "does not resume a 'paper' run" in _refusal(cmd)
 
 
-def test_validation_score_is_the_capped_mean_ratio_to_the_better_classical_rule(tiny_pairs):
+class Replay:
+    """Returns fixed outputs (the validator's images, in order) whatever the input."""
+
+    def __init__(self, outputs):
+        self.outputs = iter(outputs)
+        self.training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def __call__(self, ir, vi):
+        import torch
+        return torch.from_numpy(next(self.outputs))[None, None]
+
+
+def test_validation_score_is_half_the_capped_paper_metrics_half_the_capped_retention(tiny_pairs):
     import torch
     from diffmf_core.baselines import fuse_gff, fuse_laplacian
     from diffmf_core.training.data import find_pairs
     from diffmf_core.training.train import VAL_CAP, VAL_METRICS, Validator
 
     validator = Validator(find_pairs(tiny_pairs), 2)
-    lp, gff = (validator._means([f(ir, vi) for ir, vi, _, _ in validator.images])
-               for f in (lambda a, b: fuse_laplacian(a, b, base="max"), fuse_gff))
-    assert validator.reference == {k: max(lp[k], gff[k]) for k in VAL_METRICS}
+    lp, lp_max, gff = (validator._means([f(ir, vi) for ir, vi, _, _ in validator.images])
+                       for f in (fuse_laplacian, lambda a, b: fuse_laplacian(a, b, base="max"), fuse_gff))
+    assert validator.reference == {**{k: max(lp_max[k], gff[k]) for k in VAL_METRICS}, "TR": max(lp["TR"], lp_max["TR"])}
 
-    class Replay(torch.nn.Module):
-        """Returns fixed outputs (the validator's images, in order) whatever the input."""
-        def __init__(self, outputs):
-            super().__init__()
-            self.outputs = iter(outputs)
-
-        def forward(self, ir, vi):
-            return torch.from_numpy(next(self.outputs))[None, None]
+    def expected(means):
+        paper = np.mean([min(means[k] / validator.reference[k], VAL_CAP) for k in VAL_METRICS])
+        return 0.5 * paper + 0.5 * min(means["TR"] / validator.reference["TR"], VAL_CAP)
 
     score, means = validator(Replay([fuse_gff(ir, vi) for ir, vi, _, _ in validator.images]), torch.device("cpu"))
     assert means == pytest.approx(gff)
-    assert score == pytest.approx(np.mean([gff[k] / validator.reference[k] for k in VAL_METRICS]))
-    assert score <= 1.0
+    assert score == pytest.approx(expected(gff))
     # a much sharper output: SF and AG count at most VAL_CAP times the reference
     sharp = [np.clip(0.5 + 4.0 * (ir - 0.5), 0, 1).astype(np.float32) for ir, _, _, _ in validator.images]
     score, means = validator(Replay(sharp), torch.device("cpu"))
-    ratios = {k: means[k] / validator.reference[k] for k in VAL_METRICS}
-    assert ratios["SF"] > VAL_CAP
-    assert score == pytest.approx(np.mean([min(r, VAL_CAP) for r in ratios.values()]))
+    assert means["SF"] / validator.reference["SF"] > VAL_CAP
+    assert score == pytest.approx(expected(means))
+
+
+def test_rule_and_constant_head_scores_are_what_they_say_and_leave_the_network_as_it_was(tiny_pairs):
+    import torch
+    from diffmf_core.config import get_preset
+    from diffmf_core.models import DiffMF
+    from diffmf_core.modules.pyramid_decoder import rule_fusion
+    from diffmf_core.training.data import find_pairs
+    from diffmf_core.training.train import Validator
+
+    validator = Validator(find_pairs(tiny_pairs), 2)
+    torch.manual_seed(0)
+    model = DiffMF(get_preset("live")).eval()
+    torch.nn.init.normal_(model.decoder.head.weight, std=0.5)  # a head that varies over the image
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rule_score, rule_means = validator.rule(model, torch.device("cpu"))
+    with torch.no_grad():
+        rule = [rule_fusion(torch.from_numpy(ir)[None, None], torch.from_numpy(vi)[None, None],
+                            model.cfg.pyramid_levels)[0, 0].numpy() for ir, vi, _, _ in validator.images]
+    assert rule_means == pytest.approx(validator._means(rule))
+    assert rule_score == pytest.approx(validator.score(rule_means))
+
+    constant_score, constant_means = validator.constant_head(model, torch.device("cpu"))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    # by hand: the head's mean maps over the held-out images as a constant bias, no weights
+    maps = []
+    hook = model.decoder.head.register_forward_hook(lambda m, i, o: maps.append(o.mean(dim=(0, 2, 3))))
+    validator.fused(model, torch.device("cpu"))
+    hook.remove()
+    copy = DiffMF(get_preset("live")).eval()
+    copy.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        copy.decoder.head.weight.zero_()
+        copy.decoder.head.bias.copy_(torch.stack(maps).mean(dim=0))
+    assert constant_means == pytest.approx(validator._means(validator.fused(copy, torch.device("cpu"))))
+    assert constant_score == pytest.approx(validator.score(constant_means))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-CLASSICAL_NAMES = ("gff", "laplacian", "laplacian_max", "max", "mean")  # diffmf_core.baselines.CLASSICAL_FUSERS keys
+CLASSICAL_NAMES = ("gff", "laplacian", "laplacian_max", "max", "mean", "rule")  # diffmf_core.baselines.CLASSICAL_FUSERS keys
 
 
 class SettingsError(ValueError):

@@ -11,7 +11,7 @@ A small head on the fused features (any grid: 1/8 in ``live``, full resolution i
 predicts, per band k, a selection logit a_k and a gain logit g_k, and for the base a selection
 logit a_B, a contrast logit c and an offset o; every map is resized to its band's size. Then
 
-    s_k  = sigmoid(logit(w_k) + a_k)          (w_k: w resized to band k; likewise s_B)
+    s_k  = sigmoid(logit(w_k) + SELECT_RANGE tanh(a_k))   (w_k: w resized to band k; likewise s_B)
     D_k  = s_k D_ir + (1 - s_k) D_vi
     n_k  = sigmoid((|D_k| - CORING) / CORING_WIDTH)                      (1 above the noise level)
     F_k  = D_k + (G_k exp(GAIN_RANGE tanh(g_k)) - 1) n_k T_k tanh(D_k / T_k)
@@ -26,13 +26,16 @@ is raised by the full gain, strong edges only by a little. Sensor noise is not a
 strong edges, whose every movement in a video would otherwise be amplified too, barely change:
 sharpness on stills at far less temporal flicker than a linear gain.
 
-The head's last layer starts at zero, so the untrained network is a fixed, classical fusion: a
-pyramid blend that takes every band of a region from the same (brighter) source, with sharpened
-detail and stretched contrast. Taking a region's detail from one source keeps the fused image
-close to a function of its sources (high mutual information and VIF), where per-pixel max-activity
-detail selection mixes the two into a texture neither has. Training adds judgement: which source
-matters where (a_k may take detail from the darker source), how much detail and contrast. This
-departs from the paper's convolutional decoder; see the model docs.
+With every map zero the decoder is its built-in rule (``rule_fusion``, computed without the
+network): a pyramid blend that takes every band of a region from the same (brighter) source, with
+sharpened detail and stretched contrast. The rule fails where the brighter source is the wrong
+one: a warm person behind bright smoke or in daylight clutter fades into the visible image. The
+head decides against it: SELECT_RANGE lets a_k overturn the rule's selection anywhere, band by
+band (take a warm target's detail and base from the thermal image inside bright visible
+surroundings), and g_k, c, o set detail and contrast per region. The head starts with small random
+weights (``HEAD_INIT_STD``), so the untrained network is the rule to within a few grey levels and
+the trunk learns from the first step. This departs from the paper's convolutional decoder; see
+the model docs.
 """
 from __future__ import annotations
 
@@ -51,7 +54,9 @@ CONTRAST_RANGE = 0.5
 OFFSET_RANGE = 0.25      # largest base correction, in intensity units
 CORING = 0.02            # detail below about 5 grey levels (noise) keeps gain 1
 CORING_WIDTH = 0.005
-LOGIT_EPS = 1e-4
+LOGIT_EPS = 1e-4         # the rule's selection stays within [1e-4, 1 - 1e-4]: logits within +-9.2
+SELECT_RANGE = 16.0      # the head moves a selection logit by up to +-16: it can overturn the rule anywhere
+HEAD_INIT_STD = 1e-3
 
 
 def _of_band(values: tuple, k: int) -> float:
@@ -100,31 +105,58 @@ class PyramidDecoder(nn.Module):
         self.levels = levels
         self.body = nn.Conv2d(dim, dim, 3, padding=1)
         self.head = nn.Conv2d(dim, 2 * levels + 1, 1)  # (a_k, g_k) per detail band, then (a_B, c, o)
-        nn.init.zeros_(self.head.weight)
+        # Small random weights, zero bias: the untrained network is its rule to within a few grey
+        # levels, and the trunk receives gradient from the first step (a zero head passes none).
+        nn.init.normal_(self.head.weight, std=HEAD_INIT_STD)
         nn.init.zeros_(self.head.bias)
 
+    def maps(self, f: torch.Tensor) -> torch.Tensor:
+        """Fused features (b, h, w, C) -> the head's 2L+1 maps (b, 2L+1, h, w)."""
+        return self.head(F.gelu(self.body(f.permute(0, 3, 1, 2))))
+
     def forward(self, f: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-        maps = self.head(F.gelu(self.body(f.permute(0, 3, 1, 2))))
-        levels = pyramid_levels(ir.shape[-2], ir.shape[-1], self.levels)
-        sources = laplacian_pyramid(torch.cat((ir, vi), dim=1), levels)  # both in one pass: channel 0 ir, 1 vi
-        brighter = brighter_source(ir, vi)
+        return decode(self.maps(f), ir, vi, self.levels)
 
-        def selection(logits: torch.Tensor, size) -> torch.Tensor:
-            p = _resize(brighter, size).clamp(LOGIT_EPS, 1 - LOGIT_EPS)
-            return torch.sigmoid(torch.log(p) - torch.log1p(-p) + logits[:, None])
 
-        bands = []
-        for k, (d_ir, d_vi) in enumerate(band.split(1, dim=1) for band in sources[:-1]):
-            a, g = _resize(maps[:, 2 * k:2 * k + 2], d_ir.shape[-2:]).unbind(1)
-            d = d_vi + selection(a, d_ir.shape[-2:]) * (d_ir - d_vi)
-            gain = _of_band(DETAIL_GAIN, k) * torch.exp(GAIN_RANGE * torch.tanh(g[:, None]))
-            limit = _of_band(BOOST_LIMIT, k)
-            above_noise = torch.sigmoid((d.abs() - CORING) / CORING_WIDTH)
-            bands.append(d + (gain - 1) * above_noise * limit * torch.tanh(d / limit))
-        b_ir, b_vi = sources[-1].split(1, dim=1)
-        a_b, c, offset = _resize(maps[:, -3:], b_ir.shape[-2:]).unbind(1)
-        base = b_vi + selection(a_b, b_ir.shape[-2:]) * (b_ir - b_vi)
-        mean = base.mean(dim=(-2, -1), keepdim=True)
-        contrast = CONTRAST * torch.exp(CONTRAST_RANGE * torch.tanh(c[:, None]))
-        bands.append(mean + contrast * (base - mean) + OFFSET_RANGE * torch.tanh(offset[:, None]))
-        return reconstruct(bands).clamp(0, 1)
+def decode(maps: torch.Tensor | None, ir: torch.Tensor, vi: torch.Tensor, levels: int) -> torch.Tensor:
+    """The decoder's equations (module docstring) for head maps (b, 2L+1, h, w) on any grid;
+    ``maps=None`` is the rule alone (every map zero), computed without a network."""
+    levels = pyramid_levels(ir.shape[-2], ir.shape[-1], levels)
+    sources = laplacian_pyramid(torch.cat((ir, vi), dim=1), levels)  # both in one pass: channel 0 ir, 1 vi
+    brighter = brighter_source(ir, vi)
+
+    def band_maps(first: int, count: int, size) -> list:
+        if maps is None:
+            return [None] * count
+        return list(_resize(maps[:, first:first + count], size).unbind(1))
+
+    def selection(logits: torch.Tensor | None, size) -> torch.Tensor:
+        p = _resize(brighter, size).clamp(LOGIT_EPS, 1 - LOGIT_EPS)
+        if logits is None:
+            return p
+        return torch.sigmoid(torch.log(p) - torch.log1p(-p) + SELECT_RANGE * torch.tanh(logits[:, None]))
+
+    bands = []
+    for k, (d_ir, d_vi) in enumerate(band.split(1, dim=1) for band in sources[:-1]):
+        a, g = band_maps(2 * k, 2, d_ir.shape[-2:])
+        d = d_vi + selection(a, d_ir.shape[-2:]) * (d_ir - d_vi)
+        gain = _of_band(DETAIL_GAIN, k)
+        if g is not None:
+            gain = gain * torch.exp(GAIN_RANGE * torch.tanh(g[:, None]))
+        limit = _of_band(BOOST_LIMIT, k)
+        above_noise = torch.sigmoid((d.abs() - CORING) / CORING_WIDTH)
+        bands.append(d + (gain - 1) * above_noise * limit * torch.tanh(d / limit))
+    b_ir, b_vi = sources[-1].split(1, dim=1)
+    a_b, c, offset = band_maps(2 * len(bands), 3, b_ir.shape[-2:])
+    base = b_vi + selection(a_b, b_ir.shape[-2:]) * (b_ir - b_vi)
+    mean = base.mean(dim=(-2, -1), keepdim=True)
+    contrast = CONTRAST if c is None else CONTRAST * torch.exp(CONTRAST_RANGE * torch.tanh(c[:, None]))
+    shift = 0.0 if offset is None else OFFSET_RANGE * torch.tanh(offset[:, None])
+    bands.append(mean + contrast * (base - mean) + shift)
+    return reconstruct(bands).clamp(0, 1)
+
+
+def rule_fusion(ir: torch.Tensor, vi: torch.Tensor, levels: int) -> torch.Tensor:
+    """The decoder's built-in rule without the network (every head map zero): the brighter source
+    region by region, with the starting detail gains and contrast. (b, 1, H, W) -> (b, 1, H, W)."""
+    return decode(None, ir, vi, levels)

@@ -1,7 +1,8 @@
 """``diffmf eval``: the command's options, output checks and report files; the metrics, per-dataset
 tables, contact sheets and flicker are diffmf_core.training.evaluation.
 
-For every dataset root it writes under ``--out/<dataset>/`` the files of ``evaluate_methods``;
+For every dataset root it writes under ``--out/<dataset>/`` the files of ``evaluate_methods`` (the
+metrics and warm-target retention of each method);
 ``--out/results.md`` collects all tables, which are also printed. ``--clip DIR`` adds each method's
 temporal flicker (``clip_flicker``) to ``--out/flicker.md``.
 """
@@ -18,14 +19,15 @@ from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
 from diffmf_core.training.data import DataError, write_bytes
 from diffmf_core.training.evaluation import clip_flicker, default_datasets, evaluate_methods
 
-DEFAULT_METHODS = "diffmf,mean,max,laplacian,gff,laplacian_max"
+DEFAULT_METHODS = "diffmf,rule,mean,max,laplacian,gff,laplacian_max"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, nargs="+",
                    help="dataset roots with ir/ + vi/ (default: shared test/TNO and test/DroneVehicle)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma-separated: diffmf and/or mean,max,laplacian,gff,laplacian_max (default: {DEFAULT_METHODS})")
+                   help=f"comma-separated: diffmf and/or rule,mean,max,laplacian,gff,laplacian_max (rule: the network's "
+                        f"decoder rule without the network; default: {DEFAULT_METHODS})")
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")

@@ -36,6 +36,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", default="paper", choices=("paper", "score"),
                    help="paper: Eq. 14 (the --lambda-* weights); score: one minus the validation score on "
                         "each training crop, with differentiable metrics (losses.ScoreLoss)")
+    p.add_argument("--lambda-target", type=float_range(0), default=0.0,
+                   help="weight of the warm-target loss (losses.TargetLoss), added to --loss (0: off)")
     p.add_argument("--lambda-ssim", type=float_range(0), default=10.0, help="weight of the SSIM loss (Eq. 11)")
     p.add_argument("--lambda-text", type=float_range(0), default=20.0, help="weight of the texture loss (Eq. 12)")
     p.add_argument("--lambda-int", type=float_range(0), default=20.0, help="weight of the intensity loss (Eq. 13)")
@@ -52,6 +54,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this weights file (fine-tuning; its preset must match --preset)")
+    p.add_argument("--reset-head", action="store_true",
+                   help="with --init: the decoder head starts as a new network's (small random weights); only the trunk is loaded")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from diffmf_core.common.color import to_gray
 from diffmf_core.common.paths import shared_data_dir
 from diffmf_core.training.data import DataError, find_pairs, load_pair, write_bytes, write_image
-from diffmf_core.training.metrics import METRICS, evaluate_pair
+from diffmf_core.training.metrics import METRICS, evaluate_pair, target_retention
 
 DEFAULT_TEST_SETS = ("test/TNO", "test/DroneVehicle")
 TILE_W, TILE_H, HEADER_H = 224, 176, 24
@@ -78,22 +78,44 @@ def _contact_rows(name: str, ir: np.ndarray, vi: np.ndarray, fused: dict[str, np
     return np.vstack(rows)
 
 
+# Warm-target retention (metrics.target_retention) beside the metrics: TR, the mean over every warm
+# target of the set; TR>=0.5, the share of targets that keep at least half their thermal contrast.
+COLUMNS = [*METRICS, "TR", "TR>=0.5"]
+
+
 def _write_csv(path: Path, rows: list[dict], mean: dict[str, float]) -> None:
+    """One row per image (TR: the mean over that image's warm targets, empty without any; targets:
+    their number), then the set's means (TR and TR>=0.5 over every target of the set)."""
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(["image", *METRICS])
-    for row in rows + [{"image": "mean", **mean}]:
-        writer.writerow([row["image"], *(f"{row[k]:.6f}" for k in METRICS)])
+    writer.writerow(["image", *METRICS, "TR", "targets"])
+    for row in rows:
+        tr = "" if not row["retention"] else f"{np.mean(row['retention']):.6f}"
+        writer.writerow([row["image"], *(f"{row[k]:.6f}" for k in METRICS), tr, len(row["retention"])])
+    writer.writerow(["mean", *(f"{mean[k]:.6f}" for k in METRICS), f"{mean['TR']:.6f}",
+                     sum(len(row["retention"]) for row in rows)])
     write_bytes(path, text.getvalue().encode())
 
 
+def set_means(rows: list[dict]) -> dict[str, float]:
+    """The means of one method's per-image rows: METRICS averaged over images, TR and TR>=0.5 over
+    every warm target (NaN when the set has none)."""
+    means = {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
+    kept = np.array([v for r in rows for v in r["retention"]], dtype=np.float64)
+    means["TR"] = float(kept.mean()) if kept.size else float("nan")
+    means["TR>=0.5"] = float((kept >= 0.5).mean()) if kept.size else float("nan")
+    return means
+
+
 def markdown_table(means: dict[str, dict[str, float]], title: str) -> str:
-    """Methods x METRICS markdown table, the best (highest) value of each column in bold."""
-    best = {k: max(m[k] for m in means.values()) for k in METRICS}
-    lines = [f"### {title}", "", "| Method | " + " | ".join(METRICS) + " |",
-             "|---|" + "---:|" * len(METRICS)]
+    """Methods x COLUMNS markdown table (those present), the best (highest) value of each column in
+    bold."""
+    columns = [k for k in COLUMNS if all(k in m for m in means.values())]
+    best = {k: max(m[k] for m in means.values()) for k in columns}
+    lines = [f"### {title}", "", "| Method | " + " | ".join(columns) + " |",
+             "|---|" + "---:|" * len(columns)]
     for method, m in means.items():
-        cells = [f"**{m[k]:.3f}**" if m[k] == best[k] else f"{m[k]:.3f}" for k in METRICS]
+        cells = [f"**{m[k]:.3f}**" if m[k] == best[k] else f"{m[k]:.3f}" for k in columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -115,12 +137,13 @@ def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path
         fused_imgs = {}
         for method, fuser in fusers.items():
             fused = fuser.fuse(ir, vi)
-            rows[method].append({"image": name, **evaluate_pair(fused, ir, vi)})
+            rows[method].append({"image": name, **evaluate_pair(fused, ir, vi),
+                                 "retention": target_retention(to_gray(ir), to_gray(fused))})
             if i in sheet_at:
                 fused_imgs[method] = fused
         if i in sheet_at:
             sheet.append(_contact_rows(name, ir, vi, fused_imgs, diff_method))
-    means = {m: {k: float(np.mean([r[k] for r in rs])) for k in METRICS} for m, rs in rows.items()}
+    means = {m: set_means(rs) for m, rs in rows.items()}
     for method, rs in rows.items():
         _write_csv(out_dir / f"{method}.csv", rs, means[method])
     title = f"{dataset_root.name} ({len(pairs)} pairs)"

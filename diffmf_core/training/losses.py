@@ -235,3 +235,38 @@ class ScoreLoss(nn.Module):
         score = ratio.clamp(max=self.cap).mean(1)
         mean_ratio = ratio.detach().mean(0)
         return 1 - score.mean(), {k: mean_ratio[i] for i, k in enumerate(self.PARTS)}
+
+
+class TargetLoss:
+    """Warm-target loss: where the thermal crop has a warm target (its white top-hat by a square of
+    side 2r+1, r = ``radius``, at least ``level``: the mask M), the fused image should stand out from
+    its surroundings at least as much as the thermal image does. With c(x) = x - box_{2r+1}(x) (a
+    centre-surround contrast),
+
+        L_target = sum M relu(c(ir) - c(fused)) / sum M relu(c(ir))      (0 without targets)
+
+    0 when every warm pixel keeps its thermal contrast, 1 when the fused image is flat there. The
+    evaluation's ``metrics.target_retention`` measures the same on whole blobs."""
+
+    PARTS = ("target",)
+
+    def __init__(self, radius: int = 16, level: float = 20 / 255):
+        self.radius, self.level = radius, level
+
+    def _contrast(self, x: torch.Tensor) -> torch.Tensor:
+        size = 2 * self.radius + 1
+        return x - F.avg_pool2d(x, size, stride=1, padding=self.radius, count_include_pad=False)
+
+    def mask(self, ir: torch.Tensor) -> torch.Tensor:
+        """1 on the warm pixels of ``ir`` (b, 1, h, w), 0 elsewhere."""
+        size = 2 * self.radius + 1
+        eroded = -F.max_pool2d(-ir, size, stride=1, padding=self.radius)
+        opened = F.max_pool2d(eroded, size, stride=1, padding=self.radius)
+        return (ir - opened >= self.level).to(ir.dtype)
+
+    def __call__(self, fused: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            m = self.mask(ir)
+            c_ir = self._contrast(ir).clamp(min=0)
+        deficit = (c_ir - self._contrast(fused)).clamp(min=0)
+        return (m * deficit).sum() / (m * c_ir).sum().clamp(min=1e-6)

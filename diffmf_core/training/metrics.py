@@ -28,6 +28,11 @@ computed in float64 on the [0, 255] scale. All metrics are "higher is better".
 - SSIM SSIM(f, ir) + SSIM(f, vi), Wang et al. 2004 (11x11 Gaussian, sigma 1.5, K = 0.01/0.03,
        L = 255, mean over the valid region).
 ``evaluate_pair(fused, ir, vi)`` returns them all, keyed in ``METRICS`` order.
+
+Not a paper metric: ``target_retention(ir, fused)``, how visible each warm target of the thermal
+image stays in the fused image (docs/training.md#warm-target-retention): blobs of the thermal
+image's white top-hat, their contrast against a ring around them in the fused image divided by
+the same contrast in the thermal image.
 """
 from __future__ import annotations
 
@@ -201,3 +206,53 @@ def evaluate_pair(fused: np.ndarray, ir: np.ndarray, vi: np.ndarray, names=METRI
     if not (f.shape == a.shape == b.shape):
         raise ValueError(f"size mismatch: fused {f.shape}, ir {a.shape}, vi {b.shape}")
     return {k: _OF_FUSED[k](f) if k in _OF_FUSED else _OF_FUSED_AND_SOURCES[k](f, a, b) for k in names}
+
+
+# --- warm targets --------------------------------------------------------------------------------
+TARGET_LEVEL = 20.0      # a warm target stands at least this many grey levels above its opening
+TARGET_MIN_AREA = 12     # pixels
+TARGET_MIN_CONTRAST = 10.0  # blob minus ring in the thermal image, grey levels
+TARGET_MAX = 12          # the strongest targets per image
+RETENTION_MAX = 2.0
+
+
+def _disk(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+def warm_targets(ir: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """Warm targets of a thermal luminance image (HxW, 0..255): connected blobs of its white top-hat
+    (the image minus its opening by a disk of radius min(H, W)/10, clamped to 8..48 px) at least
+    ``TARGET_LEVEL`` high, of at least ``TARGET_MIN_AREA`` pixels, standing at least
+    ``TARGET_MIN_CONTRAST`` above a ring around them (from 2 px to 2 + max(3, sqrt(area)/2) px
+    outside the blob). Returns up to ``TARGET_MAX`` (thermal contrast, blob mask, ring mask), the
+    strongest first."""
+    ir = ir.astype(np.float32)
+    radius = int(np.clip(round(min(ir.shape) / 10), 8, 48))
+    tophat = cv2.morphologyEx(ir, cv2.MORPH_TOPHAT, _disk(radius))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((tophat >= TARGET_LEVEL).astype(np.uint8), connectivity=8)
+    targets = []
+    for i in range(1, count):
+        area = int(stats[i, cv2.CC_STAT_AREA])
+        if area < TARGET_MIN_AREA:
+            continue
+        blob = (labels == i).astype(np.uint8)
+        grow = max(3, int(round(0.5 * np.sqrt(area))))
+        ring = (cv2.dilate(blob, _disk(2 + grow)) > 0) & ~(cv2.dilate(blob, _disk(2)) > 0)
+        blob = blob > 0
+        if not ring.any():  # a blob that fills the image has no surroundings
+            continue
+        contrast = float(ir[blob].mean() - ir[ring].mean())
+        if contrast >= TARGET_MIN_CONTRAST:
+            targets.append((contrast, blob, ring))
+    targets.sort(key=lambda t: -t[0])
+    return targets[:TARGET_MAX]
+
+
+def target_retention(ir: np.ndarray, fused: np.ndarray) -> list[float]:
+    """Retention of each warm target of ``ir`` (``warm_targets``) in ``fused`` (both HxW, 0..255,
+    luminance): the fused contrast of the blob against its ring divided by the thermal contrast,
+    clipped to [0, RETENTION_MAX]. 1: as visible as in the thermal image; 0: gone (or inverted)."""
+    fused = fused.astype(np.float32)
+    return [float(np.clip((fused[blob].mean() - fused[ring].mean()) / contrast, 0.0, RETENTION_MAX))
+            for contrast, blob, ring in warm_targets(ir)]

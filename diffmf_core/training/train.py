@@ -49,13 +49,16 @@ from diffmf_core.common.color import bgr_to_ycrcb, unit_to_u8
 from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
 from diffmf_core.training.data import DataError, PairDataset, find_pairs, load_pair
-from diffmf_core.training.losses import FusionLoss, ScoreLoss
-from diffmf_core.training.metrics import evaluate_pair
+from diffmf_core.modules.pyramid_decoder import rule_fusion
+from diffmf_core.training.losses import FusionLoss, ScoreLoss, TargetLoss
+from diffmf_core.training.metrics import evaluate_pair, target_retention
 from diffmf_core.weights import WeightsError, load_model, save_weights
 
 VAL_METRICS = ScoreLoss.PARTS  # EN, SD, SF, MI, VIF, AG: --loss score mirrors the score metric by metric
 VAL_CAP = 1.1  # a metric counts up to 10 % above the better classical rule
-VAL_HEADER = ["step", "score", *VAL_METRICS]
+VAL_COLUMNS = (*VAL_METRICS, "TR")  # TR: mean warm-target retention (metrics.target_retention)
+VAL_HEADER = ["step", "score", *VAL_COLUMNS]
+VAL_MARGIN = 0.002  # a network is kept only if it beats its rule and its constant-head copy by this much
 
 
 def split_pairs(roots: list[Path], holdout: list[str]) -> tuple[list, list]:
@@ -84,23 +87,64 @@ class Validator:
             ir, vi = load_pair(ir_path, vi_path)
             vi_y = bgr_to_ycrcb(vi)[0]
             self.images.append((ir.astype(np.float32) / 255.0, vi_y, ir, unit_to_u8(vi_y)))
+        lp = self._means([fuse_laplacian(ir, vi) for ir, vi, _, _ in self.images])
         lp_max = self._means([fuse_laplacian(ir, vi, base="max") for ir, vi, _, _ in self.images])
         gff = self._means([fuse_gff(ir, vi) for ir, vi, _, _ in self.images])
         self.reference = {k: max(lp_max[k], gff[k]) for k in VAL_METRICS}
+        self.reference["TR"] = max(lp["TR"], lp_max["TR"])
 
     def _means(self, fused: list) -> dict[str, float]:
         rows = [evaluate_pair(unit_to_u8(f), ir8, vi8, VAL_METRICS) for f, (_, _, ir8, vi8) in zip(fused, self.images)]
-        return {k: float(np.mean([r[k] for r in rows])) for k in VAL_METRICS}
+        means = {k: float(np.mean([r[k] for r in rows])) for k in VAL_METRICS}
+        kept = [r for f, (_, _, ir8, _) in zip(fused, self.images) for r in target_retention(ir8, unit_to_u8(f))]
+        means["TR"] = float(np.mean(kept)) if kept else 1.0
+        return means
+
+    def score(self, means: dict[str, float]) -> float:
+        """Half the mean capped ratio of the six metrics, half the capped retention ratio."""
+        paper = np.mean([min(means[k] / self.reference[k], VAL_CAP) for k in VAL_METRICS])
+        return float(0.5 * paper + 0.5 * min(means["TR"] / max(self.reference["TR"], 1e-6), VAL_CAP))
 
     @torch.no_grad()
+    def fused(self, fuse, device: torch.device) -> list[np.ndarray]:
+        """``fuse(ir, vi)`` ((1, 1, H, W) tensors -> same) on every held-out pair, as float images."""
+        return [fuse(torch.from_numpy(ir)[None, None].to(device), torch.from_numpy(vi)[None, None].to(device))
+                [0, 0].float().cpu().numpy() for ir, vi, _, _ in self.images]
+
     def __call__(self, model: torch.nn.Module, device: torch.device) -> tuple[float, dict[str, float]]:
         was_training = model.training
         model.eval()
-        fused = [model(torch.from_numpy(ir)[None, None].to(device), torch.from_numpy(vi)[None, None].to(device))
-                 [0, 0].float().cpu().numpy() for ir, vi, _, _ in self.images]
+        means = self._means(self.fused(model, device))
         model.train(was_training)
-        means = self._means(fused)
-        return float(np.mean([min(means[k] / self.reference[k], VAL_CAP) for k in VAL_METRICS])), means
+        return self.score(means), means
+
+    def rule(self, model: torch.nn.Module, device: torch.device) -> tuple[float, dict[str, float]]:
+        """The score of the network's decoder rule alone (``rule_fusion``, no trunk, no head)."""
+        levels = model.cfg.pyramid_levels
+        means = self._means(self.fused(lambda ir, vi: rule_fusion(ir, vi, levels), device))
+        return self.score(means), means
+
+    @torch.no_grad()
+    def constant_head(self, model: torch.nn.Module, device: torch.device) -> tuple[float, dict[str, float]]:
+        """The score of a copy whose head outputs, everywhere and on every image, the mean of the
+        network's head maps over the held-out pairs: what a retune of the rule's constants gives."""
+        was_training = model.training
+        model.eval()
+        captured = []
+        hook = model.decoder.head.register_forward_hook(lambda m, i, o: captured.append(o.mean(dim=(0, 2, 3))))
+        self.fused(model, device)
+        hook.remove()
+        head = model.decoder.head
+        weight, bias = head.weight.detach().clone(), head.bias.detach().clone()
+        head.weight.zero_()
+        head.bias.copy_(torch.stack(captured).mean(dim=0))
+        try:
+            means = self._means(self.fused(model, device))
+        finally:
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
+            model.train(was_training)
+        return self.score(means), means
 
 
 def _optimizer_tensors(opt: torch.optim.Adam, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -187,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
     model = DiffMF(cfg)
     if args.init is not None:
         try:
-            model.load_state_dict(load_model(args.init, expect_preset=args.preset).state_dict())
+            skip = ("decoder.head.",) if args.reset_head else ()
+            model.load_state_dict(load_model(args.init, expect_preset=args.preset, skip=skip).state_dict())
         except WeightsError as exc:
             raise SystemExit(f"diffmf train: --init: {exc}") from None
     model = model.to(device)
@@ -214,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
     loss_fn = (ScoreLoss(VAL_CAP) if args.loss == "score" else
                FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation,
                           text_overshoot=args.text_overshoot))
+    target_loss = TargetLoss() if args.lambda_target > 0 else None
+    parts_header = [*loss_fn.PARTS, *(TargetLoss.PARTS if target_loss else ())]
 
     sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, seed=args.seed + start)
                if distributed else RandomSampler(dataset, replacement=True, num_samples=10 ** 8))
@@ -224,26 +271,39 @@ def run(args: argparse.Namespace) -> int:
     log = open(log_path, "w" if new_log else "a", newline="")
     writer = csv.writer(log)
     if new_log:
-        writer.writerow(["step", "lr", "loss", *loss_fn.PARTS, "seconds"])
+        writer.writerow(["step", "lr", "loss", *parts_header, "seconds"])
     # paths relative to the working directory: a weights file must not carry a machine's layout
     meta = {k: _portable(v) for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
     val_path, best_path = out / "val.csv", out / "best.safetensors"
-    best = _best_score(val_path) if start else None
+    if start == 0:  # a new run: its validation starts afresh
+        val_path.unlink(missing_ok=True)
+        best_path.unlink(missing_ok=True)
+    best = _saved_score(best_path)
 
     step, epoch, t0 = start, 0, time.time()
 
     def validate(step: int, best: float | None) -> float:
-        """Score the network at ``step`` into val.csv; keep it as best.safetensors if it is the best."""
+        """Score the network at ``step`` and a constant-head copy of it into val.csv; keep it as
+        best.safetensors if it is the best so far and beats both its rule and that copy."""
         score, means = validator(model, device)
-        if not val_path.exists():  # the reference values the score divides by
+        if not val_path.exists():  # the reference values the score divides by, and the rule's score
             _append_row(val_path, VAL_HEADER, ["reference", "1.00000",
-                                               *(f"{validator.reference[k]:.4f}" for k in VAL_METRICS)])
-        _append_row(val_path, VAL_HEADER, [step, f"{score:.5f}", *(f"{means[k]:.4f}" for k in VAL_METRICS)])
-        if best is None or score > best:
+                                               *(f"{validator.reference[k]:.4f}" for k in VAL_COLUMNS)])
+            rule_score, rule_means = validator.rule(model, device)
+            _append_row(val_path, VAL_HEADER, ["rule", f"{rule_score:.5f}", *(f"{rule_means[k]:.4f}" for k in VAL_COLUMNS)])
+        rule_score = _row_score(val_path, "rule")
+        constant_score, constant_means = validator.constant_head(model, device)
+        _append_row(val_path, VAL_HEADER, [step, f"{score:.5f}", *(f"{means[k]:.4f}" for k in VAL_COLUMNS)])
+        _append_row(val_path, VAL_HEADER, [f"constant_head_{step}", f"{constant_score:.5f}",
+                                           *(f"{constant_means[k]:.4f}" for k in VAL_COLUMNS)])
+        decides = score >= max(rule_score, constant_score) + VAL_MARGIN
+        if decides and (best is None or score > best):
             best = score
             save_weights(model, best_path, steps=step, seed=args.seed, val_score=f"{score:.5f}",
+                         val_rule_score=f"{rule_score:.5f}", val_constant_head_score=f"{constant_score:.5f}",
                          train_seconds=f"{seconds_before + time.time() - t0:.0f}", command=_command(meta))
-        tqdm.write(f"step {step}: validation score {score:.4f} (best {best:.4f})")
+        tqdm.write(f"step {step}: validation score {score:.4f} (rule {rule_score:.4f}, constant head "
+                   f"{constant_score:.4f}; best {'none yet' if best is None else f'{best:.4f}'})")
         return best
 
     if validator is not None and start == 0:
@@ -260,7 +320,11 @@ def run(args: argparse.Namespace) -> int:
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total, args.lr, args.lr_min)
             ir, vi = batch["ir"].to(device), batch["vi"].to(device)
-            loss, parts = loss_fn(net(ir, vi), ir, vi)
+            fused = net(ir, vi)
+            loss, parts = loss_fn(fused, ir, vi)
+            if target_loss is not None:
+                parts = {**parts, "target": target_loss(fused, ir)}
+                loss = loss + args.lambda_target * parts["target"]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -270,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{running:.3f}")
             if rank == 0 and (step % args.log_every == 0 or step == total):
                 writer.writerow([step, f"{opt.param_groups[0]['lr']:.3e}", f"{loss.item():.5f}",
-                                 *(f"{parts[k].item():.5f}" for k in loss_fn.PARTS),
+                                 *(f"{parts[k].item():.5f}" for k in parts_header),
                                  f"{time.time() - t0:.1f}"])
                 log.flush()
             if validator is not None and (step % args.val_every == 0 or step == total):
@@ -287,6 +351,9 @@ def run(args: argparse.Namespace) -> int:
             final.write_bytes(best_path.read_bytes())
             print(f"wrote {final}: the best validated network (score {best:.4f}) of {step} steps")
         else:
+            if validator is not None:
+                print("no validated network beat both its rule and its constant-head copy: "
+                      "weights.safetensors is the last network (see val.csv)")
             final = save_weights(model, out / "weights.safetensors", steps=step, seed=args.seed,
                                  train_seconds=f"{seconds_before + time.time() - t0:.0f}", command=_command(meta))
             print(f"wrote {final} after {step} steps ({time.time() - t0:.0f} s)")
@@ -330,9 +397,16 @@ def _append_row(path: Path, header: list, row: list) -> None:
         writer.writerow(row)
 
 
-def _best_score(path: Path) -> float | None:
+def _row_score(path: Path, step: str) -> float:
+    """The score of val.csv's row named ``step`` (e.g. "rule")."""
+    with open(path, newline="") as fh:
+        return next(float(row["score"]) for row in csv.DictReader(fh) if row["step"] == step)
+
+
+def _saved_score(path: Path) -> float | None:
+    """The validation score recorded in a best.safetensors (None when there is none)."""
     if not path.exists():
         return None
-    with open(path, newline="") as fh:
-        scores = [float(row["score"]) for row in csv.DictReader(fh) if row["step"].isdigit()]
-    return max(scores) if scores else None
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        return float(f.metadata()["val_score"])
