@@ -2,9 +2,14 @@
 
 Reference: docs/node.md (topics, parameters, QoS overrides, stamp/frame rule, diagnostics,
 lifecycle). All topic names are relative (they follow the node's namespace and remappings) except
-/diagnostics. A managed (lifecycle) node: on_configure loads the calibration and the model (the
-classical fallback when it cannot load) and warms it up; on_activate subscribes and starts the
-worker thread; `autostart` (default true) runs both transitions at start.
+/diagnostics. Derived topics follow the RESOLVED name of their base topic, as image_transport's:
+<image>/compressed and the camera_info next to it, for the inputs and for fused/image. A managed
+(lifecycle) node: on_configure loads the calibration and the model (the classical fallback when it
+cannot load) and warms it up; on_activate subscribes and starts the worker thread; `autostart`
+(default true) runs both transitions at start. on_cleanup (and on_error, after a transition
+failed with an exception) returns to unconfigured with fresh counters; the shutdown transition
+ends the process (exit code 0). /diagnostics runs on a steady-clock timer, so it is published
+under use_sim_time before /clock arrives and while a bag is paused.
 
 Data flow: subscriptions decode with diffmf_core.live.imagecodec (bad messages and zero stamps are
 dropped and counted as decode_error.<kind>) -> diffmf_core.live.frames.FrameRouter (pairing, degraded
@@ -40,11 +45,11 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
+from rclpy.clock import Clock, ClockType  # noqa: E402
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -55,7 +60,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from diffmf_core.live import imagecodec  # noqa: E402
 from diffmf_core.live.agc import ThermalAGC  # noqa: E402
-from diffmf_core.live.camera import CameraModel, output_camera_matrix  # noqa: E402
+from diffmf_core.live.camera import CameraModel, camera_for  # noqa: E402
 from diffmf_core.live.frames import SOURCES, Frame, FrameRouter, Job, Undistortion, run_job  # noqa: E402
 from diffmf_core.live.imagecodec import ImageDecodeError  # noqa: E402
 from diffmf_core.live.pipeline import FusionPipeline, build_pipeline  # noqa: E402
@@ -85,6 +90,7 @@ PARAM_BY_NAME = SPEC_BY_NAME
 QOS_OVERRIDES = QoSOverridingOptions(policy_kinds=(QoSPolicyKind.RELIABILITY, QoSPolicyKind.DEPTH,
                                                    QoSPolicyKind.HISTORY, QoSPolicyKind.DURABILITY))
 OUTPUT_QOS_DEPTH = 5
+LOG_REPEAT_S = 30.0  # a repeated warning (bad input of one kind, a camera timing out) at most this often
 
 
 def descriptor(spec: Spec) -> ParameterDescriptor:
@@ -125,8 +131,11 @@ def to_stamp(ns: int) -> Time:
 
 
 def camera_info_topic(image_topic: str) -> str:
-    """camera_info next to an image topic (image_transport convention): thermal/image_raw -> thermal/camera_info."""
+    """camera_info next to an image topic (image_transport convention): thermal/image_raw -> thermal/camera_info.
+    Give it the resolved (remapped) name: /flir/image_raw -> /flir/camera_info."""
     base = image_topic.rstrip("/").rpartition("/")[0]
+    if image_topic.startswith("/") and not base:
+        return "/camera_info"
     return f"{base}/camera_info" if base else "camera_info"
 
 
@@ -154,15 +163,20 @@ class FusionNode(LifecycleNode):
         self._own_timers: list = []
         self._pubs: dict[str, Any] = {}
         self._stale: dict[str, bool] = {s: False for s in SOURCES}
-        self._bad_logged: dict[str, float] = {}  # bad-input kind -> monotonic time last logged
+        self._logged_silent: dict[str, bool] = {}  # was the camera's last time-out logged?
+        self._logged: dict[str, float] = {}  # repeated-warning key -> monotonic time last logged
         self._state = "unconfigured"
+        self.finalized = threading.Event()  # set by the shutdown transition: main() then exits
         self._active_since_ns = 0
         self._cameras: dict[str, CameraModel | None] = {}  # last camera_info per camera
         self._undistortion = Undistortion()
-        # /diagnostics is reported in every lifecycle state: a plain publisher and timer
+        # /diagnostics is reported in every lifecycle state: a plain publisher and a steady-clock
+        # timer (a ROS-clock timer stops under use_sim_time without /clock, e.g. a paused bag)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10,
                                                qos_overriding_options=QOS_OVERRIDES)
-        self._diag_timer = self.create_timer(self.s.diagnostics_period_s, self._publish_diagnostics)
+        self._diag_timer = self.create_timer(self.s.diagnostics_period_s, self._publish_diagnostics,
+                                             clock=self._steady)
 
     @property
     def p(self) -> dict[str, Any]:
@@ -205,37 +219,42 @@ class FusionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         with self._lock:
             self._router = FrameRouter(self.s, frame_ids)
+        # image_transport style: compressed and camera_info follow fused/image's resolved name
+        image_topic = self.resolve_topic_name("fused/image")
         self._pubs = {
-            "image": self._lifecycle_publisher(Image, "fused/image"),
-            "camera_info": self._lifecycle_publisher(CameraInfo, "fused/camera_info"),
+            "image": self._lifecycle_publisher(Image, image_topic),
+            "camera_info": self._lifecycle_publisher(CameraInfo, camera_info_topic(image_topic)),
             "info": self._lifecycle_publisher(FusionInfo, "fused/info"),
         }
         if self.s.publish_compressed:
-            self._pubs["compressed"] = self._lifecycle_publisher(CompressedImage, "fused/image/compressed")
+            self._pubs["compressed"] = self._lifecycle_publisher(CompressedImage, image_topic + "/compressed")
         self._state = "inactive"
         return super().on_configure(state)
 
     def _lifecycle_publisher(self, msg_type, topic: str):
         return self.create_lifecycle_publisher(msg_type, topic, OUTPUT_QOS_DEPTH, qos_overriding_options=QOS_OVERRIDES)
 
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        qos = QoSProfile(
+    def _input_qos(self) -> QoSProfile:
+        """A new profile for each subscription: rclpy applies qos_overrides.* to it in place."""
+        return QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=self.s.qos_depth,
             reliability=ReliabilityPolicy.BEST_EFFORT if self.s.qos_reliability == "best_effort"
             else ReliabilityPolicy.RELIABLE)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         for source in SOURCES:
             if getattr(self.s, f"{source}_transport") == "compressed":
                 self._subs.append(self.create_subscription(
-                    CompressedImage, self._topic(source), lambda msg, s=source: self._on_compressed(s, msg), qos,
-                    qos_overriding_options=QOS_OVERRIDES))
+                    CompressedImage, self._topic(source), lambda msg, s=source: self._on_compressed(s, msg),
+                    self._input_qos(), qos_overriding_options=QOS_OVERRIDES))
             else:
                 self._subs.append(self.create_subscription(
-                    Image, self._topic(source), lambda msg, s=source: self._on_image(s, msg), qos,
+                    Image, self._topic(source), lambda msg, s=source: self._on_image(s, msg), self._input_qos(),
                     qos_overriding_options=QOS_OVERRIDES))
             if self.s.use_camera_info:
                 self._subs.append(self.create_subscription(
-                    CameraInfo, camera_info_topic(getattr(self.s, f"{source}_topic")),
-                    lambda msg, s=source: self._on_camera_info(s, msg), qos,
+                    CameraInfo, camera_info_topic(self._image_topic(source)),
+                    lambda msg, s=source: self._on_camera_info(s, msg), self._input_qos(),
                     qos_overriding_options=QOS_OVERRIDES))
         now = time.monotonic_ns()
         with self._lock:
@@ -245,7 +264,7 @@ class FusionNode(LifecycleNode):
         self.mailbox = LatestMailbox()
         self._worker = threading.Thread(target=self._work, name="diffmf_worker", daemon=True)
         self._worker.start()
-        self._own_timers = [self.create_timer(0.05, self._watch_sources)]
+        self._own_timers = [self.create_timer(0.05, self._watch_sources, clock=self._steady)]
         self._state = "active"
         self.get_logger().info(
             f"fusing {self._resolved(self._topic('thermal'))} + {self._resolved(self._topic('rgb'))} -> "
@@ -258,17 +277,40 @@ class FusionNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
-        self._pipeline = None
-        self._state = "unconfigured"
+        self._release()
         return super().on_cleanup(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release everything and go back to unconfigured (configure again)."""
+        self.get_logger().error(f"a lifecycle transition failed in state {state.label!r}: releasing everything, "
+                                "back to unconfigured")
+        self.stop()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.stop()
         self._state = "finalized"
+        self.get_logger().info("shut down by a lifecycle transition: exiting")
+        self.finalized.set()
         return super().on_shutdown(state)
+
+    def _release(self) -> None:
+        """Back to unconfigured: no publishers, pipeline or pairing state; fresh counters and camera infos."""
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        self._pipeline = None
+        with self._lock:
+            self._router = None
+            self._cameras = {}
+        self._undistortion = Undistortion()
+        self.stats = Stats()
+        self.mailbox = LatestMailbox()
+        self._last_mode = None
+        self._logged_reason = None
+        self._logged = {}
+        self._state = "unconfigured"
 
     def stop(self) -> None:
         """Remove subscriptions and timers, close the mailbox and join the worker thread (which
@@ -283,8 +325,13 @@ class FusionNode(LifecycleNode):
             self._worker.join()
             self._worker = None
 
+    def _image_topic(self, source: str) -> str:
+        """The camera's image topic, resolved (namespace and remapping applied)."""
+        return self.resolve_topic_name(getattr(self.s, f"{source}_topic"))
+
     def _topic(self, source: str) -> str:
-        topic = getattr(self.s, f"{source}_topic")
+        """The subscribed topic: the resolved image topic, + /compressed for the compressed transport."""
+        topic = self._image_topic(source)
         compressed = getattr(self.s, f"{source}_transport") == "compressed"
         return topic.rstrip("/") + "/compressed" if compressed else topic
 
@@ -327,12 +374,12 @@ class FusionNode(LifecycleNode):
 
     # ---- inputs (executor thread) -------------------------------------------------------------
     def _on_image(self, source: str, msg: Image) -> None:
-        self._receive(source, msg, lambda: imagecodec.decode_image(
+        self._receive(source, msg, msg.encoding, lambda: imagecodec.decode_image(
             msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data,
             max_pixels=self.s.max_image_pixels, agc=self._agc if source == "thermal" else None))
 
     def _on_compressed(self, source: str, msg: CompressedImage) -> None:
-        self._receive(source, msg, lambda: imagecodec.decode_compressed(
+        self._receive(source, msg, msg.format, lambda: imagecodec.decode_compressed(
             msg.format, msg.data, max_pixels=self.s.max_image_pixels,
             agc=self._agc if source == "thermal" else None))
 
@@ -350,7 +397,9 @@ class FusionNode(LifecycleNode):
             self.get_logger().info(f"{source} camera_info: {model.width}x{model.height} {model.distortion_model} "
                                    f"d={list(model.d)}" if model else f"{source} camera_info without calibration")
 
-    def _receive(self, source: str, msg, decode) -> None:
+    def _receive(self, source: str, msg, encoding: str, decode) -> None:
+        """Decode, check against the camera_info, and route one camera message; ``encoding`` (the
+        Image encoding or CompressedImage format) keys the log of refused encodings."""
         rx = time.monotonic_ns()
         self.stats.tick(source)
         stamp_ns = stamp_to_ns(msg.header.stamp)
@@ -363,24 +412,30 @@ class FusionNode(LifecycleNode):
             with self._lock:
                 image = decode()
         except ImageDecodeError as exc:
-            self._count_decode_error(source, exc.kind, str(exc))
+            # each refused encoding is logged (once, then every LOG_REPEAT_S), not only the first
+            self._count_decode_error(source, exc.kind, str(exc),
+                                     log_key=f"{exc.kind}:{encoding}" if exc.kind == "unknown_encoding" else "")
             return
         with self._lock:
-            camera = self._cameras.get(source)
-        if camera is not None and (camera.width, camera.height) != (image.shape[1], image.shape[0]):
-            self._count_decode_error(source, "camera_info_size", f"camera_info_size: image {image.shape[1]}x"
-                                     f"{image.shape[0]} but camera_info {camera.width}x{camera.height}; not undistorted")
-            camera = None
+            camera, mismatch = camera_for(image, self._cameras.get(source))
+        if mismatch:  # used raw; its outputs carry an uncalibrated fused/camera_info
+            self._count_decode_error(source, "camera_info_size", f"camera_info_size: {mismatch}; not rectified")
         frame = Frame(image, stamp_ns, msg.header.frame_id, rx, camera=camera)
         with self._lock:
             router = self._router
             if router is None:
                 return
             before = router.sync.stats.as_dict()
-            pairs_before = router.pairs
+            pairs_before, unnamed_before = router.pairs, router.frame_id_drops
             jobs = router.add(source, frame)
             after = router.sync.stats.as_dict()
             new_pairs = router.pairs - pairs_before
+            unnamed = router.frame_id_drops
+        if unnamed > unnamed_before:
+            self._log_repeated("frame_id", f"{source} frame not published: the output frame_id is not known yet "
+                               f"(no {self.s.geometry_source} frame received; set the frame_id parameter or "
+                               f"{self.s.geometry_source}_frame_id in the calibration file); counted in "
+                               f"drops_no_frame_id ({unnamed} so far)")
         for _ in range(new_pairs):
             self.stats.tick("pair")
         for key in SYNC_ANOMALIES:
@@ -390,20 +445,26 @@ class FusionNode(LifecycleNode):
         if jobs:
             self.mailbox.put(jobs[-1])
 
-    def _count_decode_error(self, source: str, kind: str, message: str) -> None:
-        """Count a dropped message (decode_error.<kind>) and log it (rate-limited)."""
+    def _count_decode_error(self, source: str, kind: str, message: str, log_key: str = "") -> None:
+        """Count a dropped message (decode_error.<kind>) and log it (rate-limited per ``log_key`` or kind)."""
         key = f"decode_error.{kind}"
         self.stats.count(key)
-        self._log_bad_input(kind, f"dropping {source} message: {message}", self.stats.counters[key])
+        self._log_bad_input(log_key or kind, f"dropping {source} message: {message}", self.stats.counters[key])
 
     def _log_bad_input(self, kind: str, message: str, total: int) -> None:
-        """Log the first bad input of each kind, then its running total at most every 30 s."""
+        """Log the first bad input of each kind, then its running total at most every LOG_REPEAT_S."""
+        first = kind not in self._logged
+        self._log_repeated(kind, message if first else f"still receiving bad input ({kind}: {total} so far)")
+
+    def _log_repeated(self, key: str, message: str) -> bool:
+        """WARN ``message`` unless a warning of ``key`` was logged in the last LOG_REPEAT_S; True if logged."""
         now = time.monotonic()
-        last = self._bad_logged.get(kind)
-        if last is not None and now - last < 30.0:
-            return
-        self.get_logger().warning(message if last is None else f"still receiving bad input ({kind}: {total} so far)")
-        self._bad_logged[kind] = now
+        last = self._logged.get(key)
+        if last is not None and now - last < LOG_REPEAT_S:
+            return False
+        self._logged[key] = now
+        self.get_logger().warning(message)
+        return True
 
     def _watch_sources(self) -> None:
         """Log when a camera goes silent or returns (the router does the switching)."""
@@ -416,11 +477,16 @@ class FusionNode(LifecycleNode):
             if stale[source] != self._stale[source]:
                 self._stale[source] = stale[source]
                 other = "rgb" if source == "thermal" else "thermal"
-                if stale[source]:
-                    self.get_logger().warning(
-                        f"no {source} image for {self.s.source_timeout_s} s: "
-                        + ("no output" if stale[other] else f"publishing {other} alone"))
-                else:
+                if stale[source]:  # counted every time, logged once per LOG_REPEAT_S (a slow camera flaps)
+                    self.stats.count(f"source_timeouts_{source}")
+                    n = self.stats.counters[f"source_timeouts_{source}"]
+                    self._logged_silent[source] = self._log_repeated(
+                        f"silent:{source}", f"no {source} image for {self.s.source_timeout_s} s: "
+                        + ("no output" if stale[other] else f"publishing {other} alone")
+                        + ("" if n == 1 else f" ({n} times so far; a camera slower than "
+                           f"{1.0 / self.s.source_timeout_s:.1f} Hz times out between its frames: "
+                           "raise source_timeout_s)"))
+                elif self._logged_silent.get(source):
                     self.get_logger().info(f"{source} camera is back")
 
     # ---- worker thread -----------------------------------------------------------------------
@@ -452,7 +518,7 @@ class FusionNode(LifecycleNode):
         if "compressed" in self._pubs:
             fmt, jpeg = imagecodec.encode_compressed(out.image, "jpeg", self.s.jpeg_quality)
             self._publish("compressed", CompressedImage(header=header, format=fmt, data=jpeg, check_fields=False))
-        self._publish("camera_info", self._camera_info(header, width, height))
+        self._publish("camera_info", self._camera_info(header, width, height, out.camera_info))
         if self._use_sim_time():
             latency_ms = (time.monotonic_ns() - max(f.rx_ns for f in job.frames)) / 1e6
         else:
@@ -464,18 +530,12 @@ class FusionNode(LifecycleNode):
         self.stats.tick("output")
         self.stats.record(latency_ms, out.inference_ms)
 
-    def _camera_info(self, header: Header, width: int, height: int) -> CameraInfo:
-        """fused/camera_info: the output's size and (undistorted) intrinsics, from the output
-        geometry camera's camera_info; k all zero (uncalibrated) until one arrived."""
-        info = CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob",
-                          d=[0.0] * 5, r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
-        with self._lock:
-            model = self._cameras.get(self.s.geometry_source)
-        if model is not None:
-            k = output_camera_matrix(model, (width, height))
-            info.k = k.reshape(9).tolist()
-            info.p = np.hstack([k, np.zeros((3, 1))]).reshape(12).tolist()
-        return info
+    @staticmethod
+    def _camera_info(header: Header, width: int, height: int, camera) -> CameraInfo:
+        """fused/camera_info: the output's size and rectified intrinsics (diffmf_core.live.camera.
+        output_camera_info of the output geometry camera; k and p all zero: uncalibrated)."""
+        return CameraInfo(header=header, width=width, height=height, distortion_model=camera.distortion_model,
+                          d=camera.d, k=camera.k, r=camera.r, p=camera.p)
 
     def _use_sim_time(self) -> bool:
         return bool(self.get_parameter("use_sim_time").value)
@@ -528,6 +588,7 @@ class FusionNode(LifecycleNode):
                 queues = self._router.sync.queue_lengths()
                 values.update({"sync_queue_thermal": queues[0], "sync_queue_rgb": queues[1],
                                "drops_stamp_order": self._router.stamp_order_drops,
+                               "drops_no_frame_id": self._router.frame_id_drops,
                                **{f"sync_{k}": v for k, v in self._router.sync.stats.as_dict().items()}})
         values.update(self.stats.percentiles())
         values.update(dict(self.stats.counters))
@@ -574,8 +635,12 @@ def main(args: list[str] | None = None) -> int:
                     return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while not _STOP.is_set() and node.context.ok():
+        while not _STOP.is_set() and node.context.ok() and not node.finalized.is_set():
             executor.spin_once(timeout_sec=0.1)
+        if node.finalized.is_set():  # let the change_state response and the transition event go out
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and node.context.ok():
+                executor.spin_once(timeout_sec=0.05)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

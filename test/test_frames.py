@@ -86,6 +86,30 @@ def test_single_frame_already_published_is_not_repeated_by_its_pair():
     assert [j.stamp_ns for j in later] == [t + PERIOD] and later[0].thermal is not None
 
 
+def test_no_placeholder_frame_id_and_the_output_camera_of_each_job():
+    """No frame_id parameter and none in the calibration: thermal frames alone (RGB geometry) are
+    held back until the RGB camera names its frame, then carry it; every job carries the camera
+    model of the RGB pixels (the RGB frame's, or for thermal alone the last RGB frame's)."""
+    from diffmf_core.live.camera import CameraModel
+
+    router = FrameRouter(NodeSettings(source_timeout_s=0.15), {"thermal": "", "rgb": ""})
+    cam = CameraModel(4, 4, (2.0, 0, 1.5, 0, 2.0, 1.5, 0, 0, 1.0), (0.0,) * 5, "plumb_bob")
+    t, jobs = 1_000 * MS, []
+    for _ in range(5):  # thermal alone from the start
+        jobs += router.add("thermal", frame(t + DELAY, "flir"))
+        t += PERIOD
+    assert jobs == [] and router.frame_id_drops == 3  # 3rd..5th would go out alone
+    for _ in range(3):  # both: pairs in the RGB camera's frame
+        jobs += router.add("rgb", Frame(IMG, t, "cam", t, camera=cam)) + router.add("thermal", frame(t + DELAY, "flir"))
+        t += PERIOD
+    for _ in range(4):  # RGB silent: thermal alone, now in the RGB camera's known frame
+        jobs += router.add("thermal", frame(t + DELAY, "flir"))
+        t += PERIOD
+    kinds = [("T" if j.thermal else "") + ("R" if j.rgb else "") for j in jobs]
+    assert kinds[:3] == ["TR"] * 3 and set(kinds[3:]) == {"T"} and len(kinds) >= 5, kinds
+    assert {j.frame_id for j in jobs} == {"cam"} and all(j.camera is cam for j in jobs)
+
+
 def test_frame_id_override_and_back_jump_starts_a_new_epoch():
     router = FrameRouter(NodeSettings(frame_id="base_fused"), None)
     out = []

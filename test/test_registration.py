@@ -357,7 +357,7 @@ def test_calibration_from_dict_defaults_and_smallest_sizes():
     cal = calibration_from_dict({"homography": [2, 0, 0, 0, 2, 0, 0, 0, 2], "thermal_size": [1, 1], "rgb_size": [1, 1]})
     np.testing.assert_array_equal(cal.homography, np.eye(3))
     assert (cal.thermal_size, cal.rgb_size) == ((1, 1), (1, 1))
-    assert (cal.thermal_frame_id, cal.rgb_frame_id, cal.reprojection_error_px) == ("thermal", "rgb", None)
+    assert (cal.thermal_frame_id, cal.rgb_frame_id, cal.reprojection_error_px) == ("", "", None)  # not named
 
 
 def test_missing_calibration_file_is_named(tmp_path):
@@ -367,7 +367,7 @@ def test_missing_calibration_file_is_named(tmp_path):
 
 
 def test_calibration_yaml_text():
-    cal = Calibration(translation(2.5, -3), (640, 512), None, reprojection_error_px=0.25)
+    cal = Calibration(translation(2.5, -3), (640, 512), None, rgb_frame_id="rgb_optical", reprojection_error_px=0.25)
     assert calibration_to_yaml(cal) == (
         "# diffmf calibration: homography maps thermal pixels to RGB pixels\n"
         "homography:\n"
@@ -376,8 +376,7 @@ def test_calibration_yaml_text():
         "- [0.0, 0.0, 1.0]\n"
         "thermal_size: [640, 512]\n"
         "rgb_size: null\n"
-        "thermal_frame_id: thermal\n"
-        "rgb_frame_id: rgb\n"
+        "rgb_frame_id: rgb_optical\n"
         "reprojection_error_px: 0.25\n")
 
 
@@ -387,7 +386,7 @@ def test_save_calibration_creates_folders_and_renames_a_hidden_temporary(tmp_pat
     monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((src, dst)), real_replace(src, dst)))
     out = tmp_path / "a" / "b" / "c.yaml"
     save_calibration(Calibration(np.eye(3)), out)
-    assert load_calibration(out).thermal_frame_id == "thermal"
+    assert load_calibration(out).thermal_frame_id == ""
     [(src, dst)] = renames
     # written next to the target (same file system: the rename is atomic), hidden from *.yaml globs
     assert dst == out and os.path.dirname(src) == str(out.parent) and os.path.basename(src).startswith(".c.yaml.")

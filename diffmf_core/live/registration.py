@@ -13,8 +13,8 @@ Calibration YAML schema (``load_calibration`` / ``save_calibration``)::
     homography: [[h11, h12, h13], [h21, h22, h23], [h31, h32, h33]]   # required (or 9 numbers)
     thermal_size: [width, height]   # image sizes H was computed for; optional (null)
     rgb_size: [width, height]       # optional (null)
-    thermal_frame_id: thermal       # optional strings
-    rgb_frame_id: rgb
+    thermal_frame_id: thermal_optical   # optional strings (absent or empty: not named)
+    rgb_frame_id: rgb_optical
     reprojection_error_px: 0.4      # optional, informational (written by ``diffmf calib``)
 
 When both sizes are given and incoming images have other sizes, H is rescaled to them. An
@@ -60,8 +60,8 @@ class Calibration:
     homography: np.ndarray
     thermal_size: tuple[int, int] | None = None  # (width, height)
     rgb_size: tuple[int, int] | None = None
-    thermal_frame_id: str = "thermal"
-    rgb_frame_id: str = "rgb"
+    thermal_frame_id: str = ""  # "": not named in the file
+    rgb_frame_id: str = ""
     reprojection_error_px: float | None = None
 
 
@@ -129,8 +129,8 @@ def calibration_from_dict(data: dict) -> Calibration:
         homography=validate_homography(data["homography"], thermal_size),
         thermal_size=thermal_size,
         rgb_size=_size_pair(data.get("rgb_size"), "rgb_size"),
-        thermal_frame_id=str(data.get("thermal_frame_id", "thermal")),
-        rgb_frame_id=str(data.get("rgb_frame_id", "rgb")),
+        thermal_frame_id=str(data.get("thermal_frame_id") or ""),
+        rgb_frame_id=str(data.get("rgb_frame_id") or ""),
         reprojection_error_px=None if error is None else float(error),
     )
 
@@ -156,9 +156,9 @@ def calibration_to_yaml(cal: Calibration) -> str:
         "homography": [[float(v) for v in row] for row in cal.homography],
         "thermal_size": None if cal.thermal_size is None else list(cal.thermal_size),
         "rgb_size": None if cal.rgb_size is None else list(cal.rgb_size),
-        "thermal_frame_id": cal.thermal_frame_id,
-        "rgb_frame_id": cal.rgb_frame_id,
     }
+    data.update({f"{s}_frame_id": getattr(cal, f"{s}_frame_id") for s in ("thermal", "rgb")
+                 if getattr(cal, f"{s}_frame_id")})
     if cal.reprojection_error_px is not None:
         data["reprojection_error_px"] = float(cal.reprojection_error_px)
     header = "# diffmf calibration: homography maps thermal pixels to RGB pixels\n"

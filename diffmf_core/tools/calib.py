@@ -58,9 +58,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="the same points in the RGB image")
     p.add_argument("--thermal-size", type=parse_size, metavar="WxH", help="thermal image size")
     p.add_argument("--rgb-size", type=parse_size, metavar="WxH", help="RGB image size")
-    p.add_argument("--thermal-frame-id", default="thermal",
-                   help="thermal camera frame written to the file (default: thermal)")
-    p.add_argument("--rgb-frame-id", default="rgb", help="RGB camera frame written to the file (default: rgb)")
+    p.add_argument("--thermal-frame-id", default="",
+                   help="thermal camera frame written to the file (default: none)")
+    p.add_argument("--rgb-frame-id", default="", help="RGB camera frame written to the file (default: none)")
     p.add_argument("--ransac-threshold", type=float_range(0, lo_open=True), default=3.0,
                    help="RANSAC inlier threshold in pixels (default: 3)")
     p.add_argument("-o", "--output", required=True, help="calibration YAML to write (.yaml)")
