@@ -60,7 +60,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from diffmf_core.live import imagecodec  # noqa: E402
 from diffmf_core.live.agc import ThermalAGC  # noqa: E402
-from diffmf_core.live.camera import CameraModel, camera_for  # noqa: E402
+from diffmf_core.live.camera import CameraModel, camera_for, camera_info_topic  # noqa: E402
 from diffmf_core.live.frames import SOURCES, Frame, FrameRouter, Job, Undistortion, run_job  # noqa: E402
 from diffmf_core.live.imagecodec import ImageDecodeError  # noqa: E402
 from diffmf_core.live.pipeline import FusionPipeline, build_pipeline  # noqa: E402
@@ -128,15 +128,6 @@ def package_config_file(relative: str) -> Path:
 def to_stamp(ns: int) -> Time:
     sec, nanosec = split_ns(ns)
     return Time(sec=sec, nanosec=nanosec)
-
-
-def camera_info_topic(image_topic: str) -> str:
-    """camera_info next to an image topic (image_transport convention): thermal/image_raw -> thermal/camera_info.
-    Give it the resolved (remapped) name: /flir/image_raw -> /flir/camera_info."""
-    base = image_topic.rstrip("/").rpartition("/")[0]
-    if image_topic.startswith("/") and not base:
-        return "/camera_info"
-    return f"{base}/camera_info" if base else "camera_info"
 
 
 class FusionNode(LifecycleNode):

@@ -3,9 +3,11 @@
     python -m diffmf_ros.recorder OUTPUT [--inputs] [--max-frames N] [--duration S] [--idle-timeout S]
 
 Subscribes with ``raw=True`` (messages arrive as serialised CDR, written unchanged with rosbags:
-the same bytes ``rclpy.serialization.serialize_message`` produces) to /fused/image and
-/fused/info (or ``--topics``), plus, with ``--inputs``, whichever of /thermal/image_raw and
-/rgb/image_raw (raw and /compressed) appear while recording. A topic's type is taken from the ROS graph once a publisher appears; its
+the same bytes ``rclpy.serialization.serialize_message`` produces) to fused/image and
+fused/info (or ``--topics``), plus, with ``--inputs``, whichever of thermal/image_raw and
+rgb/image_raw (raw and /compressed) appear while recording. Relative names resolve in the
+recorder's namespace like the fusion node's (``--ros-args -r __ns:=/uav1`` records
+/uav1/fused/image ...); the bag holds the resolved names. A topic's type is taken from the ROS graph once a publisher appears; its
 reliability follows the publishers' (reliable if all are, else best effort), KEEP_LAST ``--depth``.
 Bag time = wall-clock receive time. ``--ready-file`` is created once every ``--topics`` topic has a matched
 publisher (for scripts that must not start the data flow before the recorder listens).
@@ -35,14 +37,16 @@ from diffmf_ros.player import message_class
 
 MAX_FRAMES_GRACE_S = 1.0
 DISCOVERY_PERIOD_S = 0.1
-INPUT_TOPICS = [THERMAL_TOPIC, RGB_TOPIC, THERMAL_TOPIC + "/compressed", RGB_TOPIC + "/compressed"]
+# relative, as the node's: they follow the recorder's namespace
+OUTPUT_TOPICS = [FUSED_TOPIC.lstrip("/"), INFO_TOPIC.lstrip("/")]
+INPUT_TOPICS = [t.lstrip("/") + suffix for suffix in ("", "/compressed") for t in (THERMAL_TOPIC, RGB_TOPIC)]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m diffmf_ros.recorder", description=__doc__.split("\n\n")[0])
     p.add_argument("output", help="bag folder to create")
-    p.add_argument("--topics", nargs="+", default=[FUSED_TOPIC, INFO_TOPIC],
-                   help="topics to record (default: /fused/image /fused/info)")
+    p.add_argument("--topics", nargs="+", default=OUTPUT_TOPICS,
+                   help="topics to record, relative ones in the recorder's namespace (default: fused/image fused/info)")
     p.add_argument("--inputs", action="store_true",
                    help="also record the camera topics (raw and /compressed) that appear; not needed for ready")
     p.add_argument("--storage", choices=STORAGES, default="mcap")
@@ -63,11 +67,11 @@ class Recorder:
     def __init__(self, node, writer, topics: list[str], optional: list[str], depth: int):
         self.node, self.writer, self.depth = node, writer, depth
         self.store = make_typestore()
-        self.topics = topics
-        self.optional = [t for t in optional if t not in topics]
+        self.topics = [node.resolve_topic_name(t) for t in topics]
+        self.optional = [t for t in (node.resolve_topic_name(o) for o in optional) if t not in self.topics]
         self.subs: dict[str, object] = {}
         self.conns: dict[str, object] = {}
-        self.counts = {t: 0 for t in topics}
+        self.counts = {t: 0 for t in self.topics}
         self.first_ns = self.last_ns = None
         self.last_rx = None
 
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     announced = False
     reached = None
     next_discovery = 0.0
-    first = args.topics[0]
+    first = rec.topics[0]
     try:
         while stop["reason"] is None:
             rclpy.spin_once(node, timeout_sec=0.05)
@@ -149,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                     announced = True
                     if args.ready_file:
                         Path(args.ready_file).write_text("ready\n")
-                    print(f"recorder: ready, recording {', '.join(args.topics)} to {output}", flush=True)
+                    print(f"recorder: ready, recording {', '.join(rec.topics)} to {output}", flush=True)
             if args.max_frames and rec.counts[first] >= args.max_frames:
                 # let companions (e.g. /fused/info) catch up, for at most MAX_FRAMES_GRACE_S
                 reached = reached or now
-                if all(rec.counts[t] >= args.max_frames for t in args.topics) or now - reached > MAX_FRAMES_GRACE_S:
+                if all(rec.counts[t] >= args.max_frames for t in rec.topics) or now - reached > MAX_FRAMES_GRACE_S:
                     stop["reason"] = f"{args.max_frames} frames on {first}"
             elif args.duration and now - started >= args.duration:
                 stop["reason"] = f"duration {args.duration} s"

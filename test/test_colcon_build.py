@@ -65,6 +65,8 @@ def test_share_files_executables_and_ament_index(install):
     for exe in EXECUTABLES:
         path = prefix / "lib" / "diffmf_ros" / exe
         assert path.is_file() and os.access(path, os.X_OK), f"lib/diffmf_ros/{exe} missing or not executable"
+        # the Python the package was built for, not the first python3 on PATH
+        assert path.read_text().splitlines()[0] == f"#!{sys.executable}", path.read_text()[:200]
     index = prefix / "share" / "ament_index" / "resource_index"
     assert (index / "packages" / "diffmf_ros").is_file()
     assert (index / "rosidl_interfaces" / "diffmf_ros").is_file()

@@ -27,6 +27,7 @@ Contract:
   image): rectified, so d all zero, r = I, k = output_camera_matrix, p = the scaled projection
   (its Tx/Ty column too); ``model=None`` (no camera_info, or one that did not fit the image) gives
   k and p all zero: uncalibrated, as the ROS convention has it.
+- ``camera_info_topic(image_topic)``: the camera_info topic next to an image topic (image_transport).
 - ``UNSUPPORTED``: distortion models that are refused (``ValueError`` from ``CameraModel``).
 No ROS imports.
 """
@@ -108,6 +109,16 @@ class CameraModel(NamedTuple):
 
 def _flat(matrix: np.ndarray) -> tuple:
     return tuple(float(v) for v in np.asarray(matrix).reshape(-1))
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The camera_info topic next to an image topic (image_transport convention): thermal/image_raw ->
+    thermal/camera_info, /flir/image_raw -> /flir/camera_info, /image -> /camera_info. Give it the
+    resolved (remapped) image topic."""
+    base = image_topic.rstrip("/").rpartition("/")[0]
+    if image_topic.startswith("/") and not base:
+        return "/camera_info"
+    return f"{base}/camera_info" if base else "camera_info"
 
 
 def camera_for(image: np.ndarray, model: CameraModel | None) -> tuple[CameraModel | None, str]:

@@ -23,6 +23,7 @@ THERMAL_FRAME = "thermal_camera"
 RGB_FRAME = "rgb_camera"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 FUSION_INFO_TYPE = "diffmf_ros/msg/FusionInfo"
 FUSION_INFO_MSG = repo_root() / "msg" / "FusionInfo.msg"
 STORAGES = ("mcap", "sqlite3")
@@ -76,6 +77,17 @@ def compressed_msg(store, img: np.ndarray, stamp_ns: int, frame_id: str, fmt: st
     format_str, data = encode_compressed(img, fmt, quality)
     return store.types[COMPRESSED_TYPE](
         header=header(store, stamp_ns, frame_id), format=format_str, data=np.frombuffer(data, np.uint8))
+
+
+def camera_info_msg(store, camera, width: int, height: int, stamp_ns: int, frame_id: str):
+    """sensor_msgs/CameraInfo of an output image from ``camera`` (diffmf_core.live.camera.OutputCamera)."""
+    types = store.types
+    roi = types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return types[CAMERA_INFO_TYPE](
+        header=header(store, stamp_ns, frame_id), height=height, width=width,
+        distortion_model=camera.distortion_model, d=np.asarray(camera.d, np.float64),
+        k=np.asarray(camera.k, np.float64), r=np.asarray(camera.r, np.float64), p=np.asarray(camera.p, np.float64),
+        binning_x=0, binning_y=0, roi=roi)
 
 
 def decode_msg(msg, msgtype: str, max_pixels: int, agc=None) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""``diffmf bag fuse``: the node's per-pair path offline (decode, pair, register, fuse with the
-node's settings) -> a new bag with every input topic plus ``/fused/image`` and ``/fused/info``."""
+"""``diffmf bag fuse``: the node's per-pair path offline (decode, rectify with camera_info, pair,
+register, fuse with the node's settings) -> a new bag with every input topic plus ``/fused/image``,
+``/fused/camera_info`` and ``/fused/info``."""
 from __future__ import annotations
 
 import shutil
@@ -13,11 +14,11 @@ import numpy as np
 from diffmf_core.common.paths import repo_root
 from diffmf_core.live.pipeline import build_pipeline
 from diffmf_core.live.sync import stamp_to_ns
-from diffmf_core.tools.bag.common import (BagError, COMPRESSED_TYPE, FUSED_TOPIC, FUSION_INFO_TYPE,
-                                          IMAGE_TYPE, INFO_TOPIC, MODE_NAMES, RGB_TOPIC, THERMAL_TOPIC,
-                                          atomic_output, compressed_msg, copy_connection, decode_msg, header,
-                                          image_msg, iter_messages, make_typestore, ns_to_time, open_reader,
-                                          open_writer)
+from diffmf_core.tools.bag.common import (BagError, CAMERA_INFO_TYPE, COMPRESSED_TYPE, FUSED_TOPIC,
+                                          FUSION_INFO_TYPE, IMAGE_TYPE, INFO_TOPIC, MODE_NAMES, RGB_TOPIC,
+                                          THERMAL_TOPIC, atomic_output, camera_info_msg, compressed_msg,
+                                          copy_connection, decode_msg, header, image_msg, iter_messages,
+                                          make_typestore, ns_to_time, open_reader, open_writer)
 
 
 def load_node_params(path: Path | None = None) -> dict:
@@ -104,12 +105,17 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
     rule, then run_job), with bag receive time as the arrival clock. Unlike the live node, no job
     is skipped for lack of time.
     Images may change size mid-stream: registration adapts the homography to each pair's sizes
-    (counted in ``size_changes``).
+    (counted in ``size_changes``). With ``use_camera_info`` (default), each camera's CameraInfo next
+    to its image topic (``<camera>/camera_info``, as the node subscribes it), when the bag has it,
+    rectifies that camera's later frames as in the node (one of another size than the image is
+    counted in ``decode_errors["camera_info_size"]`` and the frame used raw); ``/fused/camera_info``
+    is written for every fused frame (uncalibrated without camera_info), as the node publishes it.
     """
     from tqdm import tqdm
 
     from diffmf_core.live.agc import ThermalAGC
-    from diffmf_core.live.frames import Frame, FrameRouter, run_job
+    from diffmf_core.live.camera import CameraModel, camera_for, camera_info_topic
+    from diffmf_core.live.frames import Frame, FrameRouter, Undistortion, run_job
     from diffmf_core.live.imagecodec import ImageDecodeError
     from diffmf_core.live.pipeline import MODE_RGB_ONLY, MODE_THERMAL_ONLY
     from diffmf_core.live.settings import NodeSettings
@@ -129,12 +135,21 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                    pick_image_topic(topics, "rgb", rgb_topic, params)[0]: "rgb"}
         if len(sources) != 2:
             raise BagError("the thermal and RGB topics must differ")
+        infos = {}  # camera_info topic -> camera, for the cameras whose camera_info the bag has
+        if settings.use_camera_info:
+            for topic, source in sources.items():
+                info_topic = camera_info_topic(topic[:-len("/compressed")] if topic.endswith("/compressed") else topic)
+                if info_topic in topics and topics[info_topic].msgtype == CAMERA_INFO_TYPE:
+                    infos[info_topic] = source
+        cameras: dict = {}
+        undistortion = Undistortion()
         pipeline, warning, cal_frames = build_pipeline(settings.as_dict())
         router = FrameRouter(settings, cal_frames)
         if warning:
             print(f"diffmf bag fuse: warning: {warning}; using the classical fuser {pipeline.fallback.name!r}",
                   file=sys.stderr)
-        wanted = reader.connections if copy_inputs else [c for c in reader.connections if c.topic in sources]
+        wanted = (reader.connections if copy_inputs
+                  else [c for c in reader.connections if c.topic in sources or c.topic in infos])
         total = sum(c.msgcount for c in wanted)
         with atomic_output(output, overwrite, [input_path]) as tmp_path:
             writer = open_writer(tmp_path, storage)
@@ -142,6 +157,7 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                 out_conns = {c.id: copy_connection(writer, c, store) for c in wanted} if copy_inputs else {}
                 fused_conn = writer.add_connection(FUSED_TOPIC, IMAGE_TYPE, typestore=store)
                 info_conn = writer.add_connection(INFO_TOPIC, FUSION_INFO_TYPE, typestore=store)
+                camera_conn = writer.add_connection(camera_info_topic(FUSED_TOPIC), CAMERA_INFO_TYPE, typestore=store)
                 jpeg_conn = (writer.add_connection(FUSED_TOPIC + "/compressed", COMPRESSED_TYPE, typestore=store)
                              if jpeg else None)
                 sizes: dict[str, tuple] = {}
@@ -150,6 +166,12 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                     summary.messages += 1
                     if copy_inputs:
                         writer.write(out_conns[conn.id], bag_ns, raw)
+                    if conn.topic in infos:
+                        try:
+                            cameras[infos[conn.topic]] = CameraModel.from_msg(store.deserialize_cdr(raw, conn.msgtype))
+                        except Exception:  # noqa: BLE001 - unsupported model or bad CDR: counted, raw pixels
+                            summary.decode_errors["camera_info"] = summary.decode_errors.get("camera_info", 0) + 1
+                        continue
                     source = sources.get(conn.topic)
                     if source is None:
                         continue
@@ -169,16 +191,22 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
                     if sizes.get(source) not in (None, img.shape[:2]):
                         summary.size_changes += 1
                     sizes[source] = img.shape[:2]
+                    camera, mismatch = camera_for(img, cameras.get(source))
+                    if mismatch:
+                        summary.decode_errors["camera_info_size"] = summary.decode_errors.get("camera_info_size", 0) + 1
                     frame = Frame(img, stamp_to_ns(msg.header.stamp), msg.header.frame_id, bag_ns,
-                                  decode_ms=(time.perf_counter() - start) * 1e3)
+                                  decode_ms=(time.perf_counter() - start) * 1e3, camera=camera)
                     for job in router.add(source, frame):
                         th, rgb = job.thermal, job.rgb
                         t0 = time.perf_counter()
-                        result = run_job(pipeline, job)
+                        result = run_job(pipeline, job, undistortion)
                         latency = sum(f.decode_ms for f in job.frames) + (time.perf_counter() - t0) * 1e3
                         stamp, frame_id = result.stamp_ns, result.frame_id
                         fused_img = image_msg(store, result.image, stamp, frame_id, out_encoding)
                         writer.write(fused_conn, bag_ns, store.serialize_cdr(fused_img, IMAGE_TYPE))
+                        cam_msg = camera_info_msg(store, result.camera_info, int(fused_img.width),
+                                                  int(fused_img.height), stamp, frame_id)
+                        writer.write(camera_conn, bag_ns, store.serialize_cdr(cam_msg, CAMERA_INFO_TYPE))
                         if jpeg_conn is not None:
                             cmsg = compressed_msg(store, result.image, stamp, frame_id, "jpeg", settings.jpeg_quality)
                             writer.write(jpeg_conn, bag_ns, store.serialize_cdr(cmsg, COMPRESSED_TYPE))
@@ -203,7 +231,8 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
             except BaseException:
                 writer.abort()
                 raise
-    summary.sync = {**router.sync.stats.as_dict(), "stamp_order_drops": router.stamp_order_drops}
+    summary.sync = {**router.sync.stats.as_dict(), "stamp_order_drops": router.stamp_order_drops,
+                    "frame_id_drops": router.frame_id_drops}
     return summary
 
 
