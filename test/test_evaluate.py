@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from diffmf_core import cli
+from diffmf_core.common.color import to_gray
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
-from diffmf_core.training.evaluation import evaluate_methods, markdown_table, temporal_flicker, zoom_windows
-from diffmf_core.training.metrics import METRICS
+from diffmf_core.training.evaluation import (COLUMNS, evaluate_methods, markdown_table, target_window,
+                                             temporal_flicker, zoom_windows)
+from diffmf_core.training.metrics import METRICS, target_retention
 
 
 @pytest.fixture
@@ -40,15 +42,59 @@ def test_evaluate_methods_writes_reports(dataset, tmp_path):
     out = tmp_path / "out"
     fusers = {"mean": make_fuser("mean"), "gff": make_fuser("gff")}
     means = evaluate_methods(dataset, fusers, out, limit=2)
-    assert list(means) == ["mean", "gff"] and list(means["mean"]) == METRICS
+    assert list(means) == ["mean", "gff"] and list(means["mean"]) == COLUMNS
     with (out / "mean.csv").open() as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["image", *METRICS] and [r[0] for r in rows[1:]] == ["00", "01", "mean"]
+    assert rows[0] == ["image", *METRICS, "TR", "targets"] and [r[0] for r in rows[1:]] == ["00", "01", "mean"]
     assert float(rows[-1][1]) == pytest.approx(means["mean"]["EN"], abs=1e-5)
     assert "**" in (out / "results.md").read_text()
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     # two images x (whole frame, texture zoom, flat zoom); columns ir, vi, 2 methods, diff
     assert sheet.shape[0] == 2 * 3 * 200 and sheet.shape[1] == 5 * 224
+
+
+@pytest.fixture
+def warm_dataset(tmp_path):
+    """Two pairs with one warm target each, in front of a bright textured visible image."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "warm"
+    (root / "ir").mkdir(parents=True)
+    (root / "vi").mkdir()
+    for i in range(2):
+        ir = np.full((96, 128), 50, np.uint8)
+        ir[30 + 10 * i:50 + 10 * i, 40:56] = 170
+        vi = np.clip(200 + rng.normal(0, 20, (96, 128, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(root / "ir" / f"p{i}.png"), ir)
+        cv2.imwrite(str(root / "vi" / f"p{i}.png"), vi)
+    return root
+
+
+def test_eval_reports_warm_target_retention_per_image_and_per_set(warm_dataset, tmp_path):
+    out = tmp_path / "out"
+    means = evaluate_methods(warm_dataset, {"max": make_fuser("max"), "laplacian": make_fuser("laplacian")}, out,
+                             sheet=["p1"])
+    with (out / "laplacian.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    ir = cv2.imread(str(warm_dataset / "ir" / "p0.png"), cv2.IMREAD_GRAYSCALE)
+    vi = cv2.imread(str(warm_dataset / "vi" / "p0.png"))
+    kept = target_retention(ir, to_gray(make_fuser("laplacian").fuse(ir, vi)))
+    assert rows[0]["targets"] == "1" and float(rows[0]["TR"]) == pytest.approx(kept[0], abs=1e-5)
+    # max fusion: the warm target (170) is darker than the visible image (about 200): gone
+    assert means["max"]["TR"] == pytest.approx(0.0, abs=0.05) and means["max"]["TR>=0.5"] == 0.0
+    assert means["laplacian"]["TR"] > 0.3
+    assert "| TR | TR>=0.5 |" in (out / "results.md").read_text()
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    # the one pair named by sheet: whole frame, texture, flat and warm-target zooms
+    assert sheet.shape[0] == 4 * 200
+
+
+def test_target_window_frames_the_strongest_warm_target():
+    ir = np.full((200, 240), 40, np.uint8)
+    ir[100:140, 20:36] = 200  # the strongest
+    ir[20:30, 200:210] = 120
+    y, x, side = target_window(ir)
+    assert side >= 80 and y <= 100 and y + side >= 140 and x <= 20 and x + side >= 36
+    assert target_window(np.full((50, 50), 9, np.uint8)) is None
 
 
 def test_markdown_table_bolds_best():

@@ -264,9 +264,30 @@ def test_target_loss_is_zero_when_warm_targets_keep_their_contrast_and_one_when_
     assert loss(ir, ir).item() == pytest.approx(0.0)
     assert loss(ir + 0.1, ir).item() == pytest.approx(0.0, abs=1e-5)  # brighter overall, same contrast
     assert loss(torch.full_like(ir, 0.5), ir).item() == pytest.approx(1.0, abs=1e-6)  # gone
+    assert loss(1.05 - ir, ir).item() == pytest.approx(1.0, abs=1e-6)  # inverted: lost, no worse
     assert loss(0.25 + 0.5 * (ir - 0.25), ir).item() == pytest.approx(0.5, abs=0.02)  # half the contrast
     flat = torch.full_like(ir, 0.3)
     assert loss(torch.rand_like(ir), flat).item() == 0.0  # no warm target: nothing to keep
     fused = torch.full_like(ir, 0.5).requires_grad_()
     loss(fused, ir).backward()
     assert fused.grad[:, :, 20:30, 24:34].sum() < 0  # raising the target lowers the loss
+    near = loss.near(ir)
+    assert near[0, 0, 25, 29] == 1 and near[0, 0, 20 - loss.radius, 29] == 1 and near[0, 0, 60, 60] == 0
+
+
+def test_rule_loss_is_the_distance_to_the_rule_away_from_warm_targets():
+    from diffmf_core.modules.pyramid_decoder import rule_fusion
+    from diffmf_core.training.losses import RuleLoss, TargetLoss
+
+    gen = torch.Generator().manual_seed(0)
+    ir = 0.25 + 0.05 * torch.rand(1, 1, 96, 96, generator=gen)
+    ir[..., 10:20, 10:20] = 0.8  # a warm target in the top-left corner
+    vi = 0.6 + 0.1 * torch.rand(1, 1, 96, 96, generator=gen)
+    loss = RuleLoss(4, TargetLoss())
+    rule = rule_fusion(ir, vi, 4)
+    assert loss(rule, ir, vi)[0].item() == pytest.approx(0.0, abs=1e-7)
+    changed_near = rule.clone()
+    changed_near[..., 5:25, 5:25] = ir[..., 5:25, 5:25]  # the network decides at the target: free
+    assert loss(changed_near, ir, vi)[0].item() == pytest.approx(0.0, abs=1e-7)
+    value, parts = loss(rule + 0.1, ir, vi)  # anywhere else it costs
+    assert value.item() == pytest.approx(0.1, abs=1e-5) and parts["rule"] is value

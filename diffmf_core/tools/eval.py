@@ -34,6 +34,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int_range(1), help="evaluate only the first N pairs of each dataset")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier `diffmf eval` in --out (never other files)")
+    p.add_argument("--sheet", action="append", metavar="GLOB",
+                   help="pairs whose name matches this glob make a set's contact sheet (a set where none "
+                        "matches: 4 spread over it); repeatable, e.g. --sheet '0117_1620_0100'")
     p.add_argument("--clip", type=Path, help="folder of consecutive pairs (a video): also measure each "
                                               "method's temporal flicker (grey levels beyond the sources' change)")
 
@@ -68,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     tables = []
     for root, name in zip(datasets, folders):
         try:
-            evaluate_methods(root, fusers, args.out / name, args.limit)
+            evaluate_methods(root, fusers, args.out / name, args.limit, sheet=args.sheet)
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

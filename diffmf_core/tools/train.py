@@ -33,9 +33,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="Adam learning rate (paper: 2e-5)")
     p.add_argument("--lr-min", type=float_range(0), default=None,
                    help="cosine-decay the lr to this value (default: constant)")
-    p.add_argument("--loss", default="paper", choices=("paper", "score"),
+    p.add_argument("--loss", default="paper", choices=("paper", "score", "rule"),
                    help="paper: Eq. 14 (the --lambda-* weights); score: one minus the validation score on "
-                        "each training crop, with differentiable metrics (losses.ScoreLoss)")
+                        "each training crop, with differentiable metrics (losses.ScoreLoss); rule: stay the "
+                        "decoder's rule away from warm targets (losses.RuleLoss; use with --lambda-target)")
     p.add_argument("--lambda-target", type=float_range(0), default=0.0,
                    help="weight of the warm-target loss (losses.TargetLoss), added to --loss (0: off)")
     p.add_argument("--lambda-ssim", type=float_range(0), default=10.0, help="weight of the SSIM loss (Eq. 11)")

@@ -18,6 +18,7 @@ video (``SteadyVideoFuser``), and frame by frame.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from diffmf_core.common.color import to_gray
 from diffmf_core.common.paths import shared_data_dir
 from diffmf_core.training.data import DataError, find_pairs, load_pair, write_bytes, write_image
-from diffmf_core.training.metrics import METRICS, evaluate_pair, target_retention
+from diffmf_core.training.metrics import METRICS, evaluate_pair, target_retention, warm_targets
 
 DEFAULT_TEST_SETS = ("test/TNO", "test/DroneVehicle")
 TILE_W, TILE_H, HEADER_H = 224, 176, 24
@@ -67,12 +68,31 @@ def zoom_windows(gray: np.ndarray) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+def target_window(ir_gray: np.ndarray) -> tuple[int, int, int] | None:
+    """A square window (y, x, side) around the strongest warm target of a thermal image
+    (``metrics.warm_targets``), twice its extent and at least min(H, W) / 4; None without targets."""
+    targets = warm_targets(ir_gray)
+    if not targets:
+        return None
+    ys, xs = np.nonzero(targets[0][1])
+    side = min(min(ir_gray.shape), max(min(ir_gray.shape) // 4, 2 * int(max(np.ptp(ys), np.ptp(xs)) + 1)))
+    y = int(np.clip((ys.min() + ys.max()) // 2 - side // 2, 0, ir_gray.shape[0] - side))
+    x = int(np.clip((xs.min() + xs.max()) // 2 - side // 2, 0, ir_gray.shape[1] - side))
+    return y, x, side
+
+
 def _contact_rows(name: str, ir: np.ndarray, vi: np.ndarray, fused: dict[str, np.ndarray], diff_method: str) -> np.ndarray:
+    """Rows of the contact sheet for one pair: whole frames, then zooms on the visible image's most
+    and least textured windows and on the strongest warm target (when the thermal image has one)."""
     diff = cv2.absdiff(to_gray(fused[diff_method]), to_gray(vi))
     heat = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_INFERNO)
     images = [(f"ir {name}", ir), ("visible", vi), *fused.items(), (f"|{diff_method} - vi| x2", heat)]
     rows = [np.hstack([_tile(img, label) for label, img in images])]
-    for where, (y, x, side) in zoom_windows(to_gray(vi)).items():
+    windows = zoom_windows(to_gray(vi))
+    warm = target_window(to_gray(ir))
+    if warm is not None:
+        windows["warm target"] = warm
+    for where, (y, x, side) in windows.items():
         rows.append(np.hstack([_tile(img[y:y + side, x:x + side], f"{label.split()[0]} ({where} zoom)",
                                      cv2.INTER_NEAREST) for label, img in images]))
     return np.vstack(rows)
@@ -121,14 +141,19 @@ def markdown_table(means: dict[str, dict[str, float]], title: str) -> str:
 
 
 def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path, limit: int | None = None,
-                     contact_rows: int = 4, strip: str = "auto") -> dict[str, dict[str, float]]:
-    """Fuse every pair of ``dataset_root`` with each fuser, score with evaluate_pair, write the CSVs,
-    results.md and contact_sheet.png into ``out_dir``; returns {method: {metric: mean}}."""
+                     contact_rows: int = 4, strip: str = "auto", sheet: list[str] | None = None
+                     ) -> dict[str, dict[str, float]]:
+    """Fuse every pair of ``dataset_root`` with each fuser, score with evaluate_pair and
+    target_retention, write the CSVs, results.md and contact_sheet.png into ``out_dir``; returns
+    {method: {column: mean}}. The contact sheet shows the pairs whose names match a glob of
+    ``sheet``, or where none does, ``contact_rows`` pairs spread over the set."""
     dataset_root, out_dir = Path(dataset_root), Path(out_dir)
     pairs = find_pairs(dataset_root)[:limit]
     if not pairs or not fusers:
         raise DataError(f"{dataset_root}: nothing to evaluate ({len(pairs)} pairs, {len(fusers)} methods)")
-    sheet_at = set(np.linspace(0, len(pairs) - 1, min(contact_rows, len(pairs))).round().astype(int).tolist())
+    sheet_at = {i for i, (name, _, _) in enumerate(pairs) if any(fnmatch.fnmatchcase(name, g) for g in sheet or ())}
+    if not sheet_at:
+        sheet_at = set(np.linspace(0, len(pairs) - 1, min(contact_rows, len(pairs))).round().astype(int).tolist())
     diff_method = "diffmf" if "diffmf" in fusers else next(iter(fusers))
     rows: dict[str, list[dict]] = {m: [] for m in fusers}
     sheet = []

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffmf_core.baselines import fuse_gff, fuse_laplacian
+from diffmf_core.modules.pyramid_decoder import rule_fusion
 
 
 def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
@@ -238,15 +239,16 @@ class ScoreLoss(nn.Module):
 
 
 class TargetLoss:
-    """Warm-target loss: where the thermal crop has a warm target (its white top-hat by a square of
+    """Warm targets, kept: where the thermal crop has a warm target (its white top-hat by a square of
     side 2r+1, r = ``radius``, at least ``level``: the mask M), the fused image should stand out from
-    its surroundings at least as much as the thermal image does. With c(x) = x - box_{2r+1}(x) (a
-    centre-surround contrast),
+    its surroundings at least as much as the thermal image does. With c(x) = x - box_{2r+1}(x), a
+    centre-surround contrast,
 
-        L_target = sum M relu(c(ir) - c(fused)) / sum M relu(c(ir))      (0 without targets)
+        L_target = sum M min(relu(c(ir) - c(fused)), relu(c(ir))) / sum M relu(c(ir))
 
-    0 when every warm pixel keeps its thermal contrast, 1 when the fused image is flat there. The
-    evaluation's ``metrics.target_retention`` measures the same on whole blobs."""
+    0 when every warm pixel keeps its thermal contrast (or there is no target), 1 when they are all
+    lost (a target darker than its surroundings counts as lost, no more). The evaluation's
+    ``metrics.target_retention`` measures the same on whole blobs."""
 
     PARTS = ("target",)
 
@@ -264,9 +266,33 @@ class TargetLoss:
         opened = F.max_pool2d(eroded, size, stride=1, padding=self.radius)
         return (ir - opened >= self.level).to(ir.dtype)
 
+    def near(self, ir: torch.Tensor) -> torch.Tensor:
+        """1 within ``radius`` of a warm pixel (a target and the surroundings it is judged against)."""
+        return F.max_pool2d(self.mask(ir), 2 * self.radius + 1, stride=1, padding=self.radius)
+
     def __call__(self, fused: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             m = self.mask(ir)
             c_ir = self._contrast(ir).clamp(min=0)
-        deficit = (c_ir - self._contrast(fused)).clamp(min=0)
-        return (m * deficit).sum() / (m * c_ir).sum().clamp(min=1e-6)
+        lost = torch.minimum((c_ir - self._contrast(fused)).clamp(min=0), c_ir)
+        return (m * lost).sum() / (m * c_ir).sum().clamp(min=1e-6)
+
+
+class RuleLoss:
+    """Away from warm targets, stay the decoder's rule: the mean absolute difference between the
+    fused image and ``rule_fusion(ir, vi)`` over the pixels not near a warm target
+    (``TargetLoss.near``). With ``TargetLoss`` it trains the network to decide where the rule is
+    wrong (warm targets the brighter-source rule hides) and to leave the rest as it is."""
+
+    PARTS = ("rule",)
+
+    def __init__(self, levels: int, targets: TargetLoss):
+        self.levels, self.targets = levels, targets
+
+    def __call__(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            rule = rule_fusion(ir, vi, self.levels)
+            far = 1 - self.targets.near(ir)
+        loss = (far * (fused - rule).abs()).sum() / far.sum().clamp(min=1)
+        return loss, {"rule": loss}

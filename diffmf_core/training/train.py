@@ -50,7 +50,7 @@ from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
 from diffmf_core.training.data import DataError, PairDataset, find_pairs, load_pair
 from diffmf_core.modules.pyramid_decoder import rule_fusion
-from diffmf_core.training.losses import FusionLoss, ScoreLoss, TargetLoss
+from diffmf_core.training.losses import FusionLoss, RuleLoss, ScoreLoss, TargetLoss
 from diffmf_core.training.metrics import evaluate_pair, target_retention
 from diffmf_core.weights import WeightsError, load_model, save_weights
 
@@ -256,10 +256,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"resuming from {ckpt} at step {start}/{total}")
     torch.manual_seed(args.seed * 1000 + rank + start)  # data order differs per rank and resume point
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    target_loss = TargetLoss() if args.lambda_target > 0 else None
     loss_fn = (ScoreLoss(VAL_CAP) if args.loss == "score" else
+               RuleLoss(cfg.pyramid_levels, TargetLoss()) if args.loss == "rule" else
                FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation,
                           text_overshoot=args.text_overshoot))
-    target_loss = TargetLoss() if args.lambda_target > 0 else None
     parts_header = [*loss_fn.PARTS, *(TargetLoss.PARTS if target_loss else ())]
 
     sampler = (DistributedSampler(dataset, num_replicas=world, rank=rank, seed=args.seed + start)
