@@ -7,7 +7,9 @@ Reads the bag with rosbags and publishes each message's raw CDR bytes (no deseri
 CompressedImage topic (``--topics`` picks others). ``--clock`` also publishes rosgraph_msgs/Clock
 on /clock (bag time, at ``--clock-hz`` and with every message) for nodes run with use_sim_time.
 ``--wait-for-subscribers N`` waits (up to ``--wait-timeout`` s) until every published topic has
-N subscribers, so no frame is lost to discovery. Publishers are RELIABLE, KEEP_LAST ``--depth``
+N subscribers, then ``--settle`` s more (a publisher sees a subscription before the subscriber has
+matched the publisher, and a volatile subscriber loses what is sent in between), so no frame is
+lost to discovery. Publishers are RELIABLE, KEEP_LAST ``--depth``
 (a reliable publisher also serves best-effort subscribers). Remap topics with the usual
 ``--ros-args -r /thermal/image_raw:=/other``. Exit status: 0 done/interrupted, 1 error.
 """
@@ -52,6 +54,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
                    help="wait until every played topic has N subscribers before starting")
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds to wait for subscribers")
+    p.add_argument("--settle", type=float, default=1.0,
+                   help="seconds to wait after the subscribers appeared (default 1; with --wait-for-subscribers)")
     p.add_argument("--depth", type=int, default=100, help="publisher queue depth (default 100)")
     p.add_argument("--linger", type=float, default=2.0,
                    help="seconds to wait at the end for reliable delivery to finish (default 2)")
@@ -90,12 +94,15 @@ class Player:
             self._clock_msg = Clock
             self.clock_pub = node.create_publisher(Clock, "/clock", QoSProfile(depth=10))
 
-    def wait_for_subscribers(self, count: int, timeout: float) -> bool:
+    def wait_for_subscribers(self, count: int, timeout: float, settle: float = 0.0) -> bool:
         deadline = time.monotonic() + timeout
         while not self.stop:
             lacking = [t for t, p in self.pubs.items() if p.get_subscription_count() < count]
             if not lacking:
-                return True
+                end = time.monotonic() + settle
+                while not self.stop and time.monotonic() < end:
+                    time.sleep(0.05)
+                return not self.stop
             if time.monotonic() > deadline:
                 print(f"player: error: after {timeout:.0f} s, fewer than {count} subscriber(s) on "
                       f"{', '.join(lacking)}", file=sys.stderr)
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         with open_reader(Path(args.bag)) as reader:
             player = Player(node, reader, args.topics, args.depth, args.clock, args.clock_hz)
             if args.wait_for_subscribers and not player.wait_for_subscribers(args.wait_for_subscribers,
-                                                                             args.wait_timeout):
+                                                                             args.wait_timeout, args.settle):
                 return 1
             print(f"player: playing {args.bag} ({', '.join(player.pubs)}) at rate {args.rate}", flush=True)
             started = time.monotonic()

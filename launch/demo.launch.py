@@ -51,7 +51,8 @@ def actions(values: dict, share_dir: str) -> dict:
     node["parameters"].append({"thermal_transport": values["transport"], "rgb_transport": values["transport"],
                                "qos_reliability": "reliable", "qos_depth": 100})
     if values["player"] == "diffmf":
-        play = ["ros2", "run", "diffmf_ros", "bag_player", bag, "--clock", "--rate", values["rate"]]
+        play = ["ros2", "run", "diffmf_ros", "bag_player", bag, "--clock", "--rate", values["rate"],
+                "--wait-for-subscribers", "1"]
     else:
         play = ["ros2", "bag", "play", bag, "--clock", "--rate", values["rate"]]
     if values["recorder"] == "diffmf":
@@ -66,15 +67,19 @@ def generate_launch_description():
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, TimerAction
     from launch.substitutions import LaunchConfiguration
-    from launch_ros.actions import LifecycleNode
+    from launch_ros.actions import LifecycleNode, Node
+
+    def process(cmd: list, name: str):
+        # `ros2 run` does not pass launch's SIGINT on to its child: start our executables directly
+        if cmd[:2] == ["ros2", "run"]:
+            return Node(package=cmd[2], executable=cmd[3], arguments=cmd[4:], output="screen")
+        return ExecuteProcess(cmd=cmd, output="screen", name=name)
 
     def start(context):
         values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
         plan = actions(values, get_package_share_directory("diffmf_ros"))
-        return [LifecycleNode(**plan["node"]),
-                ExecuteProcess(cmd=plan["record"], output="screen", name="recorder"),
-                TimerAction(period=plan["play_delay"],
-                            actions=[ExecuteProcess(cmd=plan["play"], output="screen", name="player")])]
+        return [LifecycleNode(**plan["node"]), process(plan["record"], "recorder"),
+                TimerAction(period=plan["play_delay"], actions=[process(plan["play"], "player")])]
 
     declared = [DeclareLaunchArgument(name, default_value=DEFAULTS[name], description=text)
                 for name, text in ARGUMENTS.items()]

@@ -27,6 +27,10 @@ import pytest
 
 import rosutil
 
+# launch_testing tests (test_*_launch.py) run under `launch_test`, started by test_launch_tests.py
+# (see launchutil.py); pytest itself must not import them as test modules.
+collect_ignore_glob = ["test_*_launch.py"]
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # a pytest-xdist worker inherits the controller's environment, domain id included: each worker
     # claims its own, or the ROS tests of two workers would see each other's topics

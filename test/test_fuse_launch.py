@@ -1,4 +1,4 @@
-"""launch_testing test of launch/fuse.launch.py on a ROS 2 system (`colcon test` or `launch_test`):
+"""launch_testing test of launch/fuse.launch.py (`launch_test`, run by test_launch_tests.py; `colcon test`):
 the launched node fuses synthetic camera pairs into /fused/image and exits cleanly."""
 import time
 import unittest

@@ -30,9 +30,9 @@ from diffmf_core.common.argtypes import device as device_arg
 from diffmf_core.common.argtypes import float_range, int_range
 # The public functions of the actions, importable as diffmf_core.tools.bag.<name>.
 from diffmf_core.tools.bag.common import (  # noqa: F401
-    COMPRESSED_TYPE, FUSED_TOPIC, FUSION_INFO_TYPE, IMAGE_TYPE, INFO_TOPIC, MAX_DROP, MAX_STAMP_S, RGB_TOPIC,
-    STORAGES, THERMAL_TOPIC, BagError, decode_msg, image_msg, iter_messages, make_typestore, open_reader,
-    open_writer, sigterm_as_interrupt)
+    CAMERA_INFO_TYPE, COMPRESSED_TYPE, FUSED_TOPIC, FUSION_INFO_TYPE, IMAGE_TYPE, INFO_TOPIC, MAX_DROP, MAX_STAMP_S,
+    RGB_TOPIC, STORAGES, THERMAL_TOPIC, BagError, camera_info_msg, decode_msg, header, image_msg, iter_messages,
+    make_typestore, open_reader, open_writer, sigterm_as_interrupt)
 from diffmf_core.tools.bag.from_pairs import _cmd_from_pairs, plan_stamps, write_pairs_bag  # noqa: F401
 from diffmf_core.tools.bag.fuse import _cmd_fuse, fuse_bag, load_node_params  # noqa: F401
 from diffmf_core.tools.bag.info import _cmd_info, bag_info  # noqa: F401
