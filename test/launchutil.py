@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+import rosutil
+
 TEST_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TEST_DIR.parent
 VENDOR = REPO_ROOT.parent / "shared" / "vendor" / "ros2"
@@ -134,13 +136,7 @@ class Listener:
 
     def wait(self, predicate, timeout: float, what: str) -> None:
         """Poll ``predicate()`` (under the lock) until true; AssertionError naming ``what`` after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if predicate():
-                    return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        rosutil.wait_locked(self.lock, predicate, timeout, what)
 
     def close(self) -> None:
         import rclpy

@@ -15,6 +15,8 @@ so non-ROS tests never load the middleware.
   ``sub.get_publisher_count() > 0``; fails with ``what`` (and optional diagnostics) on timeout.
 * ``spin_for(executor, seconds, until)``: spins for up to ``seconds``, stopping early once
   ``until()`` holds; never fails (the caller asserts on what arrived).
+* ``wait_locked(lock, predicate, timeout, what)``: polls ``predicate()`` under ``lock`` (data filled
+  by a background executor) until it holds; AssertionError naming ``what`` on timeout.
 """
 from __future__ import annotations
 
@@ -192,3 +194,14 @@ def spin_for(executor, seconds: float, until: Callable[[], bool] = lambda: False
     end = time.monotonic() + seconds
     while time.monotonic() < end and not until():
         executor.spin_once(timeout_sec=0.01)
+
+
+def wait_locked(lock, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate()`` under ``lock`` every 20 ms until it holds; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with lock:
+            if predicate():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

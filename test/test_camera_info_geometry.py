@@ -88,6 +88,7 @@ def test_each_output_carries_its_own_geometry_camera():
 @pytest.fixture
 def bag_with_camera_info(tmp_path):
     from diffmf_core.tools import bag as bags
+    from test_bags import write_bag
 
     store = bags.make_typestore()
     types = store.types
@@ -112,13 +113,7 @@ def bag_with_camera_info(tmp_path):
         if i == 1:  # a camera_info of another size: the next thermal frames are used raw, counted
             msgs.append(("/thermal/camera_info", bags.CAMERA_INFO_TYPE,
                          cam_msg(rgb_k, (-0.3, 0.1, 0, 0, 0), t + 1, 32, 24), t + 1))
-    writer = bags.open_writer(tmp_path / "in", "mcap")
-    conns = {}
-    for topic, msgtype, msg, t in msgs:
-        if topic not in conns:
-            conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
-        writer.write(conns[topic], t, store.serialize_cdr(msg, msgtype))
-    writer.close()
+    write_bag(tmp_path / "in", msgs)
     return tmp_path / "in", rgb_k
 
 

@@ -64,13 +64,7 @@ class Probe:
             self.infos += 1
 
     def wait(self, predicate, timeout: float, what: str, proc=None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if predicate():
-                    return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}" + (f"\n{proc.describe()}" if proc else ""))
+        rosutil.wait_locked(self.lock, predicate, timeout, what + (f"\n{proc.describe()}" if proc else ""))
 
     def diag_after(self, t0: float, predicate, timeout: float, what: str, proc=None) -> DiagnosticStatus:
         """The first /diagnostics status received after ``len(diags)`` index t0 matching ``predicate``."""
