@@ -23,7 +23,8 @@ Contract:
   neither).
 - ``decode_compressed(format, data, ...)`` reads JPEG/PNG (format strings "jpeg", "png",
   "bgr8; jpeg compressed bgr8", "mono8; png compressed mono8", ...). The image size is read
-  from the PNG IHDR / JPEG SOF header first, so oversized images are refused before decoding.
+  from the PNG IHDR / JPEG SOF header first (diffmf_core.common.imageheader), so oversized
+  images are refused before decoding.
   Output is gray if the original encoding (before ';') is mono, BGR if it is a colour encoding,
   else the decoded layout; 16-bit PNGs go through ``agc``.
 - ``encode_image(array, encoding)`` -> (height, width, encoding, step, bytes) for bgr8/rgb8
@@ -33,11 +34,13 @@ Contract:
 from __future__ import annotations
 
 import array as _array
-import struct
 
 import cv2
 import numpy as np
 
+from diffmf_core.common.imageheader import JPEG_MAGIC as _JPEG_MAGIC
+from diffmf_core.common.imageheader import PNG_MAGIC as _PNG_MAGIC
+from diffmf_core.common.imageheader import HeaderError, jpeg_size, png_size
 from diffmf_core.live.agc import ThermalAGC
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -84,12 +87,6 @@ SUPPORTED_ENCODINGS = (tuple(_ENCODINGS) + ("8UC4",) + tuple(_FLOAT_THERMAL) + t
 _MONO_ENCODINGS = {"mono8", "8UC1", "mono16", "16UC1"}
 _COLOUR_ENCODINGS = {"bgr8", "8UC3", "rgb8", "bgra8", "rgba8"}
 
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8"
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic variants)
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-# markers that carry no length field
-_STANDALONE_MARKERS = {0x01, 0xD8} | set(range(0xD0, 0xD8))
 
 
 class ImageDecodeError(ValueError):
@@ -191,38 +188,6 @@ def _decode_converted(encoding: str, height: int, width: int, step: int, is_bige
     return cv2.cvtColor(np.ascontiguousarray(planes), _YUV420[encoding])
 
 
-def _png_size(data: memoryview) -> tuple[int, int]:
-    # signature (8) + IHDR length (4) + b"IHDR" (4) + width (4) + height (4)
-    if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
-        raise ImageDecodeError("bad_png", "PNG without a valid IHDR header")
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
-def _jpeg_size(data: memoryview) -> tuple[int, int]:
-    pos, n = 2, len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            raise ImageDecodeError("bad_jpeg", f"JPEG marker expected at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in _STANDALONE_MARKERS:
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
-            break
-        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
-        if marker in _SOF_MARKERS:
-            if pos + 9 > n or length < 7:
-                break
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return width, height
-        pos += 2 + length
-    raise ImageDecodeError("bad_jpeg", "JPEG without a frame header (SOF)")
-
-
 def _compressed_kind(fmt: str, head: bytes) -> str:
     lowered = fmt.lower()
     if "compresseddepth" in lowered:
@@ -242,7 +207,10 @@ def compressed_size(fmt: str, data) -> tuple[int, int]:
     """(width, height) read from the PNG/JPEG header without decoding pixels."""
     blob = memoryview(_as_bytes_view(data))
     kind = _compressed_kind(fmt, bytes(blob[:8]))
-    return _png_size(blob) if kind == "png" else _jpeg_size(blob)
+    try:
+        return png_size(blob) if kind == "png" else jpeg_size(blob)
+    except HeaderError as exc:
+        raise ImageDecodeError(exc.kind, str(exc)) from None
 
 
 def decode_compressed(format: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,

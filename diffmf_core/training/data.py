@@ -1,21 +1,26 @@
 """Reading infrared/visible pairs from disk and the training dataset.
 
 Contract:
-- ``read_image(path, mode="unchanged"|"gray"|"color")``: PNG/JPG/BMP/TIF, 8- or 16-bit (or float)
-  -> uint8 HxW (gray) or HxWx3 BGR; raises ``DataError`` naming the file when it cannot be read.
+- ``read_image(path, mode="unchanged"|"gray"|"color", max_pixels=MAX_PIXELS)``: PNG/JPG/BMP/TIF,
+  8- or 16-bit (or float) -> uint8 HxW (gray) or HxWx3 BGR; raises ``DataError`` naming the file
+  when it cannot be read, or when its width x height (read from the header before decoding,
+  diffmf_core.common.imageheader) exceeds ``max_pixels`` (None: no limit).
   16-bit to 8-bit: ``value >> 8`` (full-range linear) when the image spans at least 4096 counts
   or is constant (its level is kept, not stretched to black); otherwise (e.g. raw 14-bit thermal
   counts packed in a narrow band) a linear stretch between the 0.5 and 99.5 percentiles, which
   keeps the scene visible instead of collapsing it to < 16 levels. Float images: [0, 1] (or
   constant) data is scaled by 255 and clipped, any other range is percentile-stretched the same
-  way; NaN or infinite values raise ``DataError``.
+  way; NaN or infinite values raise ``DataError``. A stretch whose percentiles are closer than
+  ``MIN_STRETCH_SPAN`` (a near-constant frame: one hot pixel on a flat scene) is not made: the
+  frame is mapped as a constant one, so it keeps its level.
 - ``find_pairs(root) -> [(name, ir_path, vi_path)]`` sorted by name: ``ir/`` + ``vi/`` with matching
   stems (extensions may differ), or the DroneVehicle release layout ``trainimgr/`` (infrared) +
   ``trainimg/`` (visible), likewise ``val*`` and ``test*``. Unmatched files raise ``DataError``.
 - ``strip_border(img, border=None)``: crop a uniform near-white frame (DroneVehicle: 100 px white
   border, 840x712 -> 640x512 = crop [100:612, 100:740]). ``border`` None/"auto" detects it,
   an int crops exactly that many pixels per side, 0 does nothing.
-- ``load_pair(ir_path, vi_path, strip="auto")`` -> (ir gray u8 HxW, vi BGR u8 HxWx3) of equal size.
+- ``load_pair(ir_path, vi_path, strip="auto", max_pixels=MAX_PIXELS)`` -> (ir gray u8 HxW, vi BGR u8
+  HxWx3) of equal size; the size limit applies to both images.
   Same-size pairs are cropped by the border common to both; if sizes still differ the infrared
   image is resized (bilinear) to the visible image's size (the visible frame is the reference).
 - ``write_image(path, img)``: atomic image write (encode, write a temporary file next to the target,
@@ -36,12 +41,15 @@ import torch
 from torch.utils.data import Dataset
 
 from diffmf_core.common.color import bgr_to_ycrcb, to_gray, unit_to_u8
+from diffmf_core.common.imageheader import HeaderError, file_image_size
 from diffmf_core.common.outputs import file_mode
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # (infrared folder, visible folder) layouts understood by find_pairs, in priority order.
 PAIR_LAYOUTS = (("ir", "vi"), ("trainimgr", "trainimg"), ("valimgr", "valimg"), ("testimgr", "testimg"))
 NARROW_RANGE_COUNTS = 4096  # 16-bit images spanning fewer counts are percentile-stretched
+MIN_STRETCH_SPAN = {np.dtype(np.uint16): 32.0}  # narrower percentile spans (counts) are not stretched
+MAX_PIXELS = 4096 * 4096  # the node's max_image_pixels default (config/fuse.yaml)
 WHITE_LEVEL = 200  # a border line is "near white" when every pixel on it is >= this
 MIN_BORDER = 2
 
@@ -50,10 +58,12 @@ class DataError(Exception):
     """A data file or folder that cannot be used; the message names the offending path(s)."""
 
 
-def _percentile_stretch(img: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(img, (0.5, 99.5))
-    if hi <= lo:
-        return np.zeros(img.shape, np.uint8)
+def _percentile_stretch(img: np.ndarray) -> np.ndarray | None:
+    """The 0.5-99.5 percentile stretch, or None when the percentiles are closer than the type's
+    ``MIN_STRETCH_SPAN`` (the frame is then mapped as a constant one: never divided by ~0)."""
+    lo, hi = (float(v) for v in np.percentile(img, (0.5, 99.5)))
+    if hi - lo <= MIN_STRETCH_SPAN.get(img.dtype, 0.0):
+        return None
     return np.clip(np.rint((img.astype(np.float64) - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
@@ -62,33 +72,70 @@ def _to_u8(img: np.ndarray, path: Path) -> np.ndarray:
         return img
     constant = img.size == 0 or img.min() == img.max()
     if img.dtype == np.uint16:
-        if constant or int(img.max()) - int(img.min()) >= NARROW_RANGE_COUNTS:
-            return (img >> 8).astype(np.uint8)
-        return _percentile_stretch(img)
+        stretched = None
+        if not constant and int(img.max()) - int(img.min()) < NARROW_RANGE_COUNTS:
+            stretched = _percentile_stretch(img)
+        return (img >> 8).astype(np.uint8) if stretched is None else stretched
     if img.dtype in (np.float32, np.float64):
         if not np.isfinite(img).all():
             raise DataError(f"{path}: the image holds NaN or infinite values")
-        if constant or (img.min() >= 0.0 and img.max() <= 1.0):
-            return unit_to_u8(img)
-        return _percentile_stretch(img)
+        stretched = None
+        if not constant and not (img.min() >= 0.0 and img.max() <= 1.0):
+            stretched = _percentile_stretch(img)
+        return unit_to_u8(img) if stretched is None else stretched
     raise DataError(f"{path}: unsupported pixel type {img.dtype}")
 
 
-def read_image(path: str | Path, mode: str = "unchanged") -> np.ndarray:
+def format_pixels(pixels: int) -> str:
+    """A pixel count for messages: "7,680 px" below 0.1 MP, else "16.8 MP"."""
+    return f"{pixels:,} px" if pixels < 100_000 else f"{pixels / 1e6:.1f} MP"
+
+
+def size_limit_problem(width: int, height: int, max_pixels: int | None) -> str | None:
+    """"WxH = N exceeds the input limit of M (--max-pixels raises it)", or None within the limit."""
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    return (f"{width}x{height} = {format_pixels(width * height)} exceeds the input limit of "
+            f"{format_pixels(max_pixels)} (--max-pixels raises it)")
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header (None for a format whose header is not
+    parsed); DataError naming the file when it cannot be read or its header is broken."""
+    try:
+        return file_image_size(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    except HeaderError as exc:
+        raise DataError(f"{path}: not a decodable image ({exc})") from exc
+
+
+def read_image(path: str | Path, mode: str = "unchanged", max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read an image as uint8: mode "gray" -> HxW, "color" -> HxWx3 BGR, "unchanged" -> as stored.
 
-    Alpha channels are dropped. Raises DataError naming ``path`` when unreadable.
+    Alpha channels are dropped. Raises DataError naming ``path`` when unreadable or larger than
+    ``max_pixels`` (checked from the header before decoding, and on the decoded image).
     """
     if mode not in ("unchanged", "gray", "color"):
         raise ValueError(f"mode must be 'unchanged', 'gray' or 'color', got {mode!r}")
     path = Path(path)
+    size = image_size(path)
+    problem = size and size_limit_problem(*size, max_pixels)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
-        raise DataError(f"{path}: cannot read file ({exc})") from exc
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+        raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    try:
+        img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    except cv2.error as exc:  # e.g. a size above OpenCV's own limit in a header not parsed above
+        raise DataError(f"{path}: not a decodable image ({str(exc).strip().splitlines()[-1]})") from None
     if img is None:
         raise DataError(f"{path}: not a decodable image (PNG/JPG/BMP/TIF expected)")
+    problem = size_limit_problem(img.shape[1], img.shape[0], max_pixels)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     img = _to_u8(img, path)
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
@@ -202,12 +249,13 @@ def strip_border(img: np.ndarray, border: int | str | None = None) -> np.ndarray
     return img[border:-border, border:-border]
 
 
-def load_pair(ir_path: str | Path, vi_path: str | Path, strip: int | str | None = "auto"
-              ) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(ir_path: str | Path, vi_path: str | Path, strip: int | str | None = "auto",
+              max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """(ir gray u8 HxW, vi BGR u8 HxWx3) of the same size; ``strip`` as in strip_border
-    ("none" or 0 disables). Same-size pairs get the border common to both images."""
-    ir = read_image(ir_path, "gray")
-    vi = read_image(vi_path, "color")
+    ("none" or 0 disables). Same-size pairs get the border common to both images. Either image
+    above ``max_pixels`` raises DataError before it is decoded."""
+    ir = read_image(ir_path, "gray", max_pixels)
+    vi = read_image(vi_path, "color", max_pixels)
     if strip != "none":
         if strip in (None, "auto") and ir.shape == vi.shape[:2]:
             strip = min(detect_border(ir), detect_border(vi))
