@@ -97,3 +97,53 @@ def test_bad_parameters(kwargs):
 def test_rejects_non_16bit_input():
     with pytest.raises(ValueError):
         ThermalAGC("fixed", low=0, high=10).apply(np.zeros((4, 4), np.float32))
+
+
+# ---- issue 26: the pixels after the range moves (not only agc.range) -----------------------------
+
+def expected_pixels(raw: np.ndarray, agc: ThermalAGC) -> np.ndarray:
+    """The contract's mapping for the AGC's current range: clip(round((v - low) * 255 / (high - low)))."""
+    low, high = agc.range
+    return np.clip(np.rint((raw.astype(np.float64) - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
+
+
+def test_auto_pixels_follow_the_range_after_a_scene_change():
+    """A scene change from 1000 to 30000 counts: every frame's pixels are the mapping of the range
+    that frame moved to (a lookup table kept from the first frame would make them all 255)."""
+    agc = ThermalAGC("auto", smoothing=0.5)
+    ranges = []
+    for k, level in enumerate([1000, 1000, 30000, 30000, 30000, 30000, 1000]):
+        raw = scene(level, seed=k)
+        out = agc.apply(raw)
+        ranges.append(agc.range)
+        np.testing.assert_array_equal(out, expected_pixels(raw, agc), err_msg=f"frame {k}, range {agc.range}")
+    assert len(set(ranges)) == len(ranges)  # the range moved on every frame
+
+
+def test_auto_pixels_after_a_reset_are_the_new_range():
+    auto = ThermalAGC("auto", smoothing=0.9)
+    auto.apply(scene(1000))
+    auto.reset()
+    raw = scene(40000, seed=3)
+    out = auto.apply(raw)
+    np.testing.assert_array_equal(out, expected_pixels(raw, auto))
+    assert 100 < np.median(out) < 155
+
+
+@pytest.mark.parametrize("encoding", ["mono16", "16UC1", "32FC1"])
+def test_decoded_16_bit_and_float_thermal_follow_the_moving_range(encoding):
+    """The codec paths that go through the AGC (mono16 / 16UC1 counts, 32FC1 degrees quantised to
+    counts) give the current range's pixels after the range moved."""
+    from diffmf_core.live.imagecodec import FLOAT_OFFSET, FLOAT_SCALE, decode_image
+
+    agc = ThermalAGC("auto", smoothing=0.0)  # the range jumps to each frame's percentiles
+    for k, level in enumerate([1000, 30000, 1000, 30000]):
+        counts = scene(level, seed=k)
+        if encoding == "32FC1":
+            data = (counts.astype(np.float64) / FLOAT_SCALE - FLOAT_OFFSET).astype("<f4")
+        else:
+            data = counts.astype("<u2")
+        h, w = counts.shape
+        out = decode_image(encoding, h, w, w * data.itemsize, 0, data.tobytes(), agc=agc)
+        np.testing.assert_array_equal(out, expected_pixels(counts, agc), err_msg=f"{encoding} frame {k}")
+        assert 100 < np.median(out) < 155  # each scene spread over the grey levels
