@@ -25,7 +25,7 @@ mkdir -p runs/train
 [ -f runs/train/trunk_eaa4d62.safetensors ] || git show eaa4d62:diffmf_core/weights/live.safetensors > runs/train/trunk_eaa4d62.safetensors
 .venv/bin/diffmf train --data "$DATA/train/RoadScene" "$DATA/train/M3SVD" --holdout '1230_1202_*' --holdout '0113_1714_*' \
     --val-max 8 --val-every 100 --preset live --batch-size 4 --crop 192 --lr 2e-4 --lr-min 1e-5 --threads 1 \
-    --ckpt-every 50 --log-every 10 --iters 1500 --loss rule --lambda-target 0.2 --seed 3 \
+    --ckpt-every 50 --log-every 10 --iters 1000 --loss rule --lambda-target 0.2 --seed 3 \
     --init runs/train/trunk_eaa4d62.safetensors --reset-head --out runs/train/live_decide
 cp runs/train/live_decide/weights.safetensors diffmf_core/weights/live.safetensors
 echo "wrote diffmf_core/weights/live.safetensors"

@@ -275,7 +275,7 @@ def test_target_loss_is_zero_when_warm_targets_keep_their_contrast_and_one_when_
     assert near[0, 0, 25, 29] == 1 and near[0, 0, 20 - loss.radius, 29] == 1 and near[0, 0, 60, 60] == 0
 
 
-def test_rule_loss_is_the_distance_to_the_rule_away_from_warm_targets():
+def test_rule_loss_is_the_distance_to_the_rule_weighted_less_near_warm_targets():
     from diffmf_core.modules.pyramid_decoder import rule_fusion
     from diffmf_core.training.losses import RuleLoss, TargetLoss
 
@@ -286,8 +286,9 @@ def test_rule_loss_is_the_distance_to_the_rule_away_from_warm_targets():
     loss = RuleLoss(4, TargetLoss())
     rule = rule_fusion(ir, vi, 4)
     assert loss(rule, ir, vi)[0].item() == pytest.approx(0.0, abs=1e-7)
-    changed_near = rule.clone()
-    changed_near[..., 5:25, 5:25] = ir[..., 5:25, 5:25]  # the network decides at the target: free
-    assert loss(changed_near, ir, vi)[0].item() == pytest.approx(0.0, abs=1e-7)
-    value, parts = loss(rule + 0.1, ir, vi)  # anywhere else it costs
-    assert value.item() == pytest.approx(0.1, abs=1e-5) and parts["rule"] is value
+    near = TargetLoss().near(ir)
+    changed_near = rule + 0.1 * near  # the network decides at the target: it costs a quarter
+    assert loss(changed_near, ir, vi)[0].item() == pytest.approx(0.1 * RuleLoss.NEAR_WEIGHT * near.mean().item(),
+                                                                 rel=1e-4)
+    value, parts = loss(rule + 0.1 * (1 - near), ir, vi)  # anywhere else it costs in full
+    assert value.item() == pytest.approx(0.1 * (1 - near.mean().item()), rel=1e-4) and parts["rule"] is value

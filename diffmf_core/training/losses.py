@@ -279,12 +279,15 @@ class TargetLoss:
 
 
 class RuleLoss:
-    """Away from warm targets, stay the decoder's rule: the mean absolute difference between the
-    fused image and ``rule_fusion(ir, vi)`` over the pixels not near a warm target
-    (``TargetLoss.near``). With ``TargetLoss`` it trains the network to decide where the rule is
-    wrong (warm targets the brighter-source rule hides) and to leave the rest as it is."""
+    """Stay the decoder's rule except where a warm target needs otherwise: the mean absolute
+    difference between the fused image and ``rule_fusion(ir, vi)``, weighted 1 away from warm
+    targets and ``NEAR_WEIGHT`` within ``TargetLoss.radius`` of a warm pixel (a target and the
+    surroundings it is judged against). With ``TargetLoss`` it trains the network to decide where
+    the rule is wrong (warm targets the brighter-source rule hides), changing no more than it must
+    there, and to leave the rest as it is."""
 
     PARTS = ("rule",)
+    NEAR_WEIGHT = 0.25
 
     def __init__(self, levels: int, targets: TargetLoss):
         self.levels, self.targets = levels, targets
@@ -293,6 +296,6 @@ class RuleLoss:
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
             rule = rule_fusion(ir, vi, self.levels)
-            far = 1 - self.targets.near(ir)
-        loss = (far * (fused - rule).abs()).sum() / far.sum().clamp(min=1)
+            weight = 1 - (1 - self.NEAR_WEIGHT) * self.targets.near(ir)
+        loss = (weight * (fused - rule).abs()).mean()
         return loss, {"rule": loss}
