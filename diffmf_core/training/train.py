@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from diffmf_core.baselines import fuse_gff, fuse_laplacian
 from diffmf_core.common.color import bgr_to_ycrcb, unit_to_u8
+from diffmf_core.common.outputs import file_mode
 from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
 from diffmf_core.training.data import DataError, PairDataset, find_pairs, load_pair
@@ -174,6 +175,7 @@ def save_checkpoint(path: Path, model, opt, step: int, meta: dict, seconds: floa
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"step": str(step), "seconds": f"{seconds:.0f}",
                                                 "meta": json.dumps(meta)})
+    os.chmod(tmp, file_mode())  # safetensors writes 0600; the file gets the user's umask
     os.replace(tmp, path)
 
 
