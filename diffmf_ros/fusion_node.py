@@ -643,6 +643,10 @@ def main(args: list[str] | None = None) -> int:
             node.stop()
             node.destroy_node()
         rclpy.try_shutdown()
+        # Ctrl-C under `ros2 launch` signals twice (the terminal's process group, then launch):
+        # a second SIGINT during interpreter shutdown, when Python has put back the default
+        # handler, would end the process with -2. Everything is torn down: ignore it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
 
 

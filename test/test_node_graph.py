@@ -208,6 +208,9 @@ def test_sigint_at_each_phase_exits_cleanly(tmp_path, phase):
             probe.send_pair()  # a frame in the worker when SIGINT arrives
             time.sleep(0.02)
         proc._signal_group(signal.SIGINT)
+        if phase == "inference":  # Ctrl-C under ros2 launch: the terminal's SIGINT, then launch's
+            time.sleep(0.3)
+            proc._signal_group(signal.SIGINT)
         try:
             rc = proc.popen.wait(30.0)
         except Exception:  # noqa: BLE001
