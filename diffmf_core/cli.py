@@ -5,6 +5,7 @@ Each subcommand lives in its own module, which exposes ``configure_parser(parser
 stays fast and a missing optional dependency only affects the subcommand that needs it. Each
 subcommand's help ends with examples (``EXAMPLES``). An exception that a subcommand does not turn
 into its own error message becomes one line and exit code 1 (``DIFFMF_TRACEBACK=1`` re-raises it).
+Ctrl-C and SIGTERM end every subcommand with one line and exit code 130.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 import sys
 
 from diffmf_core.common.argtypes import examples_epilog
+from diffmf_core.common.outputs import sigterm_as_interrupt
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, one line printed by argparse)
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     try:
-        return int(importlib.import_module(args._module).main(args) or 0)
+        with sigterm_as_interrupt():
+            return int(importlib.import_module(args._module).main(args) or 0)
     except KeyboardInterrupt:
         print(f"diffmf {args.command}: interrupted (outputs are written atomically: no partial files)",
               file=sys.stderr)
@@ -77,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if os.environ.get("DIFFMF_TRACEBACK"):
             raise
-        print(f"diffmf {args.command}: error: {type(exc).__name__}: {exc} "
+        kind = type(exc).__name__
+        kind = f"{type(exc).__module__}.{kind}" if kind == "error" else kind  # cv2.error, not "error: error:"
+        print(f"diffmf {args.command}: error: {kind}: {exc} "
               "(unexpected; DIFFMF_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return 1
 

@@ -151,8 +151,15 @@ def test_calib_output_never_replaces_inputs_or_files_without_overwrite(tmp_path,
     out.write_text("mine")
     assert cli.main(["calib", "--points", str(csv_path), "-o", str(out)]) == 2
     assert out.read_text() == "mine" and "--overwrite" in capsys.readouterr().err
-    assert cli.main(["calib", "--points", str(csv_path), "-o", str(out), "--overwrite"]) == 0
-    assert "homography" in out.read_text()
+    # a file that calib did not write stays, --overwrite or not (issue 25)
+    assert cli.main(["calib", "--points", str(csv_path), "-o", str(out), "--overwrite"]) == 2
+    assert out.read_text() == "mine" and "in the way" in capsys.readouterr().err
+    own = tmp_path / "own.yaml"
+    assert cli.main(["calib", "--points", str(csv_path), "-o", str(own)]) == 0
+    assert cli.main(["calib", "--points", str(csv_path), "-o", str(own)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["calib", "--points", str(csv_path), "-o", str(own), "--overwrite"]) == 0
+    assert "homography" in own.read_text()
 
 
 def test_calib_command_reports_bad_input(tmp_path, capsys):

@@ -157,11 +157,20 @@ def test_bad_arguments_are_one_line_errors(tiny_pairs, tmp_path, bad, message, c
 
 
 def _refusal(argv: list[str]) -> str:
-    """Run `diffmf train` in-process where it must refuse before training: its one-line message."""
+    """Run `diffmf train` in-process where it must refuse before training: its one-line message
+    (exit 2 from the command's checks, or SystemExit with the message from the training loop)."""
+    import contextlib
+    import io
+
     from diffmf_core.cli import main
-    with pytest.raises(SystemExit) as refused:
-        main(argv[3:])  # without "python -m diffmf_core.cli"
-    return str(refused.value.code)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv[3:])  # without "python -m diffmf_core.cli"
+        except SystemExit as refused:
+            return str(refused.code)
+    assert code == 2, err.getvalue()
+    return err.getvalue()
 
 
 def test_unusable_inputs_are_clear_errors(tiny_pairs, tmp_path):

@@ -7,6 +7,8 @@ with one line (``diffmf X: error: argument --y: ...``, exit 2) before any work s
 - ``examples_epilog(examples, epilog)``: a help epilog ending with an "examples:" block.
 - ``device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether CUDA exists is checked when the
   command runs: an explicit device that is unavailable is an error there, never a fallback).
+- ``path_arg``: a file or folder path, ``~`` expanded (the path checked is the path written);
+  an empty path is refused (it would mean the working directory).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import argparse
 import math
 import re
 import textwrap
+from pathlib import Path
 
 
 def _num(v) -> str:
@@ -66,6 +69,14 @@ def device(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text
+
+
+def path_arg(text: str) -> Path:
+    """argparse type: a non-empty path with ``~`` expanded."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text).expanduser()
+
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -44,6 +44,8 @@ import cv2
 import numpy as np
 import yaml
 
+from diffmf_core.common.outputs import file_mode
+
 
 _DET_MIN = 1e-9
 _COND_MAX = 1e10
@@ -166,13 +168,14 @@ def calibration_to_yaml(cal: Calibration) -> str:
 
 
 def save_calibration(cal: Calibration, path: str | Path) -> None:
-    """Write ``cal`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``cal`` atomically (temporary file in the same folder, then rename; the user's umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(calibration_to_yaml(cal))
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; the file gets the user's umask
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -32,8 +32,8 @@ import torch
 
 from diffmf_core.common.argtypes import device as device_arg
 from diffmf_core.common.argtypes import float_range, int_range
-from diffmf_core.common.argtypes import parse_size
-from diffmf_core.common.outputs import OutputError, check_results, mark_results
+from diffmf_core.common.argtypes import parse_size, path_arg
+from diffmf_core.common.outputs import OutputError, results_folder
 from diffmf_core.config import get_preset
 from diffmf_core.fuser import GraphedForward, keep_freed_memory, release_freed_memory, resolve_device
 from diffmf_core.models import DiffMF
@@ -268,19 +268,30 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int_range(8), help="SSD chunk length Q for every case (default: the preset's; "
                                                   "64 for the scan micro-benchmark)")
     p.add_argument("--threads", type=int_range(1, 1024), help="CPU threads for PyTorch (default: PyTorch's choice)")
-    p.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.csv and latency.png")
+    p.add_argument("--out", type=path_arg, default=Path("runs/bench"), help="folder for bench.csv and latency.png")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the bench.csv and latency.png of an earlier `diffmf bench` in --out")
-    p.add_argument("--replot", nargs="+", type=Path, metavar="CSV",
+    p.add_argument("--replot", nargs="+", type=path_arg, metavar="CSV",
                    help="measure nothing: merge these bench.csv files into --out (table, CSV, plot)")
 
 
 def read_csv(path: Path) -> list[dict]:
-    """Rows of a bench.csv, numbers parsed back."""
+    """Rows of a bench.csv, numbers parsed back; ValueError when the file is not one (other
+    columns, no rows, values that are not numbers)."""
     numeric = {"chunk": int, "width": int, "height": int, "pixels": int, "runs": int, "median_ms": float,
                "p90_ms": float, "peak_mem_mb": float, "threads": int}
     with open(path, newline="") as f:
-        return [{k: numeric[k](v) if k in numeric else v for k, v in row.items()} for row in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        missing = [k for k in CSV_FIELDS if k not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: not a bench.csv of `diffmf bench` (no column {', '.join(missing[:3])})")
+        try:
+            rows = [{k: numeric[k](row[k]) if k in numeric else row[k] for k in CSV_FIELDS} for row in reader]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: line {reader.line_num}: {exc}") from None
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
 
 
 def write_outputs(rows: list[dict], out: Path, title: str) -> None:
@@ -293,30 +304,34 @@ def write_outputs(rows: list[dict], out: Path, title: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    rows: list[dict] = []
+    try:  # every input and the device are checked before anything is written
+        if args.replot:
+            rows = [row for path in args.replot for row in read_csv(path)]
+        else:
+            device = resolve_device(args.device)
+    except OSError as exc:
+        print(f"error: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
-        check_results(args.out, ["bench.csv", "latency.png"], args.replot or [], args.overwrite, "bench")
-        mark_results(args.out, "bench")
+        with results_folder(args.out, ["bench.csv", "latency.png"], args.replot or [], args.overwrite,
+                            "bench") as results:
+            results.record(["bench.csv", "latency.png"])
+            if args.replot:
+                devices = sorted({f"{r['device']}, torch {r['torch']}, {r['threads']} threads" for r in rows})
+                write_outputs(rows, args.out, "; ".join(devices))
+                return 0
+            return _measure(args, device)
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.replot:
-        try:
-            rows = [row for path in args.replot for row in read_csv(path)]
-        except (OSError, KeyError, ValueError) as exc:
-            print(f"error: cannot read {' '.join(map(str, args.replot))}: {exc}", file=sys.stderr)
-            return 2
-        devices = sorted({f"{r['device']}, torch {r['torch']}, {r['threads']} threads" for r in rows})
-        write_outputs(rows, args.out, "; ".join(devices))
-        return 0
-    if args.repeats < 1 or args.warmup < 0 or args.scan_tokens < 0 or (args.chunk_size is not None
-                                                                       and args.chunk_size < 8):
-        print("error: --repeats must be >= 1, --warmup and --scan-tokens >= 0, --chunk-size >= 8", file=sys.stderr)
-        return 2
-    try:
-        device = resolve_device(args.device)
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+
+def _measure(args: argparse.Namespace, device: torch.device) -> int:
+    """Run the benchmark cases on ``device`` into the checked, locked ``--out``."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cpu":
@@ -340,7 +355,6 @@ def main(args: argparse.Namespace) -> int:
     common = dict(device=device, dtype=dtype, runner=runner, warmup=args.warmup, repeats=args.repeats,
                   budget_s=args.budget_s, chunk_size=args.chunk_size)
     rows: list[dict] = []
-    args.out.mkdir(parents=True, exist_ok=True)
 
     def add(row: dict) -> None:  # print and save each row as it comes: an interrupted run keeps them
         rows.append(row)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from diffmf_core.common.argtypes import float_range, parse_size
+from diffmf_core.common.argtypes import float_range, parse_size, path_arg
 from diffmf_core.live.registration import (Calibration, CalibrationError, calibration_from_dict,
                                            calibration_to_yaml, homography_from_points, reprojection_errors,
                                            save_calibration)
-from diffmf_core.common.outputs import OutputError, check_file_output
+from diffmf_core.common.outputs import OutputError, check_file_output, output_lock, record_file
 
 
 def _parse_point(text: str) -> tuple[float, float]:
@@ -51,7 +51,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.description = ("Fit the thermal -> RGB homography from point pairs. Give points in the pixels the node "
                      "registers: undistorted pixels for a camera that publishes camera_info with distortion "
                      "(the node undistorts it first, same camera matrix), raw pixels otherwise.")
-    p.add_argument("--points", metavar="CSV", help="CSV rows: thermal_x,thermal_y,rgb_x,rgb_y")
+    p.add_argument("--points", metavar="CSV", type=path_arg, help="CSV rows: thermal_x,thermal_y,rgb_x,rgb_y")
     p.add_argument("--thermal-points", nargs="+", type=_parse_point, metavar="X,Y", default=[],
                    help="points in the thermal image (instead of --points), in the order of --rgb-points")
     p.add_argument("--rgb-points", nargs="+", type=_parse_point, metavar="X,Y", default=[],
@@ -63,7 +63,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rgb-frame-id", default="", help="RGB camera frame written to the file (default: none)")
     p.add_argument("--ransac-threshold", type=float_range(0, lo_open=True), default=3.0,
                    help="RANSAC inlier threshold in pixels (default: 3)")
-    p.add_argument("-o", "--output", required=True, help="calibration YAML to write (.yaml)")
+    p.add_argument("-o", "--output", required=True, type=path_arg, help="calibration YAML to write (.yaml)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing calibration YAML at --output")
 
 
@@ -77,8 +77,10 @@ def main(args: argparse.Namespace) -> int:
         cal = Calibration(h, args.thermal_size, args.rgb_size, args.thermal_frame_id, args.rgb_frame_id,
                           round(float(np.sqrt(np.mean(errors ** 2))), 4))
         calibration_from_dict(yaml.safe_load(calibration_to_yaml(cal)))  # validates sizes too
-        check_file_output(args.output, [args.points] if args.points else [], args.overwrite, ".yaml")
-        save_calibration(cal, args.output)
+        with output_lock(args.output):
+            check_file_output(args.output, [args.points] if args.points else [], args.overwrite, ".yaml", "calib")
+            save_calibration(cal, args.output)
+            record_file(args.output, "calib")
     except (CalibrationError, OutputError, OSError) as exc:
         print(f"diffmf calib: {exc}", file=sys.stderr)
         return 2

@@ -12,32 +12,32 @@ import argparse
 import sys
 from pathlib import Path
 
-from diffmf_core.common.argtypes import int_range
-from diffmf_core.common.outputs import OutputError, check_results, mark_results
+from diffmf_core.common.argtypes import int_range, path_arg
+from diffmf_core.common.outputs import OutputError, results_folder
 from diffmf_core.config import PRESETS
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
-from diffmf_core.training.data import DataError, write_bytes
+from diffmf_core.training.data import DataError, find_pairs, write_bytes
 from diffmf_core.training.evaluation import clip_flicker, default_datasets, evaluate_methods
 
 DEFAULT_METHODS = "diffmf,rule,mean,max,laplacian,gff,laplacian_max"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, nargs="+",
+    p.add_argument("--data", type=path_arg, nargs="+",
                    help="dataset roots with ir/ + vi/ (default: shared test/TNO and test/DroneVehicle)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated: diffmf and/or rule,mean,max,laplacian,gff,laplacian_max (rule: the network's "
                         f"decoder rule without the network; default: {DEFAULT_METHODS})")
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")
-    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
+    p.add_argument("--out", type=path_arg, default=Path("runs/eval"), help="output folder (default: runs/eval)")
     p.add_argument("--limit", type=int_range(1), help="evaluate only the first N pairs of each dataset")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier `diffmf eval` in --out (never other files)")
     p.add_argument("--sheet", action="append", metavar="GLOB",
                    help="pairs whose name matches this glob make a set's contact sheet (a set where none "
                         "matches: 4 spread over it); repeatable, e.g. --sheet '0117_1620_0100'")
-    p.add_argument("--clip", type=Path, help="folder of consecutive pairs (a video): also measure each "
+    p.add_argument("--clip", type=path_arg, help="folder of consecutive pairs (a video): also measure each "
                                               "method's temporal flicker (grey levels beyond the sources' change)")
 
 
@@ -61,13 +61,27 @@ def main(args: argparse.Namespace) -> int:
     outputs = ["results.md"] + (["flicker.md"] if args.clip is not None else [])
     outputs += [f"{name}/{file}" for name in folders
                 for file in ("results.md", "contact_sheet.png", *(f"{m}.csv" for m in methods))]
-    try:
-        check_results(args.out, outputs, [*datasets, *([args.clip] if args.clip else [])], args.overwrite, "eval")
-        fusers = {m: make_fuser(m, args.weights, args.preset) for m in methods}
-        mark_results(args.out, "eval")
-    except (FuserUnavailable, OutputError) as exc:
+    if "diffmf" not in methods and (args.weights or args.preset):
+        print("error: --weights/--preset apply only to the diffmf method, which --methods does not name",
+              file=sys.stderr)
+        return 2
+    try:  # every input is checked before anything is written
+        for root in datasets:
+            find_pairs(root)
+        if args.clip is not None and len(find_pairs(args.clip)[:args.limit]) < 2:
+            raise DataError(f"--clip {args.clip}: a clip needs at least two frames")
+        with results_folder(args.out, outputs, [*datasets, *([args.clip] if args.clip else [])], args.overwrite,
+                            "eval") as results:
+            fusers = {m: make_fuser(m, args.weights, args.preset) for m in methods}
+            return _evaluate(args, datasets, folders, fusers, results, outputs)
+    except (DataError, FuserUnavailable, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _evaluate(args, datasets, folders, fusers, results, outputs) -> int:
+    """Evaluate into the checked, locked ``--out`` (``results``: the command's manifest)."""
+    results.record(outputs)
     tables = []
     for root, name in zip(datasets, folders):
         try:

@@ -11,6 +11,7 @@ max abs difference of the fused image reaches ``--tolerance`` (default 1e-3).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmf_core.common.argtypes import float_range, int_range
-from diffmf_core.common.outputs import OutputError, check_file_output
+from diffmf_core.common.argtypes import float_range, int_range, path_arg
+from diffmf_core.common.outputs import OutputError, check_file_output, file_mode, output_lock, record_file
 from diffmf_core.common.paths import default_weights_path
 from diffmf_core.config import get_preset
 from diffmf_core.models import DiffMF
@@ -55,12 +56,18 @@ def export_onnx(model: DiffMF, path: str | Path, height: int, width: int, opset:
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.cpu().float().eval()
     dummy = (torch.rand(1, 1, height, width), torch.rand(1, 1, height, width))
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is the chosen one
-        torch.onnx.export(model, dummy, str(path), input_names=["ir", "vi"], output_names=["fused"],
-                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # written whole, then renamed: never half a file
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is the chosen one
+            torch.onnx.export(model, dummy, str(tmp), input_names=["ir", "vi"], output_names=["fused"],
+                              opset_version=opset, dynamo=False, do_constant_folding=True)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -107,7 +114,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int_range(1, 8192), default=640, help="fixed input width (default 640)")
     p.add_argument("--opset", type=int_range(MIN_OPSET), default=MIN_OPSET,
                    help=f"ONNX opset (>= {MIN_OPSET}, default {MIN_OPSET})")
-    p.add_argument("--out", type=Path, help="output .onnx (default runs/export/diffmf_<name>_<H>x<W>.onnx)")
+    p.add_argument("--out", type=path_arg, help="output .onnx (default runs/export/diffmf_<name>_<H>x<W>.onnx)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing .onnx file at --out")
     p.add_argument("--tolerance", type=float_range(0, None, lo_open=True), default=1e-3,
                    help="max abs diff allowed (default 1e-3)")
@@ -122,19 +129,30 @@ def main(args: argparse.Namespace) -> int:
         return 2
     torch.set_num_threads(max(1, args.threads))
     try:
-        model, source = build_model(args.weights, args.preset)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            model, source = build_model(args.weights, args.preset)
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for warning in caught:  # one line each, not Python's file:line form
+        print(f"diffmf export: warning: {warning.message}", file=sys.stderr)
     out = args.out or Path("runs/export") / f"diffmf_{model.cfg.name}_{args.height}x{args.width}.onnx"
     try:
-        check_file_output(out, [args.weights], args.overwrite, suffix=".onnx")
+        with output_lock(out):
+            check_file_output(out, [args.weights], args.overwrite, suffix=".onnx", command="export")
+            return _export(args, model, source, out)
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _export(args: argparse.Namespace, model: DiffMF, source: str, out: Path) -> int:
+    """Export to the checked, locked ``out`` (listed in the folder's .diffmf-export) and check it."""
     start = time.perf_counter()
     try:
         export_onnx(model, out, args.height, args.width, args.opset)
+        record_file(out, "export")
     except OSError as exc:
         print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from diffmf_core.baselines import CLASSICAL_FUSERS, ClassicalFuser
-from diffmf_core.training.data import DataError, find_pairs, load_pair, write_image
+from diffmf_core.common.argtypes import path_arg
+from diffmf_core.training.data import (MAX_PIXELS, DataError, find_pairs, format_pixels, image_size, load_pair,
+                                       size_limit_problem, write_image)
 
 METHOD_CHOICES = ["diffmf", *CLASSICAL_FUSERS]
 
@@ -54,7 +56,6 @@ def make_fuser(method: str, weights: str | None = None, preset: str | None = Non
         raise FuserUnavailable(f"method 'diffmf' could not load {source}: {type(exc).__name__}: {exc}") from exc
 
 
-MAX_PIXELS = 4096 * 4096  # the node's max_image_pixels default (config/fuse.yaml)
 # resident memory per input pixel measured on the CPU (docs/performance.md: 447 MB live and
 # 19.9 GB paper at 1280x1024), rounded up
 BYTES_PER_PIXEL = {"live": 400, "paper": 16_000}
@@ -79,7 +80,7 @@ def size_problem(shape, fuser, max_pixels: int) -> str | None:
     need = BYTES_PER_PIXEL.get(preset, 0) * pixels
     estimate = f"; DIFF-MF {preset} needs about {need / 2**30:.1f} GB at this size" if need else ""
     if pixels > max_pixels:
-        return (f"{w}x{h} = {pixels / 1e6:.1f} MP exceeds the input limit of {max_pixels / 1e6:.1f} MP "
+        return (f"{w}x{h} = {format_pixels(pixels)} exceeds the input limit of {format_pixels(max_pixels)} "
                 f"(--max-pixels raises it{estimate})")
     device = getattr(getattr(fuser, "device", None), "type", "cpu")
     if need and device == "cpu":
@@ -110,17 +111,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
     p.epilog = ("Outputs: OUT/<name>.png per pair, named after the visible image. An existing output is an "
                 "error unless --overwrite, which replaces only PNGs that diffmf fuse wrote there earlier "
-                "(the folder carries a .diffmf-fuse marker); inputs are never written.")
+                "(listed in the folder's .diffmf-fuse manifest); inputs are never written.")
     src = p.add_argument_group("input (either --ir and --vi, or --data)")
-    src.add_argument("--ir", type=Path, help="infrared image of a single pair, or a folder of infrared images")
-    src.add_argument("--vi", type=Path, help="visible image of a single pair, or a folder of visible images "
+    src.add_argument("--ir", type=path_arg, help="infrared image of a single pair, or a folder of infrared images")
+    src.add_argument("--vi", type=path_arg, help="visible image of a single pair, or a folder of visible images "
                                              "(matched to --ir by file name)")
-    src.add_argument("--data", type=Path, help="folder with ir/ + vi/ (or DroneVehicle *imgr/ + *img/)")
+    src.add_argument("--data", type=path_arg, help="folder with ir/ + vi/ (or DroneVehicle *imgr/ + *img/)")
     p.add_argument("--method", default="diffmf", choices=METHOD_CHOICES, help="fuser (default: diffmf)")
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset); "
-                                     "a file that cannot be used is an error")
+                                     "a file that cannot be used is an error; only with --method diffmf")
     p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")
-    p.add_argument("--out", type=Path, default=Path("runs/fuse"), help="output folder (default: runs/fuse)")
+    p.add_argument("--out", type=path_arg, default=Path("runs/fuse"), help="output folder (default: runs/fuse)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace PNGs an earlier diffmf fuse wrote in --out (never other files)")
     p.add_argument("--max-pixels", type=positive_pixels, default=MAX_PIXELS,
@@ -130,10 +131,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from diffmf_core.common.outputs import OutputError, check_results, mark_results
+    from diffmf_core.common.outputs import OutputError, results_folder
 
     if args.data is not None and (args.ir or args.vi):
         print("error: give either --ir and --vi, or --data, not both", file=sys.stderr)
+        return 2
+    if args.method != "diffmf" and (args.weights or args.preset):
+        print(f"error: --weights/--preset apply only to --method diffmf, not {args.method!r}", file=sys.stderr)
         return 2
     try:
         if args.data is not None:
@@ -149,16 +153,34 @@ def main(args: argparse.Namespace) -> int:
             print("error: give --ir and --vi, or --data", file=sys.stderr)
             return 2
         names = [f"{name}.png" for name, _, _ in pairs]
-        check_results(args.out, names, inputs, args.overwrite, "fuse")
-        fuser = make_fuser(args.method, args.weights, args.preset)
-        mark_results(args.out, "fuse")
+        with results_folder(args.out, names, inputs, args.overwrite, "fuse") as results:
+            fuser = make_fuser(args.method, args.weights, args.preset)
+            return _fuse_pairs(args, pairs, names, fuser, results)
     except (DataError, FuserUnavailable, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    failures = []
+
+
+def _checked_sizes(ir_path: Path, vi_path: Path, fuser, max_pixels: int) -> None:
+    """DataError naming the file when an image's header size is above the limit (the visible one
+    also with DIFF-MF's memory estimate), before either is decoded."""
+    for path, visible in ((ir_path, False), (vi_path, True)):
+        size = image_size(path)
+        if size is None:
+            continue
+        problem = (size_problem(size[::-1], fuser, max_pixels) if visible
+                   else size_limit_problem(*size, max_pixels))
+        if problem:
+            raise DataError(f"{path}: {problem}")
+
+
+def _fuse_pairs(args, pairs, names, fuser, results) -> int:
+    """Fuse and write every pair (the output folder is checked and locked); skipped pairs are named."""
+    failures, written = [], 0
     for (name, ir_path, vi_path), out_name in zip(tqdm(pairs, desc=f"fuse ({fuser.name})", unit="pair"), names):
         try:
-            ir, vi = load_pair(ir_path, vi_path, strip=args.strip)
+            _checked_sizes(ir_path, vi_path, fuser, args.max_pixels)
+            ir, vi = load_pair(ir_path, vi_path, strip=args.strip, max_pixels=args.max_pixels)
             problem = size_problem(vi.shape, fuser, args.max_pixels)
             if problem:
                 raise DataError(f"{vi_path}: {problem}")
@@ -171,6 +193,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"error: {name}: {exc}; nothing more written", file=sys.stderr)
             return 1
         try:
+            if not written:
+                results.record(names)  # once, before the first PNG: the folder and its manifest
+            written += 1
             write_image(args.out / out_name, fused)
         except (OSError, DataError) as exc:
             print(f"error: cannot write {args.out / out_name}: {getattr(exc, 'strerror', None) or exc}",

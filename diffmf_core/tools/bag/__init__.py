@@ -27,7 +27,7 @@ import argparse
 import sys
 
 from diffmf_core.common.argtypes import device as device_arg
-from diffmf_core.common.argtypes import float_range, int_range
+from diffmf_core.common.argtypes import float_range, int_range, path_arg
 # The public functions of the actions, importable as diffmf_core.tools.bag.<name>.
 from diffmf_core.tools.bag.common import (  # noqa: F401
     CAMERA_INFO_TYPE, COMPRESSED_TYPE, FUSED_TOPIC, FUSION_INFO_TYPE, IMAGE_TYPE, INFO_TOPIC, MAX_DROP, MAX_STAMP_S,
@@ -45,7 +45,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
     policy = ("Output policy: the output is never an input (nor inside or around one); an existing output "
-              "is an error unless --overwrite, which replaces only a bag (a folder with metadata.yaml).")
+              "is an error unless --overwrite, which replaces only a bag that the same command wrote (its "
+              ".diffmf-bag-* manifest lists every file in it; anything else in the folder is named and the run "
+              "refused). One run per output at a time.")
 
     fp = sub.add_parser("from-pairs", help="write a thermal+RGB bag from a folder of ir/vi pairs",
                         description="Write a thermal+RGB rosbag2 from ir/+vi/ (or DroneVehicle "
@@ -53,8 +55,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         epilog=examples_epilog(["diffmf bag from-pairs DATA runs/bags/pairs --compressed",
                                                 "diffmf bag from-pairs DATA runs/bags/jitter --jitter-ms 3 "
                                                 "--drop 0.05 --limit 50"], policy))
-    fp.add_argument("pairs", help="folder with ir/+vi/ or DroneVehicle trainimgr/+trainimg/")
-    fp.add_argument("output", help="output bag folder (must not exist, see --overwrite)")
+    fp.add_argument("pairs", type=path_arg, help="folder with ir/+vi/ or DroneVehicle trainimgr/+trainimg/")
+    fp.add_argument("output", type=path_arg, help="output bag folder (must not exist, see --overwrite)")
     fp.add_argument("--storage", choices=STORAGES, default="mcap", help="bag storage (default mcap)")
     fp.add_argument("--compressed", action="store_true",
                     help="CompressedImage JPEG on <topic>/compressed instead of raw Image")
@@ -85,18 +87,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         epilog=examples_epilog(["diffmf bag fuse samples/m3svd_0117_1605 runs/bags/fused",
                                                 "diffmf bag fuse IN OUT --fuser classical --only-fused --overwrite"],
                                                policy + " Exits non-zero when no frame could be fused."))
-    fu.add_argument("input", help="input bag (folder, .mcap or .db3)")
-    fu.add_argument("output", help="output bag folder (must not exist, see --overwrite)")
+    fu.add_argument("input", type=path_arg, help="input bag (folder, .mcap or .db3)")
+    fu.add_argument("output", type=path_arg, help="output bag folder (must not exist, see --overwrite)")
     fu.add_argument("--storage", choices=STORAGES, default="mcap", help="bag storage (default mcap)")
     fu.add_argument("--thermal-topic", help="default: /thermal/image_raw or its /compressed")
     fu.add_argument("--rgb-topic", help="default: /rgb/image_raw or its /compressed")
-    fu.add_argument("--params-file", help="node parameters YAML (default: config/fuse.yaml)")
+    fu.add_argument("--params-file", type=path_arg, help="node parameters YAML (default: config/fuse.yaml)")
     fu.add_argument("--fuser", choices=("diffmf", "classical"), help="override the fuser parameter")
     fu.add_argument("--device", type=device_arg,
                     help="override the device parameter (auto, cpu, cuda, cuda:N); an explicit device "
-                         "that cannot be used is an error")
+                         "that cannot be used is an error (with the classical fuser: refused)")
     fu.add_argument("--weights", help="override the weights parameter (.safetensors); a file that cannot "
-                                      "be used is an error, not a classical fallback")
+                                      "be used is an error, not a classical fallback (with the classical "
+                                      "fuser: refused)")
     fu.add_argument("--slop-ms", type=float_range(0, 10_000), help="override sync_slop_s (milliseconds)")
     fu.add_argument("--thermal-delay-ms", type=float_range(-10_000, 10_000),
                     help="override thermal_delay_s (milliseconds)")
@@ -113,12 +116,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                                                "The --input bag must be the one played into the node (its stamps "
                                                "are checked). Files are complete or absent (Ctrl-C included); "
                                                "--overwrite replaces only an earlier report's files."))
-    rp.add_argument("recorded", help="bag with /fused/image and /fused/info (optionally the inputs)")
-    rp.add_argument("--input", required=True, help="the bag that was played into the node")
-    rp.add_argument("--outdir", required=True, help="folder for fused.mp4, strip.png, summary.md")
-    rp.add_argument("--params-file", help="node parameters YAML used (default: config/fuse.yaml)")
+    rp.add_argument("recorded", type=path_arg, help="bag with /fused/image and /fused/info (optionally the inputs)")
+    rp.add_argument("--input", required=True, type=path_arg, help="the bag that was played into the node")
+    rp.add_argument("--outdir", required=True, type=path_arg, help="folder for fused.mp4, strip.png, summary.md")
+    rp.add_argument("--params-file", type=path_arg, help="node parameters YAML used (default: config/fuse.yaml)")
     rp.add_argument("--device", default="", help="device the node ran on, for the summary")
-    rp.add_argument("--min-frames", type=int_range(0), default=1, help="fail with fewer fused frames (default 1)")
+    rp.add_argument("--min-frames", type=int_range(0), default=1,
+                    help="refuse (exit 2, nothing written) a recording with fewer fused frames (default 1)")
     rp.add_argument("--overwrite", action="store_true",
                     help="replace fused.mp4/strip.png/summary.md of an earlier report in --outdir")
     rp.set_defaults(_bag_func=_cmd_report)
@@ -128,7 +132,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                                      "metadata.yaml), rates and duration of a bag.", formatter_class=raw,
                          epilog=examples_epilog(["diffmf bag info samples/m3svd_0117_1605",
                                                  "diffmf bag info runs/bags/fused --json"]))
-    inf.add_argument("bag", help="bag folder, .mcap or .db3 file")
+    inf.add_argument("bag", type=path_arg, help="bag folder, .mcap or .db3 file")
     inf.add_argument("--json", action="store_true", help="machine-readable output")
     inf.set_defaults(_bag_func=_cmd_info)
 

@@ -3,7 +3,6 @@ message builders and decoding, atomic bag output, reading and writing bags."""
 from __future__ import annotations
 
 import shutil
-import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
+from diffmf_core.common.outputs import sigterm_as_interrupt  # noqa: F401 - the bag tools' name for it
 from diffmf_core.common.paths import repo_root
 from diffmf_core.live.sync import split_ns
 
@@ -102,28 +102,40 @@ def decode_msg(msg, msgtype: str, max_pixels: int, agc=None) -> np.ndarray:
 
 
 @contextmanager
-def atomic_output(output: Path, overwrite: bool = False, inputs=()) -> Iterator[Path]:
+def atomic_output(output: Path, overwrite: bool = False, inputs=(), command: str = "bag") -> Iterator[Path]:
     """Yield a temporary path to write ``output`` into; rename on success, remove on failure.
 
-    The output policy (diffmf_core.common.outputs) is checked first: never an input (or inside/around
-    one), an existing output only with ``overwrite`` and only when it is a bag. Partial folders
-    of killed earlier runs are removed.
+    The output policy (diffmf_core.common.outputs) is checked first, under the output's lock: never
+    an input (or inside/around one), an existing output only with ``overwrite`` and only when it is
+    a bag that ``diffmf <command>`` wrote, holding nothing else. The finished bag gets the
+    command's manifest. Partial folders of killed earlier runs are removed.
     """
-    from diffmf_core.common.outputs import OutputError, check_bag_output, clean_partials, partial_dir, replace_dir
+    from diffmf_core.common.outputs import (OutputError, check_bag_output, clean_partials, output_lock,
+                                            partial_dir, replace_dir, seal_bag)
 
     output = Path(output)
+
+    def still_ours(path: Path) -> bool:  # re-checked when the new bag is moved in
+        try:
+            check_bag_output(path, (), True, command)
+        except OutputError:
+            return False
+        return True
+
     try:
-        check_bag_output(output, inputs, overwrite)
+        with output_lock(output):
+            check_bag_output(output, inputs, overwrite, command)
+            for note in clean_partials(output):
+                print(f"diffmf bag: {note}", file=sys.stderr)
+            tmp = partial_dir(output)
+            try:
+                yield tmp / output.name
+                seal_bag(tmp / output.name, command)
+                replace_dir(tmp / output.name, output, is_ours=still_ours)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     except OutputError as exc:
         raise BagError(str(exc)) from None
-    for note in clean_partials(output):
-        print(f"diffmf bag: {note}", file=sys.stderr)
-    tmp = partial_dir(output)
-    try:
-        yield tmp / output.name
-        replace_dir(tmp / output.name, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def open_writer(path: Path, storage: str):
@@ -143,6 +155,8 @@ def open_reader(path: Path):
     path = Path(path)
     if not path.exists():
         raise BagError(f"{path}: no such bag")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise BagError(f"{path}: not a rosbag2 bag folder (no metadata.yaml); give a bag folder, .mcap or .db3 file")
     try:
         reader = Reader(path)
         reader.open()
@@ -178,20 +192,3 @@ def copy_connection(writer, conn, store):
     ext = conn.ext
     return writer.add_connection(conn.topic, conn.msgtype, serialization_format=ext.serialization_format,
                                  offered_qos_profiles=ext.offered_qos_profiles, **kwargs)
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so partial outputs are cleaned up."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

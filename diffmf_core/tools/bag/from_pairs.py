@@ -54,11 +54,21 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
                     progress: bool = True, inputs=(), max_pixels: int = 4096 * 4096) -> dict:
     """Write (name, ir_path, vi_path) pairs as a thermal+RGB bag; returns counts per topic.
     ``inputs``: paths the output must not touch (diffmf_core.common.outputs). An image above
-    ``max_pixels`` (the node's max_image_pixels default) stops the run with BagError (no output)."""
+    ``max_pixels`` (the node's max_image_pixels default, read from the file headers before any
+    output is made) stops the run with BagError (no output)."""
     from tqdm import tqdm
 
-    from diffmf_core.training.data import load_pair
+    from diffmf_core.training.data import DataError, image_size, load_pair, size_limit_problem
 
+    for _, ir_path, vi_path in pairs:
+        for path in (ir_path, vi_path):
+            try:
+                size = image_size(path)
+            except DataError as exc:
+                raise BagError(str(exc)) from None
+            problem = size and size_limit_problem(*size, max_pixels)
+            if problem:
+                raise BagError(f"{path}: {problem}; the node would refuse it")
     plan = plan_stamps(len(pairs), rate, jitter_ms, thermal_delay_ms, drop, seed, start_ns)
     for camera in ("thermal", "rgb"):
         if not any(p.camera == camera for p in plan):
@@ -75,7 +85,7 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
     for p in plan:
         remaining[p.pair] = remaining.get(p.pair, 0) + 1
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    with atomic_output(output, overwrite, inputs) as tmp_path:
+    with atomic_output(output, overwrite, inputs, "bag from-pairs") as tmp_path:
         writer = open_writer(tmp_path, storage)
         try:
             conns = {cam: writer.add_connection(topic + suffix, msgtype, typestore=store)
@@ -83,12 +93,7 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
             for p in tqdm(plan, desc="bag from-pairs", unit="msg", disable=not progress):
                 if p.pair not in cache:
                     _, ir_path, vi_path = pairs[p.pair]
-                    cache[p.pair] = load_pair(ir_path, vi_path, strip)
-                    h, w = cache[p.pair][1].shape[:2]
-                    if h * w > max_pixels:
-                        raise BagError(f"{vi_path}: {w}x{h} = {h * w / 1e6:.1f} MP exceeds the input limit of "
-                                       f"{max_pixels / 1e6:.1f} MP, which the node would refuse (--max-pixels "
-                                       "raises it)")
+                    cache[p.pair] = load_pair(ir_path, vi_path, strip, max_pixels)
                 img = cache[p.pair][0 if p.camera == "thermal" else 1]
                 frame = THERMAL_FRAME if p.camera == "thermal" else RGB_FRAME
                 msg = (compressed_msg(store, img, p.stamp_ns, frame, "jpeg", quality) if compressed

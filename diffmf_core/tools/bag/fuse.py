@@ -3,7 +3,6 @@ register, fuse with the node's settings) -> a new bag with every input topic plu
 ``/fused/camera_info`` and ``/fused/info``."""
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,11 +25,19 @@ def load_node_params(path: Path | None = None) -> dict:
     import yaml
 
     path = Path(path) if path else repo_root() / "config" / "fuse.yaml"
+    expected = "a YAML mapping `<node name>: {ros__parameters: {...}}` such as config/fuse.yaml"
     try:
         doc = yaml.safe_load(path.read_text())
-        return dict(next(iter(doc.values()))["ros__parameters"])
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, StopIteration, TypeError) as exc:
-        raise BagError(f"{path}: not a node parameters file ({exc})") from exc
+    except OSError as exc:
+        raise BagError(f"{path}: cannot read the parameters file ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise BagError(f"{path}: not a node parameters file (not YAML: {str(exc).splitlines()[0]}); "
+                       f"expected {expected}") from exc
+    node = next(iter(doc.values()), None) if isinstance(doc, dict) else None
+    params = node.get("ros__parameters") if isinstance(node, dict) else None
+    if not isinstance(params, dict):
+        raise BagError(f"{path}: not a node parameters file; expected {expected}")
+    return dict(params)
 
 
 def pick_image_topic(topics: dict, source: str, requested: str | None, params: dict) -> tuple[str, str]:
@@ -49,6 +56,14 @@ def pick_image_topic(topics: dict, source: str, requested: str | None, params: d
     have = ", ".join(f"{t} ({i.msgtype})" for t, i in sorted(topics.items())) or "no topics"
     raise BagError(f"no {source} image topic ({' or '.join(candidates)}) in the bag; it has {have}. "
                    f"Use --{source}-topic to choose one.")
+
+
+class NothingFused(BagError):
+    """Fewer frames than asked could be fused; ``summary`` holds the counts."""
+
+    def __init__(self, summary):
+        super().__init__("nothing could be fused")
+        self.summary = summary
 
 
 @dataclass
@@ -96,7 +111,7 @@ class FuseSummary:
 
 def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mcap",
              thermal_topic: str | None = None, rgb_topic: str | None = None, copy_inputs: bool = True,
-             overwrite: bool = False, progress: bool = True) -> FuseSummary:
+             overwrite: bool = False, progress: bool = True, min_fused: int = 0) -> FuseSummary:
     """Fuse a thermal+RGB bag offline with the node's per-pair path (see module docstring).
 
     ``params`` are the node's parameters (diffmf_core.live.settings.NodeSettings: same names, defaults
@@ -110,6 +125,8 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
     rectifies that camera's later frames as in the node (one of another size than the image is
     counted in ``decode_errors["camera_info_size"]`` and the frame used raw); ``/fused/camera_info``
     is written for every fused frame (uncalibrated without camera_info), as the node publishes it.
+    Fewer than ``min_fused`` fused frames raise ``NothingFused`` (with the summary) before the
+    output is put in place (an existing output is left as it was).
     """
     from tqdm import tqdm
 
@@ -151,7 +168,7 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
         wanted = (reader.connections if copy_inputs
                   else [c for c in reader.connections if c.topic in sources or c.topic in infos])
         total = sum(c.msgcount for c in wanted)
-        with atomic_output(output, overwrite, [input_path]) as tmp_path:
+        with atomic_output(output, overwrite, [input_path], "bag fuse") as tmp_path:
             writer = open_writer(tmp_path, storage)
             try:
                 out_conns = {c.id: copy_connection(writer, c, store) for c in wanted} if copy_inputs else {}
@@ -231,6 +248,8 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
             except BaseException:
                 writer.abort()
                 raise
+            if summary.fused < min_fused:
+                raise NothingFused(summary)
     summary.sync = {**router.sync.stats.as_dict(), "stamp_order_drops": router.stamp_order_drops,
                     "frame_id_drops": router.frame_id_drops}
     return summary
@@ -251,16 +270,25 @@ def _check_model(params: dict) -> None:
 
 
 def _cmd_fuse(args) -> int:
-    from diffmf_core.common.outputs import OutputError, check_bag_output
+    from diffmf_core.common.outputs import OutputError, check_bag_output, output_lock
 
-    try:  # before the model loads; fuse_bag checks again when it writes
-        check_bag_output(Path(args.output), [args.input], args.overwrite)
+    try:  # the lock is held for the whole run; fuse_bag checks again when it writes
+        with output_lock(Path(args.output)):
+            check_bag_output(Path(args.output), [args.input], args.overwrite, "bag fuse")
+            return _fuse_locked(args)
     except OutputError as exc:
         raise BagError(str(exc)) from None
+
+
+def _fuse_locked(args) -> int:
     params = load_node_params(args.params_file)
     for key, value in (("fuser", args.fuser), ("device", args.device), ("weights", args.weights)):
         if value is not None:
             params[key] = value
+    if params.get("fuser", "diffmf") != "diffmf" and (args.weights or args.device):
+        given = " and ".join(f for f, v in (("--weights", args.weights), ("--device", args.device)) if v)
+        raise BagError(f"{given} cannot apply: the fuser is {params.get('fuser')!r} "
+                       f"({'--fuser' if args.fuser else 'the params file'}); drop {given} or use --fuser diffmf")
     if args.slop_ms is not None:
         params["sync_slop_s"] = args.slop_ms / 1000.0
     if args.thermal_delay_ms is not None:
@@ -268,13 +296,14 @@ def _cmd_fuse(args) -> int:
     explicit = args.weights or args.device not in (None, "auto") or args.fuser == "diffmf"
     if explicit and params.get("fuser", "diffmf") == "diffmf":
         _check_model(params)
-    summary = fuse_bag(Path(args.input), Path(args.output), params, storage=args.storage,
-                       thermal_topic=args.thermal_topic, rgb_topic=args.rgb_topic,
-                       copy_inputs=not args.only_fused, overwrite=args.overwrite, progress=not args.quiet)
-    if not summary.fused:
-        shutil.rmtree(args.output, ignore_errors=True)
-        print(summary.text(), file=sys.stderr)
-        raise BagError(f"nothing could be fused from {args.input} (see the counts above); no output written")
+    try:
+        summary = fuse_bag(Path(args.input), Path(args.output), params, storage=args.storage,
+                           thermal_topic=args.thermal_topic, rgb_topic=args.rgb_topic,
+                           copy_inputs=not args.only_fused, overwrite=args.overwrite, progress=not args.quiet,
+                           min_fused=1)
+    except NothingFused as exc:
+        print(exc.summary.text(), file=sys.stderr)
+        raise BagError(f"nothing could be fused from {args.input} (see the counts above); no output written") from None
     print(f"wrote {args.output}\n{summary.text()}")
     if explicit and params.get("fuser", "diffmf") == "diffmf" and summary.modes.get("classical"):
         print(f"diffmf bag: error: DIFF-MF failed during the run; {summary.modes['classical']} frame(s) were fused "

@@ -49,7 +49,7 @@ REPORT_FILES = ("fused.mp4", "strip.png", "summary.md")
 
 
 def write_report(recorded: Path, input_bag: Path, outdir: Path, params: dict, device: str = "",
-                 strip_frames: int = 4, overwrite: bool = False) -> dict:
+                 strip_frames: int = 4, overwrite: bool = False, min_frames: int = 0) -> dict:
     """From a recorded fusion bag: ``fused.mp4`` (mp4v, at the input's frame rate), ``strip.png``
     (thermal / RGB / fused rows at ``strip_frames`` times) and ``summary.md`` (frames in/out, pairs,
     drops, modes, FusionInfo latency percentiles, device) in ``outdir``; returns the numbers.
@@ -58,31 +58,37 @@ def write_report(recorded: Path, input_bag: Path, outdir: Path, params: dict, de
     folder inside ``outdir`` and moved in when all are complete, so an error or Ctrl-C leaves no
     partial file. Fused frames of another size than the first are resized for the video (counted in
     ``frames_resized``). The input bag must be the one that was fused: every input stamp a
-    FusionInfo names must be in it, else BagError.
+    FusionInfo names must be in it, else BagError. Fewer than ``min_frames`` fused frames: BagError
+    before anything is written.
     """
-    from diffmf_core.common.outputs import OutputError, check_results, mark_results
+    from diffmf_core.common.outputs import OutputError, results_folder
 
     recorded, input_bag, outdir = Path(recorded), Path(input_bag), Path(outdir)
     try:
-        check_results(outdir, REPORT_FILES, [recorded, input_bag], overwrite, "bag report")
+        with results_folder(outdir, REPORT_FILES, [recorded, input_bag], overwrite, "bag report") as results:
+            with open_reader(recorded) as reader:
+                n_fused = reader.topics[FUSED_TOPIC].msgcount if FUSED_TOPIC in reader.topics else 0
+            if n_fused < min_frames:
+                raise BagError(f"{recorded}: only {n_fused} fused frame(s) (expected at least {min_frames}); "
+                               "no report written")
+            created = not outdir.exists()
+            tmp = None
+            try:
+                outdir.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=".diffmf-report.", suffix=".partial", dir=outdir))
+                numbers = _write_report_files(recorded, input_bag, tmp, params, device, strip_frames)
+                results.record(REPORT_FILES)
+                for name in REPORT_FILES:
+                    os.replace(tmp / name, outdir / name)
+            except BaseException:
+                if created:
+                    shutil.rmtree(outdir, ignore_errors=True)
+                raise
+            finally:
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
     except OutputError as exc:
         raise BagError(str(exc)) from None
-    created = not outdir.exists()
-    tmp = None
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".diffmf-report.", suffix=".partial", dir=outdir))
-        numbers = _write_report_files(recorded, input_bag, tmp, params, device, strip_frames)
-        mark_results(outdir, "bag report")
-        for name in REPORT_FILES:
-            os.replace(tmp / name, outdir / name)
-    except BaseException:
-        if created:
-            shutil.rmtree(outdir, ignore_errors=True)
-        raise
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     return numbers
 
 
@@ -230,9 +236,7 @@ def _summary_markdown(n: dict, recorded: Path, input_bag: Path) -> str:
 
 def _cmd_report(args) -> int:
     params = load_node_params(args.params_file)
-    numbers = write_report(Path(args.recorded), Path(args.input), Path(args.outdir), params, args.device,
-                           overwrite=args.overwrite)
+    write_report(Path(args.recorded), Path(args.input), Path(args.outdir), params, args.device,
+                 overwrite=args.overwrite, min_frames=args.min_frames)
     print((Path(args.outdir) / "summary.md").read_text())
-    if args.min_frames and numbers["frames_out"] < args.min_frames:
-        raise BagError(f"only {numbers['frames_out']} fused frames (expected at least {args.min_frames})")
     return 0
