@@ -272,8 +272,11 @@ def check_results(folder, names, inputs=(), overwrite: bool = False, command: st
         own = read_manifest(folder, command)
         foreign = [n for n in existing if n not in own]
         if foreign:
+            marker = marker_path(folder, command)
+            older = (" (the folder's marker is an older diffmf's, which listed no files: remove them by hand once)"
+                     if marker.is_file() and not own else "")
             raise OutputError(f"{folder}: {_shown(foreign)} in the way: not written by `diffmf {command}` "
-                              f"(not listed in {marker_path(folder, command).name}); --overwrite only replaces "
+                              f"(not listed in {marker.name}){older}; --overwrite only replaces "
                               "the command's own results: move them or choose another folder")
         if not overwrite and not own_ok:
             raise OutputError(f"{folder}: {len(existing)} output file(s) exist already ({_shown(existing)}) "
