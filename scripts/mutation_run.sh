@@ -2,7 +2,7 @@
 # Scoped mutation-testing run (mutmut 3, docs/development.md "Mutation testing", record in docs/mutation.md); not part of `make test`.
 #
 #   scripts/mutation_run.sh [module ...]     modules: sync metrics losses imagecodec registration scan
-#                                            (default: all six)
+#                                            agc frames decoder fuser outputs bag (default: all twelve)
 #
 # Works in a scratch copy of the tracked files (MUTATION_WORKDIR, default a new temp dir) so the
 # working tree is never mutated; needs mutmut in the venv (`.venv/bin/pip install -r
@@ -14,12 +14,20 @@ py="$root/.venv/bin/python"
 work=${MUTATION_WORKDIR:-$(mktemp -d -t diffmf-mutation.XXXXXX)}
 declare -A SRC=([sync]=diffmf_core/live/sync.py [metrics]=diffmf_core/training/metrics.py [losses]=diffmf_core/training/losses.py
                 [imagecodec]=diffmf_core/live/imagecodec.py [registration]=diffmf_core/live/registration.py
-                [scan]=diffmf_core/ops/scan.py)
+                [scan]=diffmf_core/ops/scan.py [agc]=diffmf_core/live/agc.py [frames]=diffmf_core/live/frames.py
+                [decoder]=diffmf_core/modules/pyramid_decoder.py [fuser]=diffmf_core/fuser.py
+                [outputs]=diffmf_core/common/outputs.py [bag]="diffmf_core/tools/bag/*")
 declare -A TESTS=([sync]="test/test_sync.py test/test_properties_codec_sync.py" [metrics]=test/test_metrics.py
                   [losses]=test/test_losses.py [imagecodec]="test/test_codec.py test/test_properties_codec_sync.py"
-                  [registration]=test/test_registration.py [scan]=test/test_scan.py)
+                  [registration]=test/test_registration.py [scan]=test/test_scan.py [agc]=test/test_agc.py
+                  [frames]="test/test_frames.py test/test_live_path_pins.py test/test_camera_info_geometry.py"
+                  [decoder]="test/test_pyramid.py test/test_live_path_pins.py test/test_steady_video.py"
+                  [fuser]="test/test_steady_video.py test/test_live_path_pins.py test/test_weights.py
+                           test/test_cuda_graph.py test/test_bad_weights.py"
+                  [outputs]="test/test_output_policy.py test/test_output_pins.py test/test_cli_faults.py"
+                  [bag]="test/test_bags.py test/test_output_pins.py test/test_camera_info_geometry.py")
 modules=("$@")
-[ ${#modules[@]} -gt 0 ] || modules=(sync metrics losses imagecodec registration scan)
+[ ${#modules[@]} -gt 0 ] || modules=(sync metrics losses imagecodec registration scan agc frames decoder fuser outputs bag)
 # the reference-value tests read ../shared/data relative to the repository: point them at it
 if [ -z "${DIFFMF_DATA:-}" ] && [ -d "$root/../shared/data" ]; then export DIFFMF_DATA="$root/../shared/data"; fi
 

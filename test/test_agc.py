@@ -147,3 +147,66 @@ def test_decoded_16_bit_and_float_thermal_follow_the_moving_range(encoding):
         out = decode_image(encoding, h, w, w * data.itemsize, 0, data.tobytes(), agc=agc)
         np.testing.assert_array_equal(out, expected_pixels(counts, agc), err_msg=f"{encoding} frame {k}")
         assert 100 < np.median(out) < 155  # each scene spread over the grey levels
+
+
+# ---- found by the scoped mutation run (issue 26) ----------------------------------------------------
+
+def test_defaults_boundaries_and_messages():
+    agc = ThermalAGC()
+    assert (agc.mode, agc.percentiles, agc.smoothing, agc.min_span, agc.range) == ("auto", (1.0, 99.0), 0.9, 32.0, None)
+    ThermalAGC("fixed", low=0, high=65535)  # the whole 16-bit range
+    ThermalAGC(percentiles=(0, 100))
+    ThermalAGC(min_span=0.5)
+    refused = [
+        (dict(mode="bogus"), "ThermalAGC mode must be 'auto' or 'fixed', got 'bogus'"),
+        (dict(mode="fixed", high=10), "fixed AGC needs 0 <= low < high <= 65535, got low=None high=10"),
+        (dict(mode="fixed", low=0, high=65535.5), "fixed AGC needs 0 <= low < high <= 65535, got low=0 high=65535.5"),
+        (dict(percentiles=(5, 5)), "percentiles must satisfy 0 <= low < high <= 100, got (5, 5)"),
+        (dict(percentiles=(0, 100.5)), "percentiles must satisfy 0 <= low < high <= 100, got (0, 100.5)"),
+        (dict(smoothing=1.0), "smoothing must be in [0, 1), got 1.0"),
+        (dict(min_span=0), "min_span must be > 0, got 0"),
+    ]
+    for kwargs, message in refused:
+        with pytest.raises(ValueError) as err:
+            ThermalAGC(**kwargs)
+        assert str(err.value) == message
+
+
+def test_apply_takes_only_2d_unsigned_16_or_8_bit():
+    agc = ThermalAGC("fixed", low=0, high=255)
+    assert agc.apply(np.arange(16, dtype=np.uint8).reshape(4, 4)).tolist()[0] == [0, 1, 2, 3]
+    for bad, text in ((np.zeros((4, 4), np.uint32), "uint32 (4, 4)"), (np.zeros((2, 4, 4), np.uint16), "uint16 (2, 4, 4)")):
+        with pytest.raises(ValueError) as err:
+            agc.apply(bad)
+        assert str(err.value) == f"ThermalAGC.apply expects a 2-D uint16 array, got {text}"
+
+
+def test_auto_range_is_the_smoothed_percentiles_of_a_subsample():
+    """range = s * range + (1 - s) * percentiles(frame), both ends; the percentiles are measured
+    on every k-th row and column, k = floor(sqrt(pixels / 65536)) (4 for 1024x1024)."""
+    agc = ThermalAGC("auto", percentiles=(2, 97), smoothing=0.75)
+    first, second = scene(1000, seed=1), scene(9000, seed=2)
+    agc.apply(first)
+    r1 = np.percentile(first, (2, 97))
+    assert agc.range == pytest.approx(tuple(r1), rel=1e-12)
+    agc.apply(second)
+    assert agc.range == pytest.approx(tuple(0.75 * r1 + 0.25 * np.percentile(second, (2, 97))), rel=1e-12)
+    big = np.full((1024, 1024), 50000, np.uint16)
+    big[::4, ::4] = np.linspace(1000, 3000, 256 * 256).reshape(256, 256)  # only the sampled pixels are cool
+    fresh = ThermalAGC("auto", percentiles=(2, 97))
+    fresh.apply(big)
+    assert fresh.range == pytest.approx(tuple(np.percentile(big[::4, ::4], (2, 97))), rel=1e-12)
+
+
+def test_the_lookup_table_is_built_once_per_range():
+    """A fixed range builds its 65536-entry table once, not per frame; a new range builds a new one."""
+    agc = ThermalAGC("fixed", low=100, high=200)
+    agc.apply(scene(100))
+    table = agc._lut
+    agc.apply(scene(150))
+    assert agc._lut is table
+    auto = ThermalAGC("auto")
+    auto.apply(scene(100))
+    table = auto._lut
+    auto.apply(scene(5000))
+    assert auto._lut is not table
