@@ -46,8 +46,8 @@ def test_rectification_uses_r_and_p_like_image_proc():
     expected = cv2.remap(raw, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     np.testing.assert_array_equal(Undistorter().undistort(raw, model), expected)
     # no distortion, R = I, P = [K | 0]: nothing to do (the image itself comes back)
-    ideal = CameraModel.from_msg(info(d=(0.0,) * 5, r=np.eye(3).reshape(9), p=np.hstack([np.reshape(K, (3, 3)),
-                                                                                         np.zeros((3, 1))]).reshape(12)))
+    p_of_k = np.hstack([np.reshape(K, (3, 3)), np.zeros((3, 1))]).reshape(12)
+    ideal = CameraModel.from_msg(info(d=(0.0,) * 5, r=np.eye(3).reshape(9), p=p_of_k))
     assert not ideal.needs_rectification and Undistorter().undistort(raw, ideal) is raw
 
 
@@ -78,8 +78,8 @@ def test_each_output_carries_its_own_geometry_camera():
     results = []
     for i, camera in enumerate((cam, None)):
         t = (1 + i) * 10**9
-        for job in router.add("rgb", Frame(vi, t, "cam", t, camera=camera)) + router.add("thermal", Frame(ir, t, "ir", t)):
-            results.append(run_job(pipeline, job))
+        jobs = router.add("rgb", Frame(vi, t, "cam", t, camera=camera)) + router.add("thermal", Frame(ir, t, "ir", t))
+        results += [run_job(pipeline, job) for job in jobs]
     assert len(results) == 2
     np.testing.assert_allclose(results[0].camera_info.k, cam.k)
     assert not any(results[1].camera_info.k)
@@ -128,7 +128,8 @@ def test_bag_fuse_reads_camera_info_and_writes_fused_camera_info(tmp_path, bag_w
         conns = [c for c in reader.connections if c.topic == "/fused/camera_info"]
         infos = [store.deserialize_cdr(raw, bags.CAMERA_INFO_TYPE) for _, _, raw in bags.iter_messages(reader, conns)]
         images = [c for c in reader.connections if c.topic == bags.FUSED_TOPIC]
-        stamps = [store.deserialize_cdr(raw, bags.IMAGE_TYPE).header.stamp for _, _, raw in bags.iter_messages(reader, images)]
+        stamps = [store.deserialize_cdr(raw, bags.IMAGE_TYPE).header.stamp
+                  for _, _, raw in bags.iter_messages(reader, images)]
     assert [(i.header.stamp.sec, i.header.stamp.nanosec) for i in infos] == [(s.sec, s.nanosec) for s in stamps]
     for msg in infos:  # the RGB camera (output geometry) always fitted: its k, rectified
         np.testing.assert_allclose(msg.k, rgb_k)

@@ -38,7 +38,8 @@ def test_bayer_is_demosaiced_to_the_right_colours(pattern):
 def test_yuv_encodings_decode_to_the_same_picture():
     bgr = uniform_bgr()
     yuv_i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)  # Y plane, then U and V planes
-    y, u, v = yuv_i420[:H], yuv_i420[H:H + H // 4].reshape(H // 2, W // 2), yuv_i420[H + H // 4:].reshape(H // 2, W // 2)
+    y = yuv_i420[:H]
+    u, v = (yuv_i420[H + i * H // 4:H + (i + 1) * H // 4].reshape(H // 2, W // 2) for i in (0, 1))
     nv12 = np.vstack([y, np.dstack([u, v]).reshape(H // 2, W)])
     nv21 = np.vstack([y, np.dstack([v, u]).reshape(H // 2, W)])
     u422, v422 = np.repeat(u, 2, axis=0), np.repeat(v, 2, axis=0)  # 4:2:2: chroma on every row

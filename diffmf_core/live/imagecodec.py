@@ -16,7 +16,8 @@ Contract:
   array.array/bytes, rosbags gives uint8 numpy arrays); other types raise TypeError.
 - Bad input raises ``ImageDecodeError(kind, message)``; ``kind`` is a stable counter key:
   "unknown_encoding" (the message names the encoding and ``SUPPORTED_ENCODINGS``), "empty",
-  "bad_size" (odd width/height for a subsampled YUV or Bayer encoding), "too_large" (height*width > max_pixels, checked before any
+  "bad_size" (odd width/height for a subsampled YUV or Bayer encoding),
+  "too_large" (height*width > max_pixels, checked before any
   allocation or decoding), "bad_step" (step < width * bytes per pixel), "short_data"
   (len(data) < height*step), "needs_agc" (16-bit image without an AGC), "bad_jpeg" / "bad_png"
   (data that starts as a JPEG / PNG but is corrupt or truncated), "bad_compressed" (data that is
