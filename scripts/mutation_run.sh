@@ -44,6 +44,9 @@ mkdir -p "$work"
     for m in "${modules[@]}"; do echo "    ${SRC[$m]}"; done
     echo "also_copy ="
     echo "    config/"  # test_registration loads the shipped calibration files
+    echo "    msg/"  # the bag tools read FusionInfo.msg
+    echo "    samples/"  # test_bags checks the sample recording
+    echo "    docs/"  # test_frames checks that docs/node.md documents every parameter
     echo "pytest_add_cli_args = -p no:cacheprovider -q"
     echo "pytest_add_cli_args_test_selection ="
     for m in "${modules[@]}"; do for t in ${TESTS[$m]}; do echo "    $t"; done; done | sort -u

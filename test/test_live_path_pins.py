@@ -175,3 +175,123 @@ def test_brighter_source_smooths_a_single_hot_pixel_to_a_weak_preference():
     assert float(w[0, 0]) == pytest.approx(0.5) and float(w[10, 10]) == pytest.approx(0.5)
     flat = brighter_source(vi + 0.02, vi)
     assert torch.allclose(flat, torch.full_like(flat, 1 / (1 + np.exp(-1.0))), atol=1e-9)
+
+
+# ---- found by the scoped mutation run of frames.py (issue 26) ------------------------------------
+
+def _f(stamp: int, rx: int | None = None, frame_id: str = "x", camera=None) -> Frame:
+    return Frame(np.zeros((4, 4), np.uint8), stamp, frame_id, stamp if rx is None else rx, camera=camera)
+
+
+def test_router_counts_pairs_and_stamp_order_drops():
+    router = FrameRouter(NodeSettings(source_timeout_s=0.15), None)
+    assert router.pairs == 0
+    t = 1_000 * MS
+    for i in range(4):  # RGB alone: the 3rd and 4th go out alone
+        router.add("rgb", _f(t + i * 100 * MS))
+    for i in range(2):  # the thermal partners of the 3rd and 4th: their pairs would repeat a stamp
+        router.add("thermal", _f(t + (2 + i) * 100 * MS, rx=t + 400 * MS + i))
+    assert router.pairs == 2 and router.stamp_order_drops == 2
+
+
+def test_router_passes_the_thermal_delay_to_its_synchronizer():
+    router = FrameRouter(NodeSettings(thermal_delay_s=0.06), None)
+    jobs = []
+    for i in range(4):
+        t = 1_000 * MS + i * 100 * MS
+        jobs += router.add("rgb", _f(t)) + router.add("thermal", _f(t + 60 * MS))
+    assert [j.thermal.stamp_ns - j.rgb.stamp_ns for j in jobs] == [60 * MS] * 4
+
+
+def test_stale_boundary_and_start():
+    router = FrameRouter(NodeSettings(source_timeout_s=10.0), None)
+    assert not router.stale("rgb", 10**12)  # never seen, never started: not stale
+    router.start(5 * 10**9)
+    assert not router.stale("rgb", 5 * 10**9 + 10 * 10**9)  # exactly source_timeout_s: not yet
+    assert router.stale("rgb", 5 * 10**9 + 10 * 10**9 + 1) and router.stale("thermal", 5 * 10**9 + 10 * 10**9 + 1)
+
+
+def test_first_frame_after_a_shared_silence_waits_for_its_partner():
+    """Started at t0, then only thermal frames from t0 + 1 s: the first waits (both cameras were
+    silent together), the next ones go out alone; a thermal frame whose previous frame arrived at
+    the same moment as the RGB camera's last frame also waits."""
+    router = FrameRouter(NodeSettings(source_timeout_s=0.5), {"thermal": "t", "rgb": "r"})
+    t0 = 1_000 * MS
+    router.start(t0)
+    out = [len(router.add("thermal", _f(t0 + 1_000 * MS + i * 100 * MS))) for i in range(3)]
+    assert out == [0, 1, 1]
+    same = FrameRouter(NodeSettings(source_timeout_s=0.5), {"thermal": "t", "rgb": "r"})
+    same.add("thermal", _f(t0, rx=t0))
+    same.add("rgb", _f(t0 + 5_000 * MS, rx=t0))  # no partner; arrived with the thermal frame
+    assert same.add("thermal", _f(t0 + 1_000 * MS, rx=t0 + 1_000 * MS)) == []
+    assert len(same.add("thermal", _f(t0 + 1_100 * MS, rx=t0 + 1_100 * MS))) == 1
+
+
+def test_update_rebuilds_the_synchronizer_only_for_its_settings():
+    settings = NodeSettings()
+    router = FrameRouter(settings, None)
+    sync = router.sync
+    router.update(settings.replace(source_timeout_s=2.0, frame_id="base"))
+    assert router.sync is sync and router.settings.source_timeout_s == 2.0 and router.frame_id() == "base"
+    for key, value in (("sync_queue_size", 3), ("sync_slop_s", 0.03), ("sync_min_interval_s", 0.0),
+                       ("thermal_delay_s", 0.01)):
+        before = router.sync
+        router.update(router.settings.replace(**{key: value}))
+        assert router.sync is not before, key
+    s = router.sync
+    assert (s.queue_size, s.slop_ns, s.lower_bound_ns, s.offset_ns) == (3, 30 * MS, [0, 0], 10 * MS)
+
+
+def test_a_pair_carries_its_own_frames_camera_not_the_last_one():
+    """A pair of an older RGB frame (calibrated) completed after a newer RGB frame arrived without a
+    fitting camera: the job has the older frame's camera."""
+    cam = cameras()["rgb"]
+    router = FrameRouter(NodeSettings(), {"thermal": "t", "rgb": "r"})
+    t = 1_000 * MS
+    router.add("rgb", _f(t, camera=cam))
+    router.add("rgb", _f(t + 100 * MS, camera=None))
+    (job,) = router.add("thermal", _f(t))
+    assert job.rgb.stamp_ns == t and job.camera is cam
+
+
+class FakePipeline:
+    """Duck-typed FusionPipeline: records the stamps it gets; numpy scalar and float32 outputs."""
+
+    def __init__(self) -> None:
+        self.stamps: list = []
+
+    def _frame(self, image, mode):
+        from diffmf_core.live.pipeline import FusedFrame
+
+        return FusedFrame(image, mode, np.eye(3, dtype=np.float32), np.float32(0.5), np.float32(1.5), "fake")
+
+    def fuse_pair(self, thermal, rgb, stamp_ns=None):
+        self.stamps.append(stamp_ns)
+        return self._frame(rgb, 0)
+
+    def single_source(self, rgb=None, thermal=None):
+        return self._frame(rgb if rgb is not None else thermal, MODE_RGB_ONLY if rgb is not None else MODE_THERMAL_ONLY)
+
+
+def test_run_job_fields_stamps_and_undistortion():
+    from diffmf_core.live.camera import Undistorter
+    from diffmf_core.live.frames import Job
+
+    pipeline = FakePipeline()
+    vi = np.random.default_rng(2).integers(0, 256, (32, 40, 3), np.uint8)
+    ir = np.zeros((24, 32), np.uint8)
+    pair = Job(Frame(ir, 7 * MS, "t", 0), Frame(vi, 5 * MS, "r", 0), 5 * MS, "r")
+    r = run_job(pipeline, pair)
+    assert pipeline.stamps == [5 * MS]  # the pair's stamp reaches a stamped fuser (video smoothing)
+    assert (r.thermal_stamp_ns, r.rgb_stamp_ns, r.stamp_ns, r.frame_id) == (7 * MS, 5 * MS, 5 * MS, "r")
+    assert r.homography.dtype == np.float64 and r.homography.shape == (9,)
+    assert type(r.registration_quality) is float and type(r.inference_ms) is float and type(r.mode) is int
+    assert (r.registration_quality, r.inference_ms, r.model_name) == (0.5, 1.5, "fake")
+    for alone, stamps in ((Job(None, Frame(vi, 9 * MS, "r", 0), 9 * MS, "r"), (0, 9 * MS)),
+                          (Job(Frame(ir, 8 * MS, "t", 0), None, 8 * MS, "r"), (8 * MS, 0))):
+        r = run_job(pipeline, alone)
+        assert (r.thermal_stamp_ns, r.rgb_stamp_ns) == stamps
+    distorted = CameraModel(40, 32, RGB_K, (-0.3, 0.1, 0.0, 0.0, 0.0), "plumb_bob")
+    r = run_job(pipeline, Job(None, Frame(vi, 10 * MS, "r", 0, camera=distorted), 10 * MS, "r"))
+    expected = Undistorter().undistort(vi, distorted)
+    assert not np.array_equal(expected, vi) and np.array_equal(r.image, expected)
