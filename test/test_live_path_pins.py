@@ -295,3 +295,84 @@ def test_run_job_fields_stamps_and_undistortion():
     r = run_job(pipeline, Job(None, Frame(vi, 10 * MS, "r", 0, camera=distorted), 10 * MS, "r"))
     expected = Undistorter().undistort(vi, distorted)
     assert not np.array_equal(expected, vi) and np.array_equal(r.image, expected)
+
+
+# ---- found by the scoped mutation run of pyramid_decoder.py (issue 26) ---------------------------
+
+def test_band_constants_beyond_the_table_are_one():
+    from diffmf_core.modules.pyramid_decoder import DETAIL_GAIN, _of_band
+
+    assert [_of_band(DETAIL_GAIN, k) for k in range(6)] == [*DETAIL_GAIN, 1.0, 1.0]
+    assert _of_band((2.0, 3.0), 2) == 1.0
+
+
+def test_resize_averages_blocks_down_and_interpolates_up():
+    """Down: mean over r x r blocks (r from the height ratio, rounded up; partial blocks at the
+    edge average what they hold), then bilinear to the exact size; up: bilinear, half-pixel centres."""
+    from diffmf_core.modules.pyramid_decoder import _resize
+
+    x = torch.arange(100, dtype=torch.float64).reshape(1, 1, 10, 10)
+    down = _resize(x, (4, 4))  # r = 3: blocks rows/cols 0-2, 3-5, 6-8, 9
+    expected = np.array([[np.mean(x[0, 0, i:i + 3, j:j + 3].numpy()) for j in (0, 3, 6, 9)] for i in (0, 3, 6, 9)])
+    np.testing.assert_allclose(down[0, 0].numpy(), expected)
+    wide = _resize(torch.ones(1, 1, 16, 16, dtype=torch.float64).cumsum(-1), (8, 32))  # r from the height: 2
+    pooled = torch.nn.functional.avg_pool2d(torch.ones(1, 1, 16, 16, dtype=torch.float64).cumsum(-1), 2)
+    np.testing.assert_allclose(wide.numpy(), torch.nn.functional.interpolate(pooled, size=(8, 32), mode="bilinear",
+                                                                             align_corners=False).numpy())
+    tall = _resize(torch.zeros(1, 1, 8, 5), (8, 8))
+    assert tuple(tall.shape) == (1, 1, 8, 8)
+    up = _resize(torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]]), (4, 4))
+    np.testing.assert_allclose(up[0, 0, 0].numpy(), [0.0, 0.25, 0.75, 1.0])  # half-pixel centres, edges clamped
+
+
+def test_brighter_source_of_a_narrow_image_is_not_reduced_below_three_pixels():
+    ir, vi = torch.rand(1, 1, 9, 2, dtype=torch.float64), torch.rand(1, 1, 9, 2, dtype=torch.float64)
+    w = brighter_source(ir, vi)
+    np.testing.assert_allclose(w.numpy(), torch.sigmoid(SELECT_SHARPNESS * (ir - vi)).numpy())
+
+
+def test_decoder_maps_keep_the_feature_grid():
+    from diffmf_core.modules.pyramid_decoder import PyramidDecoder
+
+    decoder = PyramidDecoder(dim=8, levels=4)
+    assert tuple(decoder.maps(torch.zeros(2, 6, 10, 8)).shape) == (2, 9, 6, 10)
+
+
+def test_rule_contrast_is_about_each_images_own_mean():
+    """Two images in a batch, each a vertical ramp (no detail): the rule stretches each about its
+    own mean by CONTRAST (not about the batch's, not row by row)."""
+    from diffmf_core.modules.pyramid_decoder import CONTRAST, rule_fusion
+
+    ramp = torch.linspace(0, 1, 64, dtype=torch.float64)[:, None].expand(64, 48)
+    x = torch.stack([0.3 + 0.4 * ramp, 0.1 + 0.2 * ramp])[:, None]
+    out = rule_fusion(x, x, 5)
+    inner = (slice(None), 0, slice(16, 48), slice(16, 32))  # away from the borders of the pyramid
+    np.testing.assert_allclose(out.mean(dim=(-2, -1))[:, 0].numpy(), x.mean(dim=(-2, -1))[:, 0].numpy(), atol=2e-3)
+    spread = (out[inner] - out.mean(dim=(-2, -1), keepdim=True)[:, 0]).std(dim=(-2, -1))
+    np.testing.assert_allclose((spread / (x[inner] - x.mean(dim=(-2, -1), keepdim=True)[:, 0]).std(dim=(-2, -1))).numpy(),
+                               [CONTRAST, CONTRAST], rtol=0.02)
+
+
+def test_rule_and_blend_are_clipped_below_at_zero():
+    """A warm square on black in both sources' dark surroundings: sharpening undershoots below 0
+    around it (rule: -0.030 before clipping) and so does mixing the two sources' bands with a
+    soft selection (blend: -0.012); both outputs are clipped to [0, 1]."""
+    from diffmf_core.modules.pyramid_decoder import rule_fusion, source_blend
+
+    ir = torch.zeros((1, 1, 32, 32), dtype=torch.float64)
+    ir[..., 12:20, 12:20] = 1.0
+    vi = torch.zeros_like(ir)
+    for out in (rule_fusion(ir, vi, 4), source_blend(ir, vi, 4)):
+        assert float(out.min()) == 0.0 and float(out.max()) <= 1.0
+
+
+def test_source_blend_of_a_tall_narrow_image_is_the_unit_gain_rule(monkeypatch):
+    """The blend's pyramid depth comes from the smaller side (here the width, 12 px: two levels)."""
+    from diffmf_core.modules import pyramid_decoder
+
+    monkeypatch.setattr(pyramid_decoder, "DETAIL_GAIN", (1.0,) * 4)
+    monkeypatch.setattr(pyramid_decoder, "CONTRAST", 1.0)
+    gen = torch.Generator().manual_seed(5)
+    ir, vi = (torch.rand(1, 1, 64, 12, generator=gen, dtype=torch.float64) for _ in range(2))
+    torch.testing.assert_close(pyramid_decoder.source_blend(ir, vi, 5), pyramid_decoder.rule_fusion(ir, vi, 5),
+                               atol=1e-9, rtol=0)
