@@ -175,7 +175,8 @@ def test_defaults_boundaries_and_messages():
 def test_apply_takes_only_2d_unsigned_16_or_8_bit():
     agc = ThermalAGC("fixed", low=0, high=255)
     assert agc.apply(np.arange(16, dtype=np.uint8).reshape(4, 4)).tolist()[0] == [0, 1, 2, 3]
-    for bad, text in ((np.zeros((4, 4), np.uint32), "uint32 (4, 4)"), (np.zeros((2, 4, 4), np.uint16), "uint16 (2, 4, 4)")):
+    for bad, text in ((np.zeros((4, 4), np.uint32), "uint32 (4, 4)"),
+                      (np.zeros((2, 4, 4), np.uint16), "uint16 (2, 4, 4)")):
         with pytest.raises(ValueError) as err:
             agc.apply(bad)
         assert str(err.value) == f"ThermalAGC.apply expects a 2-D uint16 array, got {text}"

@@ -32,7 +32,8 @@ def test_empty_frame_id_after_a_named_frame_keeps_the_last_good_one(geometry):
     jobs, t = [], 1_000 * MS
     for i in range(6):  # pairs; from the third on, both cameras send frame_id ""
         ids = named if i < 2 else {"thermal": "", "rgb": ""}
-        jobs += router.add("rgb", Frame(img, t, ids["rgb"], t)) + router.add("thermal", Frame(img, t, ids["thermal"], t))
+        jobs += router.add("rgb", Frame(img, t, ids["rgb"], t))
+        jobs += router.add("thermal", Frame(img, t, ids["thermal"], t))
         t += 100 * MS
     for _ in range(4):  # the other camera silent: the geometry camera alone, still sending ""
         jobs += router.add(geometry, Frame(img, t, "", t))
@@ -348,9 +349,9 @@ def test_rule_contrast_is_about_each_images_own_mean():
     out = rule_fusion(x, x, 5)
     inner = (slice(None), 0, slice(16, 48), slice(16, 32))  # away from the borders of the pyramid
     np.testing.assert_allclose(out.mean(dim=(-2, -1))[:, 0].numpy(), x.mean(dim=(-2, -1))[:, 0].numpy(), atol=2e-3)
-    spread = (out[inner] - out.mean(dim=(-2, -1), keepdim=True)[:, 0]).std(dim=(-2, -1))
-    np.testing.assert_allclose((spread / (x[inner] - x.mean(dim=(-2, -1), keepdim=True)[:, 0]).std(dim=(-2, -1))).numpy(),
-                               [CONTRAST, CONTRAST], rtol=0.02)
+    spread_out = (out[inner] - out.mean(dim=(-2, -1), keepdim=True)[:, 0]).std(dim=(-2, -1))
+    spread_in = (x[inner] - x.mean(dim=(-2, -1), keepdim=True)[:, 0]).std(dim=(-2, -1))
+    np.testing.assert_allclose((spread_out / spread_in).numpy(), [CONTRAST, CONTRAST], rtol=0.02)
 
 
 def test_rule_and_blend_are_clipped_below_at_zero():
