@@ -23,7 +23,7 @@ declare -A TESTS=([sync]="test/test_sync.py test/test_properties_codec_sync.py" 
                   [frames]="test/test_frames.py test/test_live_path_pins.py test/test_camera_info_geometry.py"
                   [decoder]="test/test_pyramid.py test/test_live_path_pins.py test/test_steady_video.py"
                   [fuser]="test/test_steady_video.py test/test_live_path_pins.py test/test_weights.py
-                           test/test_cuda_graph.py test/test_bad_weights.py"
+                           test/test_cuda_graph.py"
                   [outputs]="test/test_output_policy.py test/test_output_pins.py test/test_cli_faults.py"
                   [bag]="test/test_bags.py test/test_output_pins.py test/test_camera_info_geometry.py")
 modules=("$@")

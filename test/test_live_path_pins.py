@@ -377,3 +377,123 @@ def test_source_blend_of_a_tall_narrow_image_is_the_unit_gain_rule(monkeypatch):
     ir, vi = (torch.rand(1, 1, 64, 12, generator=gen, dtype=torch.float64) for _ in range(2))
     torch.testing.assert_close(pyramid_decoder.source_blend(ir, vi, 5), pyramid_decoder.rule_fusion(ir, vi, 5),
                                atol=1e-9, rtol=0)
+
+
+# ---- found by the scoped mutation run of fuser.py (issue 26) --------------------------------------
+
+def test_resolve_device_table(monkeypatch):
+    from diffmf_core.fuser import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device() == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError) as err:
+        resolve_device("cuda")
+    assert str(err.value) == "device 'cuda' requested but CUDA is not available"
+    with pytest.raises(RuntimeError) as err:
+        resolve_device("mps")
+    assert str(err.value) == "unsupported device 'mps' (use auto, cpu, cuda or cuda:N)"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device() == torch.device("cuda") and resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(RuntimeError) as err:
+        resolve_device("cuda:2")
+    assert str(err.value) == "device 'cuda:2' requested but only 2 CUDA device(s)"
+
+
+def test_luminance_tensors_are_float32_and_sizes_must_match():
+    from diffmf_core.fuser import luminance_tensors
+
+    ir, vi = luminance_tensors(np.zeros((4, 5)), np.ones((4, 5)))  # float64 in
+    assert ir.dtype == vi.dtype == torch.float32 and tuple(ir.shape) == (1, 1, 4, 5) and float(vi.sum()) == 20
+    with pytest.raises(ValueError) as err:
+        luminance_tensors(np.zeros((4, 5), np.float32), np.zeros((4, 6), np.float32))
+    assert str(err.value) == "size mismatch: ir (4, 5), vi (4, 6)"
+
+
+def test_fuser_defaults_and_what_it_passes_to_load_model(monkeypatch):
+    import inspect
+
+    from diffmf_core import fuser as fuser_module
+    from diffmf_core.common.paths import default_weights_path
+
+    defaults = {k: p.default for k, p in inspect.signature(fuser_module.Fuser).parameters.items()}
+    assert defaults == {"weights": None, "preset": None, "device": "auto", "half": True, "scan_backend": None,
+                        "cuda_graph": False}
+    calls, kept = [], []
+    load = fuser_module.load_model
+    monkeypatch.setattr(fuser_module, "load_model", lambda *a, **kw: (calls.append((a, kw)), load(*a, **kw))[1])
+    monkeypatch.setattr(fuser_module, "keep_freed_memory", lambda: kept.append(True))
+    fuser = fuser_module.Fuser(preset="live", device="cpu", half=True, scan_backend="naive")
+    assert calls == [((default_weights_path("live"), torch.device("cpu")),
+                      {"expect_preset": "live", "scan_backend": "naive"})]
+    assert kept == [True] and fuser.weights_path == default_weights_path("live")
+    assert fuser.config.scan_backend == "naive" and fuser.dtype == torch.float32  # no half precision on the CPU
+    assert fuser.forward is fuser.model and fuser.name == "diffmf-live"
+
+
+def test_warmup_runs_one_blank_frame_of_the_expected_size(monkeypatch):
+    from diffmf_core.fuser import Fuser
+
+    fuser = Fuser(device="cpu")
+    seen = []
+    monkeypatch.setattr(fuser, "fuse_y", lambda ir, vi: seen.append((ir.shape, vi.shape, ir.dtype, float(ir.max()),
+                                                                      float(vi.max()))))
+    fuser.warmup()
+    fuser.warmup(48, 64)
+    assert seen == [((512, 640), (512, 640), np.float32, 0.0, 0.0), ((48, 64), (48, 64), np.float32, 0.0, 0.0)]
+
+
+def test_release_freed_memory_trims_glibc(monkeypatch):
+    from diffmf_core import fuser as fuser_module
+
+    trims = []
+
+    class Libc:
+        def malloc_trim(self, pad):
+            trims.append(pad)
+
+    monkeypatch.setattr(fuser_module, "_glibc", lambda: Libc())
+    fuser_module.release_freed_memory()
+    assert trims == [0]
+    monkeypatch.setattr(fuser_module, "_glibc", lambda: None)
+    fuser_module.release_freed_memory()  # no glibc: nothing to do
+    assert trims == [0]
+
+
+class ConstantFuser:
+    """Stands in for Fuser in SteadyVideoFuser: its 'network' outputs a constant image."""
+
+    def __init__(self, value: float) -> None:
+        from types import SimpleNamespace
+
+        self.value, self.name, self.device = value, "constant", torch.device("cpu")
+        self.config = SimpleNamespace(pyramid_levels=4)
+
+    def fuse_tensor(self, ir, vi):
+        return torch.full_like(ir, self.value)
+
+
+@pytest.mark.parametrize("value, bound", [(1.0, 1.0), (0.0, 0.0)])
+def test_smoothed_enhancement_is_clipped_to_the_unit_range(value, bound):
+    """Flat frames at 0.2 then 0.25 (one scene) fused as 1.0: the second frame's blend plus the
+    smoothed enhancement is 1.03 (0.25 + 0.35 * 0.75 + 0.65 * 0.8), clipped to 1; mirrored (0.8,
+    0.75, fused 0.0): -0.03, clipped to 0."""
+    from diffmf_core.fuser import SteadyVideoFuser
+
+    steady = SteadyVideoFuser(ConstantFuser(value))
+    levels = (0.2, 0.25) if value == 1.0 else (0.8, 0.75)
+    for level in levels:
+        out = steady.fuse_y(np.full((16, 16), level, np.float32), np.full((16, 16), level, np.float32))
+    assert out.dtype == np.float32 and np.all(out == bound)
+
+
+def test_a_repeated_stamp_is_fused_on_its_own(fuser):
+    from diffmf_core.fuser import SteadyVideoFuser
+    from test_steady_video import moving_texture
+
+    frames = moving_texture(frames=3)
+    steady = SteadyVideoFuser(fuser)
+    steady.fuse(*frames[0], stamp_s=10.0)
+    steady.fuse(*frames[1], stamp_s=10.0 + 1 / 30)
+    assert np.array_equal(steady.fuse(*frames[2], stamp_s=10.0 + 1 / 30), fuser.fuse(*frames[2]))
