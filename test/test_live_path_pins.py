@@ -420,6 +420,7 @@ def test_fuser_defaults_and_what_it_passes_to_load_model(monkeypatch):
     defaults = {k: p.default for k, p in inspect.signature(fuser_module.Fuser).parameters.items()}
     assert defaults == {"weights": None, "preset": None, "device": "auto", "half": True, "scan_backend": None,
                         "cuda_graph": False}
+    assert fuser_module.Fuser().device == fuser_module.resolve_device("auto")  # the default device is auto
     calls, kept = [], []
     load = fuser_module.load_model
     monkeypatch.setattr(fuser_module, "load_model", lambda *a, **kw: (calls.append((a, kw)), load(*a, **kw))[1])
