@@ -24,7 +24,7 @@ declare -A TESTS=([sync]="test/test_sync.py test/test_properties_codec_sync.py" 
                   [decoder]="test/test_pyramid.py test/test_live_path_pins.py test/test_steady_video.py"
                   [fuser]="test/test_steady_video.py test/test_live_path_pins.py test/test_weights.py
                            test/test_cuda_graph.py"
-                  [outputs]="test/test_output_policy.py test/test_output_pins.py test/test_cli_faults.py"
+                  [outputs]="test/test_output_policy.py test/test_output_pins.py test/test_data_safety.py"
                   [bag]="test/test_bags.py test/test_output_pins.py test/test_camera_info_geometry.py")
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=(sync metrics losses imagecodec registration scan agc frames decoder fuser outputs bag)
@@ -47,6 +47,7 @@ mkdir -p "$work"
     echo "    msg/"  # the bag tools read FusionInfo.msg
     echo "    samples/"  # test_bags checks the sample recording
     echo "    docs/"  # test_frames checks that docs/node.md documents every parameter
+    echo "    launch/"  # test_bags reads the demo launch plan
     echo "pytest_add_cli_args = -p no:cacheprovider -q"
     echo "pytest_add_cli_args_test_selection ="
     for m in "${modules[@]}"; do for t in ${TESTS[$m]}; do echo "    $t"; done; done | sort -u
