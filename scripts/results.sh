@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 scripts/setup_env.sh
 DATA="${DIFFMF_DATA:-../shared/data}"
 .venv/bin/diffmf eval --data "$DATA/test/TNO" "$DATA/test/DroneVehicle" --clip "$DATA/video/M3SVD_0117_1605" \
-    --methods diffmf,mean,max,laplacian,gff,laplacian_max --out runs/eval --overwrite
-.venv/bin/diffmf eval --data "$DATA/train/RoadScene" "$DATA/train/M3SVD" \
-    --methods diffmf,mean,max,laplacian,gff,laplacian_max --out runs/eval_other --overwrite
+    --methods diffmf,rule,mean,max,laplacian,gff,laplacian_max --out runs/eval --overwrite
+.venv/bin/diffmf eval --data "$DATA/train/RoadScene" "$DATA/train/M3SVD" --sheet '0117_1620_0100' \
+    --sheet '0113_1714_0300' --sheet 'FLIR_05857' --sheet 'FLIR_08202' \
+    --methods diffmf,rule,mean,max,laplacian,gff,laplacian_max --out runs/eval_other --overwrite
 {
     echo "# Quality results"
     echo
