@@ -159,11 +159,13 @@ def evaluate_methods(dataset_root: str | Path, fusers: dict, out_dir: str | Path
     sheet = []
     for i, (name, ir_path, vi_path) in enumerate(tqdm(pairs, desc=f"eval {dataset_root.name}", unit="pair")):
         ir, vi = load_pair(ir_path, vi_path, strip=strip)
+        ir_gray = to_gray(ir)
+        targets = warm_targets(ir_gray)  # found once per pair, scored for every method
         fused_imgs = {}
         for method, fuser in fusers.items():
             fused = fuser.fuse(ir, vi)
             rows[method].append({"image": name, **evaluate_pair(fused, ir, vi),
-                                 "retention": target_retention(to_gray(ir), to_gray(fused))})
+                                 "retention": target_retention(ir_gray, to_gray(fused), targets)})
             if i in sheet_at:
                 fused_imgs[method] = fused
         if i in sheet_at:

@@ -14,7 +14,9 @@ Inputs are Bx1xHxW luminance tensors in [0, 1] (fused, ir, vi).
 
 ``ScoreLoss`` is the alternative that ``diffmf train --loss score`` uses: one minus the validation
 score (the paper's six metrics against two classical rules, see diffmf_core.training.train) computed with
-differentiable versions of the metrics on each training crop.
+differentiable versions of the metrics on each training crop. ``RuleLoss`` (``--loss rule``) keeps
+the output at the decoder's rule away from warm targets; ``TargetLoss`` (``--lambda-target``) keeps
+each warm target's thermal contrast.
 """
 from __future__ import annotations
 

@@ -249,10 +249,11 @@ def warm_targets(ir: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
     return targets[:TARGET_MAX]
 
 
-def target_retention(ir: np.ndarray, fused: np.ndarray) -> list[float]:
-    """Retention of each warm target of ``ir`` (``warm_targets``) in ``fused`` (both HxW, 0..255,
-    luminance): the fused contrast of the blob against its ring divided by the thermal contrast,
-    clipped to [0, RETENTION_MAX]. 1: as visible as in the thermal image; 0: gone (or inverted)."""
+def target_retention(ir: np.ndarray, fused: np.ndarray, targets: list | None = None) -> list[float]:
+    """Retention of each warm target of ``ir`` (``warm_targets``, or ``targets`` found earlier in
+    that image) in ``fused`` (both HxW, 0..255, luminance): the fused contrast of the blob against
+    its ring divided by the thermal contrast, clipped to [0, RETENTION_MAX]. 1: as visible as in the
+    thermal image; 0: gone (or inverted)."""
     fused = fused.astype(np.float32)
     return [float(np.clip((fused[blob].mean() - fused[ring].mean()) / contrast, 0.0, RETENTION_MAX))
-            for contrast, blob, ring in warm_targets(ir)]
+            for contrast, blob, ring in (warm_targets(ir) if targets is None else targets)]

@@ -52,7 +52,7 @@ from diffmf_core.models import DiffMF
 from diffmf_core.training.data import DataError, PairDataset, find_pairs, load_pair
 from diffmf_core.modules.pyramid_decoder import rule_fusion
 from diffmf_core.training.losses import FusionLoss, RuleLoss, ScoreLoss, TargetLoss
-from diffmf_core.training.metrics import evaluate_pair, target_retention
+from diffmf_core.training.metrics import evaluate_pair, target_retention, warm_targets
 from diffmf_core.weights import WeightsError, load_model, save_weights
 
 VAL_METRICS = ScoreLoss.PARTS  # EN, SD, SF, MI, VIF, AG: --loss score mirrors the score metric by metric
@@ -88,6 +88,7 @@ class Validator:
             ir, vi = load_pair(ir_path, vi_path)
             vi_y = bgr_to_ycrcb(vi)[0]
             self.images.append((ir.astype(np.float32) / 255.0, vi_y, ir, unit_to_u8(vi_y)))
+        self.targets = [warm_targets(ir8) for _, _, ir8, _ in self.images]  # fixed: found once
         lp = self._means([fuse_laplacian(ir, vi) for ir, vi, _, _ in self.images])
         lp_max = self._means([fuse_laplacian(ir, vi, base="max") for ir, vi, _, _ in self.images])
         gff = self._means([fuse_gff(ir, vi) for ir, vi, _, _ in self.images])
@@ -97,7 +98,8 @@ class Validator:
     def _means(self, fused: list) -> dict[str, float]:
         rows = [evaluate_pair(unit_to_u8(f), ir8, vi8, VAL_METRICS) for f, (_, _, ir8, vi8) in zip(fused, self.images)]
         means = {k: float(np.mean([r[k] for r in rows])) for k in VAL_METRICS}
-        kept = [r for f, (_, _, ir8, _) in zip(fused, self.images) for r in target_retention(ir8, unit_to_u8(f))]
+        kept = [r for f, (_, _, ir8, _), targets in zip(fused, self.images, self.targets)
+                for r in target_retention(ir8, unit_to_u8(f), targets)]
         means["TR"] = float(np.mean(kept)) if kept else 1.0
         return means
 
