@@ -271,11 +271,12 @@ def test_target_loss_is_zero_when_warm_targets_keep_their_contrast_and_one_when_
     fused = torch.full_like(ir, 0.5).requires_grad_()
     loss(fused, ir).backward()
     assert fused.grad[:, :, 20:30, 24:34].sum() < 0  # raising the target lowers the loss
-    near = loss.near(ir)
-    assert near[0, 0, 25, 29] == 1 and near[0, 0, 20 - loss.radius, 29] == 1 and near[0, 0, 60, 60] == 0
+    on = loss.on_targets(ir)  # the warm square and 2 px around it; not its surroundings beyond
+    assert on[0, 0, 25, 29] == 1 and on[0, 0, 20 - 2, 29] == 1 and on[0, 0, 20 - 3, 29] == 0
+    assert on[0, 0, 60, 60] == 0
 
 
-def test_rule_loss_is_the_distance_to_the_rule_weighted_less_near_warm_targets():
+def test_rule_loss_is_the_distance_to_the_rule_weighted_less_on_warm_targets():
     from diffmf_core.modules.pyramid_decoder import rule_fusion
     from diffmf_core.training.losses import RuleLoss, TargetLoss
 
@@ -286,9 +287,15 @@ def test_rule_loss_is_the_distance_to_the_rule_weighted_less_near_warm_targets()
     loss = RuleLoss(4, TargetLoss())
     rule = rule_fusion(ir, vi, 4)
     assert loss(rule, ir, vi)[0].item() == pytest.approx(0.0, abs=1e-7)
-    near = TargetLoss().near(ir)
-    changed_near = rule + 0.1 * near  # the network decides at the target: it costs a quarter
-    assert loss(changed_near, ir, vi)[0].item() == pytest.approx(0.1 * RuleLoss.NEAR_WEIGHT * near.mean().item(),
-                                                                 rel=1e-4)
-    value, parts = loss(rule + 0.1 * (1 - near), ir, vi)  # anywhere else it costs in full
-    assert value.item() == pytest.approx(0.1 * (1 - near.mean().item()), rel=1e-4) and parts["rule"] is value
+    on_target = TargetLoss().on_targets(ir)
+    changed_on_target = rule + 0.1 * on_target  # the network decides at the target: it costs a quarter
+    assert loss(changed_on_target, ir, vi)[1]["rule"].item() == pytest.approx(
+        0.1 * RuleLoss.TARGET_WEIGHT * on_target.mean().item(), rel=1e-4)
+    value, parts = loss(rule + 0.1 * (1 - on_target), ir, vi)  # anywhere else it costs in full
+    assert parts["rule"].item() == pytest.approx(0.1 * (1 - on_target.mean().item()), rel=1e-4)
+    # losing the rule's detail costs more than its few grey levels of intensity
+    blurred = torch.nn.functional.avg_pool2d(rule, 5, stride=1, padding=2, count_include_pad=False)
+    value, parts = loss(blurred, ir, vi)
+    assert parts["detail"].item() > 2 * parts["rule"].item() > 0 and value.item() == pytest.approx(
+        parts["rule"].item() + parts["detail"].item())
+    assert loss(rule + 0.1 * torch.rand_like(rule), ir, vi)[1]["detail"].item() < parts["detail"].item() / 4
