@@ -28,7 +28,7 @@ DATA="${DIFFMF_DATA:-../shared/data}"
     echo
     echo "The same methods on the two training sets: RoadScene (street scenes from a car, by day and at"
     echo "dusk) and the four M3SVD training clips (stairs, smoke, river bank, building). The network was"
-    echo "trained on them (all but the M3SVD clips 0111_1716 and 1230_1202, held out for validation), so"
+    echo "trained on them (all but the M3SVD clips 0113_1714 and 1230_1202, held out for validation), so"
     echo "these tables show how it fares on other kinds of scene, not on unseen data; the decoder rule's"
     echo "constants were chosen on TNO, DroneVehicle and the test clip only."
     echo

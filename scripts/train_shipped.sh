@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
 # Reproduce the shipped weights diffmf_core/weights/live.safetensors: the `live` preset on the CPU
-# on RoadScene (221 pairs) and the M3SVD training clips (152 frames of 4 clips), holding out two
-# whole M3SVD clips (0111_1716 stairs, 1230_1202 building) for validation.
+# on RoadScene (221 pairs) and the M3SVD training clips, holding out two whole M3SVD clips
+# (0113_1714, 1230_1202) for validation.
 #  The trunk (embedding, extraction, exchange) starts from the weights shipped at git revision
 #  eaa4d62, made by that revision's copy of this script: 2000 steps from scratch (batch 4, 192 px
 #  crops, lr 1e-3 cosine to 1e-5, the paper's loss with lambda_text 40, text_overshoot 0.3,
 #  lambda_int 20) and 800 steps of lambda_text 80 / text_overshoot 0; 44 CPU minutes.
 #  (`git checkout eaa4d62 && scripts/train_shipped.sh` remakes that file.)
 #  Its decoder head is re-drawn (--reset-head: small random weights), then the whole network, trunk
-#  included, trains for the validation score (--loss score: the six paper metrics, made
-#  differentiable, against the better of two classical rules on each crop) plus the warm-target
-#  loss (--lambda-target: where the thermal crop has a warm blob the fused image keeps its
-#  contrast). Validation every 100 steps on 8 held-out frames scores the six metrics and warm-target
-#  retention; a network is kept only if it beats both its own rule (the decoder without the
-#  network) and a constant-head copy of itself (val.csv has all three).
+#  included, trains to stay its own rule except on warm targets (--loss rule: intensity and detail
+#  of the rule, a quarter of the weight on warm pixels) while keeping every warm target's thermal
+#  contrast (--lambda-target). Validation every 100 steps on 8 held-out frames scores the six paper
+#  metrics and warm-target retention; a network is kept only if it beats both its own rule (the
+#  decoder without the network) and a constant-head copy of itself (val.csv has all three).
 # One thread (the machine has two cores). The exact command is in the shipped file's metadata.
 # Interrupt it at any time: rerunning continues from runs/train/live_decide/checkpoint.safetensors.
 # Data: DIFFMF_DATA (default ../shared/data) must hold train/RoadScene and train/M3SVD.
