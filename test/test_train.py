@@ -116,7 +116,7 @@ def test_holdout_validation_scores_and_keeps_only_a_network_that_beats_its_rule(
     assert "None" not in meta["command"] and "False" not in meta["command"]  # a command one can rerun
     assert "--lambda-target 0.5" in meta["command"] and "--loss rule" in meta["command"]
     log = (out / "log.csv").read_text().splitlines()
-    assert log[0] == "step,lr,loss,rule,target,seconds" and len(log) == 5
+    assert log[0] == "step,lr,loss,rule,detail,target,seconds" and len(log) == 5
     if beaten:
         best = max(score[s] for s in beaten)
         meta = read_metadata(out / "weights.safetensors")
