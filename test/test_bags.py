@@ -1,7 +1,10 @@
 """diffmf bag: from-pairs round trips (raw/compressed x mcap/sqlite3), DroneVehicle layout, info,
-offline fusion == the node's pipeline on the same pairs, and clear errors without partial output."""
+offline fusion == the node's pipeline on the same pairs, and clear errors without partial output; then
+the pins of the scoped mutation run (docs/mutation.md, "tools/bag"): report and info numbers exactly,
+fuse options and flags, messages, command defaults."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -356,3 +359,418 @@ def test_demo_launch_plan():
         bags.THERMAL_TOPIC + "/compressed": 100, bags.RGB_TOPIC + "/compressed": 100}
     params = plan["node"]["parameters"]
     assert params[1]["use_sim_time"] is True and params[-1]["thermal_transport"] == "compressed"
+
+
+# ------------------------------------------------------------------ found by the scoped mutation run (docs/mutation.md, "tools/bag")
+
+T0 = 1_000_000_000
+STEP = 100_000_000  # 10 Hz
+
+
+def played_and_recorded(tmp_path: Path, shift_ns: int = 0) -> tuple[Path, Path]:
+    """A played bag (5 thermal + 5 RGB raw frames at 10 Hz, thermal i a constant 10 (i + 1), RGB i a
+    constant green 20 (i + 1)) and a bag "recorded from the node" with 5 fused frames (the last two
+    at half size), FusionInfos of every mode and 4 thermal frames seen by the recorder."""
+    from diffmf_core.tools.bag.common import ns_to_time
+
+    store = bags.make_typestore()
+    played = []
+    for i in range(5):
+        t = T0 + i * STEP + shift_ns
+        played.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE,
+                       bags.image_msg(store, np.full((48, 64), 10 * (i + 1), np.uint8), t, "thermal_camera"), t))
+        played.append((bags.RGB_TOPIC, bags.IMAGE_TYPE,
+                       bags.image_msg(store, np.full((48, 64, 3), (0, 20 * (i + 1), 0), np.uint8), t, "rgb_camera"), t))
+    t = T0 + 9 * STEP + shift_ns  # a thermal frame without a partner
+    played.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((48, 64), np.uint8), t, "th"), t))
+    write_bag(tmp_path / f"played{shift_ns}", played)
+    if (tmp_path / "recorded").exists():
+        return tmp_path / f"played{shift_ns}", tmp_path / "recorded"
+    Info = store.types[bags.FUSION_INFO_TYPE]
+    recorded = []
+    for i, mode in enumerate([0, 0, 3, 1, 2]):  # fused, fused, classical, rgb-only, thermal-only
+        t = T0 + i * STEP
+        size = (48, 64) if i < 3 else (24, 32)
+        recorded.append((bags.FUSED_TOPIC, bags.IMAGE_TYPE,
+                         bags.image_msg(store, np.full((*size, 3), 200 + i, np.uint8), t, "rgb_camera"), t + 1))
+        info = Info(header=bags.header(store, t, "rgb_camera"), thermal_stamp=ns_to_time(store, 0 if mode == 1 else t),
+                    rgb_stamp=ns_to_time(store, 0 if mode == 2 else t), homography=np.eye(3).reshape(9),
+                    registration_quality=np.float32(1), mode=mode, inference_ms=np.float32(5 + i),
+                    latency_ms=np.float32(10 * (i + 1)), model_name="net" if mode == 0 else "gff")
+        recorded.append((bags.INFO_TOPIC, bags.FUSION_INFO_TYPE, info, t + 1))
+        if i < 4:
+            recorded.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE,
+                             bags.image_msg(store, np.zeros((4, 4), np.uint8), t, "thermal_camera"), t))
+    write_bag(tmp_path / "recorded", recorded)
+    return tmp_path / f"played{shift_ns}", tmp_path / "recorded"
+
+
+def test_report_numbers_summary_video_and_strip_exactly(tmp_path, capsys):
+    """Every number of summary.md from a recording whose numbers are known, the video (5 frames at
+    the input's 10 Hz, the two half-size frames resized), the strip (4 of 5 frames; thermal / RGB
+    looked up by the FusionInfo stamps, black where a mode had no such input)."""
+    played, recorded = played_and_recorded(tmp_path)
+    out = tmp_path / "report"
+    assert cli(["bag", "report", str(recorded), "--input", str(played), "--outdir", str(out), "--device", "cpu",
+                "--min-frames", "5"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert capsys.readouterr().out == summary + "\n"
+    assert sorted(p.name for p in out.iterdir()) == [".diffmf-bag-report", "fused.mp4", "strip.png", "summary.md"]
+    assert summary == "\n".join([
+        "# diffmf demo summary", "", "| | |", "|---|---|",
+        f"| input bag | `{played}`: thermal 6, RGB 5 frames |",
+        "| frames seen on the input topics (recorder) | `/thermal/image_raw` 4 |",
+        "| pairs the synchronizer can form (offline, node parameters) | 5 |",
+        "| unpaired input frames (no partner within the slop) | 1 |",
+        "| fused frames out (`/fused/image`) | 5 (`/fused/info` 5) |",
+        "| fused frames resized to the video size | 2 (video 64x48; the image size changed during the recording) |",
+        "| pairs fused | 3 |",
+        "| pairs not fused live (node busy: newer pair replaced a waiting one, or lost) | 2 |",
+        "| modes | classical 1, fused 2, rgb-only 1, thermal-only 1 |",
+        "| model | gff, net |",
+        "| device | cpu |",
+        "| latency_ms p50 / p90 / p99 / max (FusionInfo) | 30.0 / 46.0 / 49.6 / 50.0 |",
+        "| inference_ms p50 / p90 / p99 / max (FusionInfo) | 6.0 / 6.8 / 7.0 / 7.0 |",
+        "", f"Recorded bag: `{recorded}`. Files: `fused.mp4` (fused frames, mp4v), `strip.png` (rows: thermal, RGB, fused).",
+        "", "latency_ms under use_sim_time is the node's own time from the newer input's arrival to publication "
+        "(see diffmf_ros/fusion_node.py).", ""])
+    cap = cv2.VideoCapture(str(out / "fused.mp4"))
+    assert (cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)) == (5, 10)
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 48)
+    cap.release()
+    strip = cv2.imread(str(out / "strip.png"))
+    assert strip.shape == (3 * 48, 4 * 64, 3)
+    cells = [[tuple(int(v) for v in np.median(strip[r * 48:(r + 1) * 48, c * 64:(c + 1) * 64].reshape(-1, 3), axis=0))
+              for c in range(4)] for r in range(3)]
+    assert cells == [[(10,) * 3, (20,) * 3, (0,) * 3, (50,) * 3],  # frame 3 is RGB-only: no thermal
+                     [(0, 20, 0), (0, 40, 0), (0, 80, 0), (0, 0, 0)],  # frame 4 is thermal-only
+                     [(200,) * 3, (201,) * 3, (203,) * 3, (204,) * 3]]
+
+    # the API: numbers, the default device, another outdir
+    numbers = bags.write_report(recorded, played, tmp_path / "api", bags.load_node_params())
+    assert numbers == {
+        "frames_in": {"thermal": 6, "rgb": 5}, "frames_delivered": {bags.THERMAL_TOPIC: 4}, "pairs_expected": 5,
+        "frames_out": 5, "frames_resized": 2, "video_size": "64x48", "infos_out": 5, "pairs_fused": 3, "pairs_lost": 2,
+        "unpaired_frames": 1, "modes": {"fused": 2, "classical": 1, "rgb-only": 1, "thermal-only": 1},
+        "models": ["gff", "net"], "device": "", "latency_ms": [10.0, 20.0, 30.0, 40.0, 50.0],
+        "inference_ms": [5.0, 6.0, 7.0]}
+    assert "| device | - |" in (tmp_path / "api" / "summary.md").read_text()
+
+
+def test_report_on_the_wrong_input_bag_writes_nothing_and_keeps_the_folder(tmp_path, capsys):
+    played, recorded = played_and_recorded(tmp_path)
+    other, _ = played_and_recorded(tmp_path, shift_ns=7_000_000)
+    for outdir in (tmp_path / "new", tmp_path / "users"):
+        if outdir.name == "users":
+            outdir.mkdir()
+            (outdir / "notes.txt").write_text("mine")
+        assert cli(["bag", "report", str(recorded), "--input", str(other), "--outdir", str(outdir)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"diffmf bag: error: {other} is not the bag that was fused into {recorded}: 5 of 5 fused frames name "
+            "input stamps that it does not contain (give the played bag as --input)")
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in (tmp_path / "users").iterdir()] == ["notes.txt"]
+    assert cli(["bag", "report", str(recorded), "--input", str(played), "--outdir", str(tmp_path / "users"),
+                "--min-frames", "6"]) == 2
+    assert capsys.readouterr().err.strip() == (f"diffmf bag: error: {recorded}: only 5 fused frame(s) (expected at "
+                                               "least 6); no report written")
+
+
+def test_info_text_json_and_metadata_mismatch_exactly(tmp_path, capsys):
+    played, _ = played_and_recorded(tmp_path)
+    meta = played / "metadata.yaml"
+    text = meta.read_text()
+    assert text.count("message_count: 6") == 1  # the thermal topic's count
+    meta.write_text(text.replace("message_count: 6", "message_count: 7"))
+    assert cli(["bag", "info", str(played)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"bag:       {played}", "messages:  11", "duration:  0.900 s", "start/end: 1.000000 / 1.900000 s",
+        f"  {bags.RGB_TOPIC}           5     4.44 Hz  sensor_msgs/msg/Image",
+        f"  {bags.THERMAL_TOPIC}       6     5.56 Hz  sensor_msgs/msg/Image"]
+    assert err.strip() == (f"warning: metadata.yaml says 7 message(s) on {bags.THERMAL_TOPIC}, the storage holds 6 "
+                           "(counts above are from the storage)")
+    assert cli(["bag", "info", str(played), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('{\n  "path"') and json.loads(out) == {
+        "path": str(played), "messages": 11, "duration_s": 0.9, "start_ns": T0, "end_ns": T0 + 9 * STEP,
+        "topics": {bags.THERMAL_TOPIC: {"type": bags.IMAGE_TYPE, "count": 6, "rate_hz": 5.556},
+                   bags.RGB_TOPIC: {"type": bags.IMAGE_TYPE, "count": 5, "rate_hz": 4.444}},
+        "metadata_mismatch": {bags.THERMAL_TOPIC: {"metadata": 7, "storage": 6}}}
+    # one message: no rate, no duration; a topic without messages
+    store = bags.make_typestore()
+    writer = bags.open_writer(tmp_path / "one", "mcap")
+    conn = writer.add_connection("/a", "std_msgs/msg/String", typestore=store)
+    writer.add_connection("/b", "std_msgs/msg/String", typestore=store)
+    writer.write(conn, 5, store.serialize_cdr(store.types["std_msgs/msg/String"](data="x"), "std_msgs/msg/String"))
+    writer.close()
+    info = bags.bag_info(tmp_path / "one")
+    assert (info["duration_s"], info["start_ns"], info["end_ns"], info["metadata_mismatch"]) == (0.0, 5, 5, {})
+    assert info["topics"] == {"/a": {"type": "std_msgs/msg/String", "count": 1, "rate_hz": None},
+                              "/b": {"type": "std_msgs/msg/String", "count": 0, "rate_hz": None}}
+    assert cli(["bag", "info", str(tmp_path / "one")]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == ["  /a          1           -  std_msgs/msg/String",
+                                                         "  /b          0           -  std_msgs/msg/String"]
+
+
+def test_fuse_options_topics_encoding_jpeg_agc_and_camera_info_defaults(tmp_path):
+    """fuse_bag with the node's topic parameters (relative and absolute), a 16-bit thermal camera
+    on a fixed AGC range, mono8 output and the JPEG copy; camera_info of a compressed camera is
+    looked up next to its raw topic; the output camera_info has no binning and a full ROI."""
+    from diffmf_core.live.agc import ThermalAGC
+    from diffmf_core.live.camera import OutputCamera
+    from diffmf_core.live.imagecodec import decode_image
+    from diffmf_core.tools.bag.common import compressed_msg
+    from diffmf_core.tools.bag.fuse import NothingFused
+
+    store = bags.make_typestore()
+    msgs = []
+    for i in range(3):
+        t = T0 + i * STEP
+        ir16 = np.full((48, 64), 1000 + 400 * i, np.uint16)
+        mono16 = store.types[bags.IMAGE_TYPE](header=bags.header(store, t, "ir"), height=48, width=64, encoding="mono16",
+                                              is_bigendian=0, step=128, data=np.frombuffer(ir16.tobytes(), np.uint8))
+        msgs.append(("/cam/ir", bags.IMAGE_TYPE, mono16, t))
+        msgs.append(("/cam/vis", bags.IMAGE_TYPE, bags.image_msg(store, np.full((48, 64, 3), 90, np.uint8), t, "vis"), t))
+    write_bag(tmp_path / "in", msgs)
+    params = {"fuser": "classical", "thermal_topic": "cam/ir", "rgb_topic": "/cam/vis", "thermal_agc_mode": "fixed",
+              "agc_low": 1000.0, "agc_high": 2000.0, "output_encoding": "mono8", "publish_compressed": True}
+    summary = bags.fuse_bag(tmp_path / "in", tmp_path / "out", params, progress=False)
+    assert summary.fused == 3 and summary.decode_errors == {}
+    info = bags.bag_info(tmp_path / "out")
+    assert {t: v["count"] for t, v in info["topics"].items()} == {
+        "/cam/ir": 3, "/cam/vis": 3, bags.FUSED_TOPIC: 3, bags.FUSED_TOPIC + "/compressed": 3, bags.INFO_TOPIC: 3,
+        "/fused/camera_info": 3}
+    with bags.open_reader(tmp_path / "out") as reader:
+        by_topic = {}
+        for conn, _, raw in bags.iter_messages(reader):
+            by_topic.setdefault(conn.topic, []).append(store.deserialize_cdr(raw, conn.msgtype))
+    assert {m.encoding for m in by_topic[bags.FUSED_TOPIC]} == {"mono8"}
+    assert {m.format for m in by_topic[bags.FUSED_TOPIC + "/compressed"]} == {"mono8; jpeg compressed mono8"}
+    for cam in by_topic["/fused/camera_info"]:
+        roi = cam.roi
+        assert (cam.binning_x, cam.binning_y, roi.x_offset, roi.y_offset, roi.width, roi.height, roi.do_rectify) \
+            == (0, 0, 0, 0, 0, 0, False)
+    # the fixed AGC range reaches the pixels: 1000 -> 0, 1400 -> 102, 1800 -> 204 in the thermal input
+    agc = ThermalAGC("fixed", 1000.0, 2000.0)
+    levels = [int(decode_image("mono16", 48, 64, 128, 0, m.data, agc=agc)[0, 0]) for m in by_topic["/cam/ir"]]
+    assert levels == [0, 102, 204]
+    fused = [bags.decode_msg(m, bags.IMAGE_TYPE, 1 << 20) for m in by_topic[bags.FUSED_TOPIC]]
+    auto = bags.fuse_bag(tmp_path / "in", tmp_path / "auto", {**params, "agc_high": 65535.0}, progress=False)
+    assert auto.fused == 3
+    fused_wide = read_bag(tmp_path / "auto", [bags.FUSED_TOPIC])[bags.FUSED_TOPIC]
+    assert any(not np.array_equal(a, b[3]) for a, b in zip(fused, fused_wide))
+
+    with pytest.raises(bags.BagError, match="^the thermal and RGB topics must differ$"):
+        bags.fuse_bag(tmp_path / "in", tmp_path / "same", params, thermal_topic="/cam/vis", rgb_topic="/cam/vis")
+    with pytest.raises(NothingFused, match="^nothing could be fused$") as caught:
+        bags.fuse_bag(tmp_path / "in", tmp_path / "few", params, progress=False, min_fused=4)
+    assert caught.value.summary.fused == 3 and not (tmp_path / "few").exists()
+    # explicit topics override the parameters; only the fused topics with copy_inputs=False
+    only = bags.fuse_bag(tmp_path / "in", tmp_path / "only", {"fuser": "classical"}, thermal_topic="/cam/ir",
+                         rgb_topic="/cam/vis", copy_inputs=False, progress=False)
+    assert only.fused == 3 and "/cam/ir" not in bags.bag_info(tmp_path / "only")["topics"]
+
+    # compressed cameras: camera_info next to the raw topic (a wrong size is counted)
+    cam = OutputCamera(k=[50.0, 0, 5, 0, 50.0, 5, 0, 0, 1], d=[0.0] * 5, r=[1.0, 0, 0, 0, 1, 0, 0, 0, 1],
+                       p=[50.0, 0, 5, 0, 0, 50.0, 5, 0, 0, 0, 1, 0])
+    msgs = [("/thermal/camera_info", bags.CAMERA_INFO_TYPE, bags.camera_info_msg(store, cam, 10, 10, 1, "x"), 1)]
+    for i in range(2):
+        t = T0 + i * STEP
+        msgs.append((bags.THERMAL_TOPIC + "/compressed", bags.COMPRESSED_TYPE,
+                     compressed_msg(store, np.full((48, 64), 50, np.uint8), t, "th"), t))
+        msgs.append((bags.RGB_TOPIC + "/compressed", bags.COMPRESSED_TYPE,
+                     compressed_msg(store, np.full((48, 64, 3), 50, np.uint8), t, "rgb"), t))
+    write_bag(tmp_path / "cin", msgs)
+    summary = bags.fuse_bag(tmp_path / "cin", tmp_path / "cout", {"fuser": "classical"}, progress=False)
+    assert summary.fused == 2 and summary.decode_errors == {"camera_info_size": 2}
+
+
+@pytest.fixture()
+def fake_fuse(monkeypatch):
+    """bag fuse with fuse_bag and the model replaced by recorders: what _fuse_locked passes on."""
+    from diffmf_core import fuser as fuser_module
+    from diffmf_core.tools.bag.fuse import FuseSummary
+
+    rec = {"summary": FuseSummary(fused=2, modes={"fused": 2}, model_name="net"), "error": None}
+
+    def fuse_bag(inp, out, params, **kw):
+        rec["fuse"] = (Path(inp), Path(out), dict(params), kw)
+        if isinstance(rec["summary"], Exception):
+            raise rec["summary"]
+        return rec["summary"]
+
+    class Fuser:
+        def __init__(self, weights, preset=None, device="auto", half=True):
+            rec["fuser"] = (weights, preset, device, half)
+            if rec["error"]:
+                raise rec["error"]
+
+    monkeypatch.setattr(bags.fuse, "fuse_bag", fuse_bag)
+    monkeypatch.setattr(fuser_module, "Fuser", Fuser)
+    return rec
+
+
+def test_fuse_flags_reach_fuse_bag_and_an_explicit_model_is_checked(tmp_path, fake_fuse, capsys):
+    from diffmf_core.tools.bag.fuse import FuseSummary, NothingFused
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    args = ["bag", "fuse", str(inp), str(out)]
+    assert cli(args + ["--weights", "w.safetensors", "--device", "cpu", "--slop-ms", "50", "--thermal-delay-ms", "-30",
+                       "--thermal-topic", "/a", "--rgb-topic", "/b", "--storage", "sqlite3", "--only-fused", "--quiet",
+                       "--overwrite"]) == 0
+    assert fake_fuse["fuser"] == ("w.safetensors", "live", "cpu", True)
+    _, _, params, kw = fake_fuse["fuse"]
+    assert (params["weights"], params["device"], params["fuser"]) == ("w.safetensors", "cpu", "diffmf")
+    assert (params["sync_slop_s"], params["thermal_delay_s"]) == (0.05, -0.03)
+    assert kw == {"storage": "sqlite3", "thermal_topic": "/a", "rgb_topic": "/b", "copy_inputs": False,
+                  "overwrite": True, "progress": False, "min_fused": 1}
+    assert capsys.readouterr().out == f"wrote {out}\n{fake_fuse['summary'].text()}\n"
+    # no explicit model choice (the automatic defaults): not checked, the node's fallback applies
+    del fake_fuse["fuser"]
+    assert cli(args + ["--device", "auto"]) == 0 and "fuser" not in fake_fuse
+    _, _, params, kw = fake_fuse["fuse"]
+    assert (params["sync_slop_s"], params["thermal_delay_s"], params["device"]) == (0.02, 0.0, "auto")
+    assert kw == {"storage": "mcap", "thermal_topic": None, "rgb_topic": None, "copy_inputs": True,
+                  "overwrite": False, "progress": True, "min_fused": 1}
+    # --fuser diffmf alone is explicit; a params file without the model keys: the Fuser defaults
+    minimal = tmp_path / "p.yaml"
+    minimal.write_text("n:\n  ros__parameters:\n    fuser: classical\n")
+    assert cli(args + ["--fuser", "diffmf", "--params-file", str(minimal)]) == 0
+    assert fake_fuse["fuser"] == (None, None, "auto", True)
+    # a model that cannot be used is an error, never the classical fallback
+    fake_fuse["error"] = RuntimeError("no such weights")
+    capsys.readouterr()
+    assert cli(args + ["--weights", "w.safetensors"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "diffmf bag: error: the requested DIFF-MF model cannot be used (RuntimeError: no such weights); explicit "
+        "--weights/--device/--fuser diffmf never fall back (use --fuser classical to fuse without the model)")
+    fake_fuse["error"] = None
+    # the model failing during the run: exit 1, the output kept; with --fuser classical that is the plan
+    fake_fuse["summary"] = FuseSummary(fused=3, modes={"classical": 3})
+    assert cli(args + ["--weights", "w.safetensors"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"diffmf bag: error: DIFF-MF failed during the run; 3 frame(s) were fused with the classical fallback "
+        f"(FusionInfo mode CLASSICAL). The output {out} is kept.")
+    assert cli(args + ["--fuser", "classical"]) == 0
+    assert cli(args) == 0  # not explicit: the fallback is the node's behaviour
+    # flags that cannot apply to the classical fuser
+    capsys.readouterr()
+    assert cli(args + ["--fuser", "classical", "--weights", "w"]) == 2
+    assert capsys.readouterr().err.strip() == ("diffmf bag: error: --weights cannot apply: the fuser is 'classical' "
+                                               "(--fuser); drop --weights or use --fuser diffmf")
+    assert cli(args + ["--params-file", str(minimal), "--weights", "w", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "diffmf bag: error: --weights and --device cannot apply: the fuser is 'classical' (the params file); drop "
+        "--weights and --device or use --fuser diffmf")
+    assert cli(args + ["--params-file", str(minimal), "--device", "cpu"]) == 2
+    assert "--device cannot apply" in capsys.readouterr().err
+    # nothing fused: the counts on stderr, then the error
+    fake_fuse["summary"] = NothingFused(FuseSummary(frames={"thermal": 2, "rgb": 0}))
+    assert cli(args + ["--fuser", "classical"]) == 2
+    assert capsys.readouterr().err.splitlines() == fake_fuse["summary"].summary.text().splitlines() + [
+        f"diffmf bag: error: nothing could be fused from {inp} (see the counts above); no output written"]
+
+
+def test_fuse_output_check_before_the_model_names_the_command(tmp_path, fake_fuse, capsys):
+    from diffmf_core.common.outputs import seal_bag
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metadata.yaml").write_text("x")
+    seal_bag(out, "bag from-pairs")
+    args = ["bag", "fuse", str(tmp_path / "in"), str(out), "--fuser", "classical"]
+    assert cli(args + ["--overwrite"]) == 2 and "fuse" not in fake_fuse
+    assert "not a rosbag2 bag folder written by `diffmf bag fuse`" in capsys.readouterr().err
+    (out / ".diffmf-bag-from-pairs").unlink()
+    seal_bag(out, "bag fuse")
+    assert cli(args) == 2 and "fuse" not in fake_fuse
+    assert capsys.readouterr().err.strip() == f"diffmf bag: error: {out} exists already (use --overwrite to replace it)"
+    assert cli(args + ["--overwrite"]) == 0 and fake_fuse["fuse"][3]["overwrite"] is True
+
+
+def test_fuse_summary_text_and_latency():
+    from diffmf_core.tools.bag.fuse import FuseSummary
+
+    s = FuseSummary(frames={"thermal": 5, "rgb": 4}, decoded={"thermal": 5, "rgb": 3}, used={"thermal": 3, "rgb": 3},
+                    fused=3, modes={"fused": 2, "classical": 1}, decode_errors={"bad_jpeg": 1, "bad_cdr": 2},
+                    size_changes=1, latencies_ms=[float(v) for v in range(0, 101, 10)], model_name="net")
+    assert s.latency() == {"mean": 50.0, "p50": 50.0, "p90": 90.0, "max": 100.0}
+    assert s.text().split("\n") == [
+        "frames in: thermal 5, rgb 4", "fused: 3 (classical 1, fused 2) with net",
+        "dropped (never paired): 2 (thermal 2, rgb 0)", "decode errors: bad_cdr 2, bad_jpeg 1",
+        "image size changes: 1 (pairing restarted at each)",
+        "latency per pair (decode+register+fuse): mean 50.0 ms, p90 90.0 ms, max 100.0 ms"]
+    assert FuseSummary().latency() == {}
+    assert FuseSummary().text() == ("frames in: thermal 0, rgb 0\nfused: 0 (-) with -\n"
+                                    "dropped (never paired): 0 (thermal 0, rgb 0)\ndecode errors: 0")
+
+
+def test_node_params_file_and_topic_choice_messages(tmp_path):
+    import yaml
+    from types import SimpleNamespace
+
+    from diffmf_core.tools.bag.fuse import pick_image_topic
+
+    expected = "expected a YAML mapping `<node name>: {ros__parameters: {...}}` such as config/fuse.yaml"
+    path = tmp_path / "p.yaml"
+    with pytest.raises(bags.BagError, match=f"^{path}: cannot read the parameters file \\(No such file or directory\\)$"):
+        bags.load_node_params(path)
+    path.write_text("a: [1,\nb: 2\n")
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+    with pytest.raises(bags.BagError) as caught:
+        bags.load_node_params(path)
+    assert str(caught.value) == f"{path}: not a node parameters file (not YAML: {first}); {expected}"
+    for text in ("- a\n", "{}\n", "n: 1\n", "n:\n  other: {}\n"):
+        path.write_text(text)
+        with pytest.raises(bags.BagError) as caught:
+            bags.load_node_params(path)
+        assert str(caught.value) == f"{path}: not a node parameters file; {expected}", text
+    path.write_text("n:\n  ros__parameters: {a: 1}\n")
+    assert bags.load_node_params(path) == {"a": 1}
+
+    t = SimpleNamespace
+    topics = {"/cam/ir/compressed": t(msgtype=bags.COMPRESSED_TYPE), "/x": t(msgtype="std_msgs/msg/String")}
+    assert pick_image_topic(topics, "thermal", None, {"thermal_topic": "cam/ir"}) == ("/cam/ir/compressed",
+                                                                                      bags.COMPRESSED_TYPE)
+    with pytest.raises(bags.BagError, match="^topic /x has type std_msgs/msg/String, expected sensor_msgs/msg/Image "
+                       "or sensor_msgs/msg/CompressedImage$"):
+        pick_image_topic(topics, "thermal", "/x", {})
+    with pytest.raises(bags.BagError) as caught:
+        pick_image_topic(topics, "rgb", None, {})
+    assert str(caught.value) == ("no rgb image topic (/rgb/image_raw or /rgb/image_raw/compressed) in the bag; it has "
+                                 "/cam/ir/compressed (sensor_msgs/msg/CompressedImage), /x (std_msgs/msg/String). "
+                                 "Use --rgb-topic to choose one.")
+    with pytest.raises(bags.BagError, match=r"in the bag; it has no topics\. Use --thermal-topic"):
+        pick_image_topic({}, "thermal", None, {})
+
+
+def test_bag_command_defaults_and_ranges(capsys):
+    """The defaults a user relies on: from-pairs at 30 Hz, no jitter/delay/drop, JPEG 90, the node's
+    16 MP limit, start 1700000000 s; fuse overrides nothing unless asked (slop, delay, topics, fuser
+    come from the params file); report needs one fused frame. Out-of-range values are refused."""
+    from diffmf_core.cli import build_parser
+
+    parser = build_parser("bag")
+    fp = parser.parse_args(["bag", "from-pairs", "a", "b"])
+    assert (fp.storage, fp.compressed, fp.quality, fp.rate, fp.jitter_ms, fp.thermal_delay_ms, fp.drop, fp.seed,
+            fp.start_time, fp.limit, fp.max_pixels, fp.keep_border, fp.overwrite, fp.quiet) == (
+        "mcap", False, 90, 30.0, 0.0, 0.0, 0.0, 0, 1_700_000_000.0, 0, 4096 * 4096, False, False, False)
+    fu = parser.parse_args(["bag", "fuse", "a", "b"])
+    assert (fu.storage, fu.thermal_topic, fu.rgb_topic, fu.params_file, fu.fuser, fu.device, fu.weights, fu.slop_ms,
+            fu.thermal_delay_ms, fu.only_fused, fu.overwrite, fu.quiet) == (
+        "mcap", None, None, None, None, None, None, None, None, False, False, False)
+    rp = parser.parse_args(["bag", "report", "r", "--input", "i", "--outdir", "o"])
+    assert (rp.params_file, rp.device, rp.min_frames, rp.overwrite) == (None, "", 1, False)
+    assert parser.parse_args(["bag", "info", "x"]).json is False
+    for argv in (["from-pairs", "a", "b", "--rate", "0"], ["from-pairs", "a", "b", "--drop", "0.95"],
+                 ["from-pairs", "a", "b", "--quality", "101"], ["from-pairs", "a", "b", "--jitter-ms", "-1"],
+                 ["from-pairs", "a", "b", "--storage", "rosbag"], ["fuse", "a", "b", "--slop-ms", "-1"],
+                 ["fuse", "a", "b", "--thermal-delay-ms", "10001"], ["fuse", "a", "b", "--fuser", "gff"],
+                 ["report", "r", "--input", "i", "--outdir", "o", "--min-frames", "-1"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bag", *argv])
+    capsys.readouterr()
