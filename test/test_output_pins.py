@@ -220,6 +220,16 @@ def test_manifest_and_aside_folders_are_hidden_names_next_to_the_output(tmp_path
     assert (out / "f").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == [".diffmf-cmd", "out"]
 
 
+def test_a_manifest_write_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def fail(a, b):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(op.os, "replace", fail)
+    with pytest.raises(OSError, match="No space left"):
+        op.record(tmp_path, "cmd", ["a"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_replace_dir_refuses_a_foreign_output_naming_where_the_new_one_is(tmp_path):
     out, new = tmp_path / "out", tmp_path / "new"
     out.mkdir()
