@@ -5,6 +5,7 @@ fuse options and flags, messages, command defaults."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -298,7 +299,9 @@ def test_fuse_truncated_or_corrupt_bag(tmp_path, capsys, storage):
         f.truncate(size // 2)
     capsys.readouterr()
     assert cli(["bag", "fuse", str(bag), str(tmp_path / "out")] + CLASSICAL) == 2
-    assert "truncated or corrupt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err
+    assert re.search(r"\((?!NoneType)\w+: ", err), err  # the storage error's type is named
     (tmp_path / "junk.mcap").write_bytes(b"\x89MCAP0\r\n" + bytes(100))
     assert cli(["bag", "info", str(tmp_path / "junk.mcap")]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
@@ -774,3 +777,166 @@ def test_bag_command_defaults_and_ranges(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["bag", *argv])
     capsys.readouterr()
+
+
+def write_raw_bag(path: Path, messages: list[tuple[str, str, bytes, int]]) -> None:
+    """Like write_bag, with already serialised (possibly broken) CDR bytes."""
+    store = bags.make_typestore()
+    writer = bags.open_writer(path, "mcap")
+    conns = {}
+    for topic, msgtype, raw, t in messages:
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
+        writer.write(conns[topic], t, raw)
+    writer.close()
+
+
+def test_fuse_counts_every_kind_of_bad_message_and_times_each_pair(tmp_path, monkeypatch, capsys):
+    """Broken CDR, broken camera_info and two frames of an unknown encoding are each counted and
+    skipped (the run goes on); the latency of a pair is its frames' decode times plus its own
+    processing (a clock that advances 1 ms per reading gives exactly 1 + 1 + 1 ms); counts,
+    sync statistics, model name and FusionInfo fields are those of the run."""
+    from types import SimpleNamespace
+
+    store = bags.make_typestore()
+    ser = store.serialize_cdr
+    msgs = [("/thermal/camera_info", bags.CAMERA_INFO_TYPE, b"\x00\x01\x00\x00garbage", 1),
+            (bags.THERMAL_TOPIC, bags.IMAGE_TYPE, b"\x00\x01\x00\x00not an image", 2)]
+    for i in range(3):
+        t = T0 + i * STEP
+        bad = bags.image_msg(store, np.zeros((4, 4), np.uint8), t - 1000, "thermal_camera")
+        bad.encoding = "yuv422_weird"
+        if i < 2:
+            msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, ser(bad, bags.IMAGE_TYPE), t - 1000))
+        msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE,
+                     ser(bags.image_msg(store, np.full((48, 64), 40 * i, np.uint8), t, "thermal_camera"), bags.IMAGE_TYPE), t))
+        msgs.append((bags.RGB_TOPIC, bags.IMAGE_TYPE,
+                     ser(bags.image_msg(store, np.full((48, 64, 3), 60, np.uint8), t, "rgb_camera"), bags.IMAGE_TYPE), t))
+    write_raw_bag(tmp_path / "in", msgs)
+    clock = iter(range(10**6))
+    monkeypatch.setattr(bags.fuse, "time", SimpleNamespace(perf_counter=lambda: next(clock) / 1000.0))
+    summary = bags.fuse_bag(tmp_path / "in", tmp_path / "out", {"fuser": "classical"}, progress=False, min_fused=3)
+    assert capsys.readouterr().err == ""  # no progress bar when progress=False
+    assert (summary.messages, summary.frames, summary.decoded, summary.used, summary.fused) == (
+        10, {"thermal": 6, "rgb": 3}, {"thermal": 3, "rgb": 3}, {"thermal": 3, "rgb": 3}, 3)
+    assert summary.decode_errors == {"camera_info": 1, "bad_cdr": 1, "unknown_encoding": 2}
+    assert summary.latencies_ms == pytest.approx([3.0] * 3, abs=1e-9) and summary.model_name == "gff"
+    assert summary.sync == {"matched": 3, "dropped_thermal": 0, "dropped_rgb": 0, "duplicates": 0, "out_of_order": 0,
+                            "resets": 0, "stamp_order_drops": 0, "frame_id_drops": 0}
+    infos = read_infos(tmp_path / "out")
+    assert [float(i.latency_ms) for i in infos] == pytest.approx([3.0] * 3, abs=1e-6)
+    assert [i.model_name for i in infos] == ["gff"] * 3
+    assert all(np.isfinite(i.registration_quality) and np.isfinite(i.inference_ms) for i in infos)
+    assert (tmp_path / "out" / ".diffmf-bag-fuse").is_file()
+    # fuse_bag checks its output itself: never onto its input, an existing output only with overwrite
+    with pytest.raises(bags.BagError, match="is the input"):
+        bags.fuse_bag(tmp_path / "in", tmp_path / "in", {"fuser": "classical"}, progress=False, overwrite=True)
+    with pytest.raises(bags.BagError, match="exists already"):
+        bags.fuse_bag(tmp_path / "in", tmp_path / "out", {"fuser": "classical"}, progress=False)
+
+
+def test_fuse_prints_the_pipeline_warning(tmp_path, monkeypatch, capsys):
+    make_pairs(tmp_path / "pairs", n=2)
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(tmp_path / "in"), "--quiet"]) == 0
+    pipeline = classical_pipeline()
+    monkeypatch.setattr(bags.fuse, "build_pipeline", lambda params: (pipeline, "no weights here", {}))
+    bags.fuse_bag(tmp_path / "in", tmp_path / "out", {}, progress=False)
+    assert capsys.readouterr().err == ("diffmf bag fuse: warning: no weights here; using the classical fuser "
+                                       f"{pipeline.fallback.name!r}\n")
+
+
+def test_decode_msg_passes_the_limit_the_agc_and_the_byte_order():
+    from diffmf_core.live.agc import ThermalAGC
+    from diffmf_core.live.imagecodec import ImageDecodeError
+    from diffmf_core.tools.bag.common import compressed_msg
+
+    store = bags.make_typestore()
+    agc = ThermalAGC("fixed", 1000.0, 2000.0)
+    ir16 = np.full((4, 6), 1500, np.uint16)
+    little, big = (store.types[bags.IMAGE_TYPE](
+        header=bags.header(store, 1, "x"), height=4, width=6, encoding="mono16", is_bigendian=be, step=12,
+        data=np.frombuffer(ir16.astype(dt).tobytes(), np.uint8)) for be, dt in ((0, "<u2"), (1, ">u2")))
+    expected = np.full((4, 6), 128, np.uint8)
+    assert np.array_equal(bags.decode_msg(little, bags.IMAGE_TYPE, 100, agc), expected)
+    assert np.array_equal(bags.decode_msg(big, bags.IMAGE_TYPE, 100, agc), expected)
+    with pytest.raises(ImageDecodeError):
+        bags.decode_msg(little, bags.IMAGE_TYPE, 23, agc)  # 24 pixels above a limit of 23
+    ok, png16 = cv2.imencode(".png", ir16)
+    cmsg = store.types[bags.COMPRESSED_TYPE](header=bags.header(store, 1, "x"), format="mono16; png compressed",
+                                             data=np.frombuffer(png16.tobytes(), np.uint8))
+    assert np.array_equal(bags.decode_msg(cmsg, bags.COMPRESSED_TYPE, 100, agc), expected)
+    with pytest.raises(ImageDecodeError):
+        bags.decode_msg(cmsg, bags.COMPRESSED_TYPE, 23, agc)
+    jpeg = compressed_msg(store, np.zeros((8, 8), np.uint8), 1, "x")  # the default: JPEG quality 90
+    from diffmf_core.live.imagecodec import encode_compressed
+
+    assert jpeg.format == encode_compressed(np.zeros((8, 8), np.uint8), "jpeg", 90)[0]
+    assert bytes(jpeg.data) == encode_compressed(np.zeros((8, 8), np.uint8), "jpeg", 90)[1]
+
+
+def test_write_pairs_bag_defaults_and_refusals(tmp_path, capsys):
+    """The API defaults (mcap, raw, 30 Hz from 1700000000 s, no jitter/delay/drop, border strip,
+    no overwrite); refused before any output: an image above max_pixels, an unreadable image header,
+    a camera left without messages, stamps outside [0, 2^31) s (exact boundaries)."""
+    from diffmf_core.training.data import DataError, find_pairs, image_size
+
+    make_pairs(tmp_path / "pairs", n=3)
+    pairs = find_pairs(tmp_path / "pairs")
+    out = tmp_path / "bag"
+    counts = bags.write_pairs_bag(pairs, out)
+    assert counts == {bags.THERMAL_TOPIC: 3, bags.RGB_TOPIC: 3}
+    assert [p.suffix for p in out.iterdir() if p.suffix in (".mcap", ".db3")] == [".mcap"]
+    got = read_bag(out)
+    start = 1_700_000_000 * 10**9
+    want = [start + round(i * 1e9 / 30) for i in range(3)]
+    assert [m[1] for m in got[bags.THERMAL_TOPIC]] == want == [m[1] for m in got[bags.RGB_TOPIC]]
+    with pytest.raises(bags.BagError, match="exists already"):
+        bags.write_pairs_bag(pairs, out, progress=False)
+
+    def refused(message, **kw):
+        with pytest.raises(bags.BagError) as caught:
+            bags.write_pairs_bag(kw.pop("pairs", pairs), tmp_path / "x", progress=False, **kw)
+        assert str(caught.value) == message
+        assert not (tmp_path / "x").exists()
+
+    refused(f"{pairs[0][1]}: 64x48 = 3,072 px exceeds the input limit of 3,071 px (--max-pixels raises it); "
+            "the node would refuse it", max_pixels=3071)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 4)
+    with pytest.raises(DataError) as header_error:
+        image_size(broken)
+    refused(str(header_error.value), pairs=[("b", broken, pairs[0][2])])
+    seed = next(s for s in range(1000) if [p.camera for p in bags.plan_stamps(1, 30, drop=0.9, seed=s)] == ["rgb"])
+    refused("no thermal message is left (1 pairs, --drop 0.9): the bag would be useless; lower --drop or use more "
+            "pairs", pairs=pairs[:1], drop=0.9, seed=seed)
+    limit = bags.MAX_STAMP_S * 10**9
+    # 30 Hz, thermal 1 ms late: the last RGB stamp is below the limit, only the last thermal one reaches it
+    refused(f"stamps run from {(limit - 67_000_000) / 1e9:.3f} to {(limit - 67_000_000 + 67_666_667) / 1e9:.3f} s; "
+            f"they must stay within [0, {bags.MAX_STAMP_S}] s (ROS Time): change --start-time",
+            start_ns=limit - 67_000_000, thermal_delay_ms=1.0)
+    refused("stamps run from -0.010 to 0.067 s; they must stay within [0, 2147483647] s (ROS Time): change "
+            "--start-time", start_ns=0, thermal_delay_ms=-10.0)
+    # the boundaries themselves: a stamp of 0 is fine, one of exactly 2^31 s is not
+    bags.write_pairs_bag(pairs[:1], tmp_path / "zero", start_ns=0, progress=False)
+    refused(f"stamps run from {limit / 1e9:.3f} to {limit / 1e9:.3f} s; they must stay within [0, "
+            f"{bags.MAX_STAMP_S}] s (ROS Time): change --start-time", pairs=pairs[:1], start_ns=limit)
+    capsys.readouterr()
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(tmp_path / "t5"), "--start-time", "5", "--limit",
+                "2", "--quiet"]) == 0
+    assert capsys.readouterr().out == (f"wrote {tmp_path / 't5'} (mcap): 2 pairs, {bags.THERMAL_TOPIC} 2, "
+                                       f"{bags.RGB_TOPIC} 2\n")
+    assert [m[1] for m in read_bag(tmp_path / "t5")[bags.RGB_TOPIC]] == [5 * 10**9, 5 * 10**9 + round(1e9 / 30)]
+
+
+def test_iter_messages_names_the_storage_error():
+    class Reader:
+        path = Path("rec")
+
+        def messages(self, connections):
+            yield ("c", 1, b"")
+            raise ValueError("bad chunk")
+
+    got = []
+    with pytest.raises(bags.BagError) as caught:
+        got.extend(bags.iter_messages(Reader()))
+    assert got == [("c", 1, b"")] and str(caught.value) == "rec: bag is truncated or corrupt (ValueError: bad chunk)"
