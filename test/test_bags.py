@@ -769,11 +769,46 @@ def test_bag_command_defaults_and_ranges(capsys):
     rp = parser.parse_args(["bag", "report", "r", "--input", "i", "--outdir", "o"])
     assert (rp.params_file, rp.device, rp.min_frames, rp.overwrite) == (None, "", 1, False)
     assert parser.parse_args(["bag", "info", "x"]).json is False
-    for argv in (["from-pairs", "a", "b", "--rate", "0"], ["from-pairs", "a", "b", "--drop", "0.95"],
-                 ["from-pairs", "a", "b", "--quality", "101"], ["from-pairs", "a", "b", "--jitter-ms", "-1"],
-                 ["from-pairs", "a", "b", "--storage", "rosbag"], ["fuse", "a", "b", "--slop-ms", "-1"],
-                 ["fuse", "a", "b", "--thermal-delay-ms", "10001"], ["fuse", "a", "b", "--fuser", "gff"],
-                 ["report", "r", "--input", "i", "--outdir", "o", "--min-frames", "-1"]):
+    assert (fp._bag_func, fu._bag_func, rp._bag_func) == (bags._cmd_from_pairs, bags._cmd_fuse, bags._cmd_report)
+    assert parser.parse_args(["bag", "info", "x"])._bag_func is bags._cmd_info
+    assert isinstance(fp.pairs, Path) and isinstance(fu.output, Path) and isinstance(rp.outdir, Path)
+
+    def value(action, *argv):
+        args = parser.parse_args(["bag", action, *(["r", "--input", "i", "--outdir", "o"] if action == "report"
+                                                   else ["a", "b"]), *argv])
+        return getattr(args, argv[0].lstrip("-").replace("-", "_"))
+
+    # every range end: the last value accepted, the first refused (values parsed to numbers)
+    accepted = [("from-pairs", "--quality", "1", 1), ("from-pairs", "--quality", "100", 100),
+                ("from-pairs", "--rate", "0.5", 0.5), ("from-pairs", "--rate", "1000", 1000.0),
+                ("from-pairs", "--jitter-ms", "0.5", 0.5), ("from-pairs", "--thermal-delay-ms", "-10000", -10000.0),
+                ("from-pairs", "--thermal-delay-ms", "10000", 10000.0), ("from-pairs", "--drop", "0.5", 0.5),
+                ("from-pairs", "--drop", "0.9", 0.9), ("from-pairs", "--seed", str(2**32 - 1), 2**32 - 1),
+                ("from-pairs", "--start-time", "0.5", 0.5), ("from-pairs", "--start-time", str(2**31 - 1), 2**31 - 1.0),
+                ("from-pairs", "--limit", "3", 3), ("from-pairs", "--max-pixels", "1", 1),
+                ("from-pairs", "--storage", "sqlite3", "sqlite3"), ("fuse", "--slop-ms", "0", 0.0),
+                ("fuse", "--slop-ms", "10000", 10000.0), ("fuse", "--thermal-delay-ms", "-10000", -10000.0),
+                ("fuse", "--thermal-delay-ms", "10000", 10000.0), ("fuse", "--device", "cuda:1", "cuda:1"),
+                ("fuse", "--fuser", "classical", "classical"), ("fuse", "--storage", "sqlite3", "sqlite3"),
+                ("report", "--min-frames", "0", 0)]
+    for action, flag, text, expected in accepted:
+        got = value(action, flag, text)
+        assert got == expected and type(got) is type(expected), (action, flag, text, got)
+    refused = [("from-pairs", "--quality", "0"), ("from-pairs", "--quality", "101"), ("from-pairs", "--rate", "0"),
+               ("from-pairs", "--rate", "1000.5"), ("from-pairs", "--jitter-ms", "-0.1"),
+               ("from-pairs", "--thermal-delay-ms", "-10000.5"), ("from-pairs", "--thermal-delay-ms", "10000.5"),
+               ("from-pairs", "--drop", "-0.1"), ("from-pairs", "--drop", "0.95"), ("from-pairs", "--seed", "-1"),
+               ("from-pairs", "--seed", str(2**32)), ("from-pairs", "--start-time", "-1"),
+               ("from-pairs", "--start-time", str(2**31)), ("from-pairs", "--limit", "-1"),
+               ("from-pairs", "--max-pixels", "0"), ("from-pairs", "--storage", "rosbag"), ("fuse", "--slop-ms", "-0.1"),
+               ("fuse", "--slop-ms", "10000.5"), ("fuse", "--thermal-delay-ms", "-10000.5"),
+               ("fuse", "--thermal-delay-ms", "10000.5"), ("fuse", "--device", "gpu"), ("fuse", "--fuser", "gff"),
+               ("fuse", "--storage", "rosbag"), ("report", "--min-frames", "-1")]
+    for action, flag, text in refused:
+        with pytest.raises(SystemExit):
+            value(action, flag, text)
+        assert "error:" in capsys.readouterr().err, (action, flag, text)
+    for argv in (["report", "r", "--outdir", "o"], []):  # --input and an action are required
         with pytest.raises(SystemExit):
             parser.parse_args(["bag", *argv])
     capsys.readouterr()
