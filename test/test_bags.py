@@ -771,7 +771,15 @@ def test_bag_command_defaults_and_ranges(capsys):
     assert parser.parse_args(["bag", "info", "x"]).json is False
     assert (fp._bag_func, fu._bag_func, rp._bag_func) == (bags._cmd_from_pairs, bags._cmd_fuse, bags._cmd_report)
     assert parser.parse_args(["bag", "info", "x"])._bag_func is bags._cmd_info
-    assert isinstance(fp.pairs, Path) and isinstance(fu.output, Path) and isinstance(rp.outdir, Path)
+    home = Path.home()
+    for argv, names in ((["from-pairs", "~/a", "~/b"], ("pairs", "output")),
+                        (["fuse", "~/a", "~/b", "--params-file", "~/c"], ("input", "output", "params_file")),
+                        (["report", "~/a", "--input", "~/b", "--outdir", "~/c", "--params-file", "~/d"],
+                         ("recorded", "input", "outdir", "params_file")), (["info", "~/a"], ("bag",))):
+        args = parser.parse_args(["bag", *argv])  # paths: ~ expanded, an empty one refused
+        assert [getattr(args, n) for n in names] == [home / c for c in "abcd"[:len(names)]], argv
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bag", argv[0], ""] + argv[2:])
 
     def value(action, *argv):
         args = parser.parse_args(["bag", action, *(["r", "--input", "i", "--outdir", "o"] if action == "report"
@@ -790,7 +798,8 @@ def test_bag_command_defaults_and_ranges(capsys):
                 ("fuse", "--slop-ms", "10000", 10000.0), ("fuse", "--thermal-delay-ms", "-10000", -10000.0),
                 ("fuse", "--thermal-delay-ms", "10000", 10000.0), ("fuse", "--device", "cuda:1", "cuda:1"),
                 ("fuse", "--fuser", "classical", "classical"), ("fuse", "--storage", "sqlite3", "sqlite3"),
-                ("report", "--min-frames", "0", 0)]
+                ("from-pairs", "--seed", "0", 0), ("from-pairs", "--limit", "0", 0),
+                ("fuse", "--fuser", "diffmf", "diffmf"), ("report", "--min-frames", "0", 0)]
     for action, flag, text, expected in accepted:
         got = value(action, flag, text)
         assert got == expected and type(got) is type(expected), (action, flag, text, got)
@@ -808,7 +817,7 @@ def test_bag_command_defaults_and_ranges(capsys):
         with pytest.raises(SystemExit):
             value(action, flag, text)
         assert "error:" in capsys.readouterr().err, (action, flag, text)
-    for argv in (["report", "r", "--outdir", "o"], []):  # --input and an action are required
+    for argv in (["report", "r", "--outdir", "o"], ["report", "r", "--input", "i"], []):  # required
         with pytest.raises(SystemExit):
             parser.parse_args(["bag", *argv])
     capsys.readouterr()
