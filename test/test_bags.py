@@ -248,13 +248,14 @@ def test_fuse_counts_drops_and_single_source_frames(tmp_path, capsys):
 
 
 def write_bag(path: Path, messages: list[tuple[str, str, object, int]]) -> None:
+    """(topic, type, message or already serialised (possibly broken) CDR bytes, bag time) -> an mcap bag."""
     store = bags.make_typestore()
     writer = bags.open_writer(path, "mcap")
     conns = {}
     for topic, msgtype, msg, t in messages:
         if topic not in conns:
             conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
-        writer.write(conns[topic], t, store.serialize_cdr(msg, msgtype))
+        writer.write(conns[topic], t, msg if isinstance(msg, (bytes, memoryview)) else store.serialize_cdr(msg, msgtype))
     writer.close()
 
 
@@ -364,7 +365,8 @@ def test_demo_launch_plan():
     assert params[1]["use_sim_time"] is True and params[-1]["thermal_transport"] == "compressed"
 
 
-# ------------------------------------------------------------------ found by the scoped mutation run (docs/mutation.md, "tools/bag")
+# ------------------------------------------------------------------ found by the scoped mutation run
+# (docs/mutation.md, "tools/bag")
 
 T0 = 1_000_000_000
 STEP = 100_000_000  # 10 Hz
@@ -434,7 +436,8 @@ def test_report_numbers_summary_video_and_strip_exactly(tmp_path, capsys):
         "| device | cpu |",
         "| latency_ms p50 / p90 / p99 / max (FusionInfo) | 30.0 / 46.0 / 49.6 / 50.0 |",
         "| inference_ms p50 / p90 / p99 / max (FusionInfo) | 6.0 / 6.8 / 7.0 / 7.0 |",
-        "", f"Recorded bag: `{recorded}`. Files: `fused.mp4` (fused frames, mp4v), `strip.png` (rows: thermal, RGB, fused).",
+        "", f"Recorded bag: `{recorded}`. Files: `fused.mp4` (fused frames, mp4v), `strip.png` "
+        "(rows: thermal, RGB, fused).",
         "", "latency_ms under use_sim_time is the node's own time from the newer input's arrival to publication "
         "(see diffmf_ros/fusion_node.py).", ""])
     cap = cv2.VideoCapture(str(out / "fused.mp4"))
@@ -823,18 +826,6 @@ def test_bag_command_defaults_and_ranges(capsys):
     capsys.readouterr()
 
 
-def write_raw_bag(path: Path, messages: list[tuple[str, str, bytes, int]]) -> None:
-    """Like write_bag, with already serialised (possibly broken) CDR bytes."""
-    store = bags.make_typestore()
-    writer = bags.open_writer(path, "mcap")
-    conns = {}
-    for topic, msgtype, raw, t in messages:
-        if topic not in conns:
-            conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
-        writer.write(conns[topic], t, raw)
-    writer.close()
-
-
 def test_fuse_counts_every_kind_of_bad_message_and_times_each_pair(tmp_path, monkeypatch, capsys):
     """Broken CDR, broken camera_info and two frames of an unknown encoding are each counted and
     skipped (the run goes on); the latency of a pair is its frames' decode times plus its own
@@ -853,10 +844,11 @@ def test_fuse_counts_every_kind_of_bad_message_and_times_each_pair(tmp_path, mon
         if i < 2:
             msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, ser(bad, bags.IMAGE_TYPE), t - 1000))
         msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE,
-                     ser(bags.image_msg(store, np.full((48, 64), 40 * i, np.uint8), t, "thermal_camera"), bags.IMAGE_TYPE), t))
+                     ser(bags.image_msg(store, np.full((48, 64), 40 * i, np.uint8), t, "thermal_camera"),
+                         bags.IMAGE_TYPE), t))
         msgs.append((bags.RGB_TOPIC, bags.IMAGE_TYPE,
                      ser(bags.image_msg(store, np.full((48, 64, 3), 60, np.uint8), t, "rgb_camera"), bags.IMAGE_TYPE), t))
-    write_raw_bag(tmp_path / "in", msgs)
+    write_bag(tmp_path / "in", msgs)
     clock = iter(range(10**6))
     monkeypatch.setattr(bags.fuse, "time", SimpleNamespace(perf_counter=lambda: next(clock) / 1000.0))
     summary = bags.fuse_bag(tmp_path / "in", tmp_path / "out", {"fuser": "classical"}, progress=False, min_fused=3)

@@ -165,7 +165,8 @@ def test_refuse_inputs_checks_every_input_after_a_none(tmp_path):
 
 def test_writable_parent_refuses_a_file_parent_and_a_read_only_folder(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(OutputError, match=f"^{tmp_path / 'afile' / 'sub' / 'x'}: {tmp_path / 'afile'} is a file, not a folder$"):
+    afile = tmp_path / "afile"
+    with pytest.raises(OutputError, match=f"^{afile / 'sub' / 'x'}: {afile} is a file, not a folder$"):
         op.check_results(tmp_path / "afile" / "sub", ["a.png"])
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -234,7 +235,8 @@ def test_replace_dir_refuses_a_foreign_output_naming_where_the_new_one_is(tmp_pa
     out, new = tmp_path / "out", tmp_path / "new"
     out.mkdir()
     new.mkdir()
-    with pytest.raises(OutputError, match=f"^{out} appeared while writing and is not ours; the new output is kept in {new}$"):
+    with pytest.raises(OutputError, match=f"^{out} appeared while writing and is not ours; the new output is kept "
+                       f"in {new}$"):
         op.replace_dir(new, out, is_ours=lambda p: False)
 
 
@@ -301,7 +303,8 @@ def test_bag_output_messages_and_defaults(tmp_path):
     with pytest.raises(OutputError, match="exists already"):
         op.check_bag_output(bag)
     with pytest.raises(OutputError, match=f"^{bag} exists and is not a rosbag2 bag folder written by `diffmf bag` "
-                       r"\(no .diffmf-bag listing its files\); --overwrite only replaces such a bag: choose another output$"):
+                       r"\(no .diffmf-bag listing its files\); --overwrite only replaces such a bag: choose another "
+                       "output$"):
         op.check_bag_output(bag, overwrite=True)
     op.seal_bag(bag, "bag")
     op.check_bag_output(bag, overwrite=True)
