@@ -142,6 +142,8 @@ def test_from_pairs_dronevehicle_layout_strips_border(tmp_path):
         assert np.array_equal(th[3], ir_ref) and np.array_equal(rgb[3], vi_ref)
         # exactly the documented crop of the 840x712 original
         assert np.array_equal(rgb[3], read_image(train / "trainimg" / name, "color")[100:612, 100:740])
+    assert cli(["bag", "from-pairs", str(train), str(tmp_path / "kept"), "--keep-border", "--quiet"]) == 0
+    assert {m[3].shape[:2] for m in read_bag(tmp_path / "kept")[bags.RGB_TOPIC]} == {(712, 840)}
 
 
 def test_info(tmp_path, capsys):
@@ -370,24 +372,28 @@ def test_demo_launch_plan():
 
 T0 = 1_000_000_000
 STEP = 100_000_000  # 10 Hz
+DELAY = 5_000_000  # thermal stamps 5 ms after RGB (within the 20 ms slop)
+PATTERN = np.add.outer(np.arange(24) * 9, np.arange(32) * 7).astype(np.uint8)  # the half-size fused frames
 
 
 def played_and_recorded(tmp_path: Path, shift_ns: int = 0) -> tuple[Path, Path]:
-    """A played bag (5 thermal + 5 RGB raw frames at 10 Hz, thermal i a constant 10 (i + 1), RGB i a
-    constant green 20 (i + 1)) and a bag "recorded from the node" with 5 fused frames (the last two
-    at half size), FusionInfos of every mode and 4 thermal frames seen by the recorder."""
+    """A played bag (5 thermal + 5 RGB raw frames at 10 Hz, thermal i a constant 10 (i + 1) 5 ms after
+    RGB i, a constant green 20 (i + 1); a thermal frame without partner; a String topic) and a bag
+    "recorded from the node" with 5 fused frames (the last two mono8 at half size), FusionInfos of
+    every mode and 4 thermal + 2 RGB frames seen by the recorder."""
     from diffmf_core.tools.bag.common import ns_to_time
 
     store = bags.make_typestore()
     played = []
     for i in range(5):
         t = T0 + i * STEP + shift_ns
-        played.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE,
-                       bags.image_msg(store, np.full((48, 64), 10 * (i + 1), np.uint8), t, "thermal_camera"), t))
+        played.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bags.image_msg(
+            store, np.full((48, 64), 10 * (i + 1), np.uint8), t + DELAY, "thermal_camera"), t + DELAY))
         played.append((bags.RGB_TOPIC, bags.IMAGE_TYPE,
                        bags.image_msg(store, np.full((48, 64, 3), (0, 20 * (i + 1), 0), np.uint8), t, "rgb_camera"), t))
     t = T0 + 9 * STEP + shift_ns  # a thermal frame without a partner
     played.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((48, 64), np.uint8), t, "th"), t))
+    played.append(("/chatter", "std_msgs/msg/String", store.types["std_msgs/msg/String"](data="hi"), T0))
     write_bag(tmp_path / f"played{shift_ns}", played)
     if (tmp_path / "recorded").exists():
         return tmp_path / f"played{shift_ns}", tmp_path / "recorded"
@@ -395,10 +401,10 @@ def played_and_recorded(tmp_path: Path, shift_ns: int = 0) -> tuple[Path, Path]:
     recorded = []
     for i, mode in enumerate([0, 0, 3, 1, 2]):  # fused, fused, classical, rgb-only, thermal-only
         t = T0 + i * STEP
-        size = (48, 64) if i < 3 else (24, 32)
-        recorded.append((bags.FUSED_TOPIC, bags.IMAGE_TYPE,
-                         bags.image_msg(store, np.full((*size, 3), 200 + i, np.uint8), t, "rgb_camera"), t + 1))
-        info = Info(header=bags.header(store, t, "rgb_camera"), thermal_stamp=ns_to_time(store, 0 if mode == 1 else t),
+        img = np.full((48, 64, 3), 200 + i, np.uint8) if i < 3 else PATTERN + i
+        recorded.append((bags.FUSED_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, img, t, "rgb_camera"), t + 1))
+        info = Info(header=bags.header(store, t, "rgb_camera"),
+                    thermal_stamp=ns_to_time(store, 0 if mode == 1 else t + DELAY),
                     rgb_stamp=ns_to_time(store, 0 if mode == 2 else t), homography=np.eye(3).reshape(9),
                     registration_quality=np.float32(1), mode=mode, inference_ms=np.float32(5 + i),
                     latency_ms=np.float32(10 * (i + 1)), model_name="net" if mode == 0 else "gff")
@@ -406,6 +412,9 @@ def played_and_recorded(tmp_path: Path, shift_ns: int = 0) -> tuple[Path, Path]:
         if i < 4:
             recorded.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE,
                              bags.image_msg(store, np.zeros((4, 4), np.uint8), t, "thermal_camera"), t))
+        if i < 2:
+            recorded.append((bags.RGB_TOPIC, bags.IMAGE_TYPE,
+                             bags.image_msg(store, np.zeros((4, 4, 3), np.uint8), t, "rgb_camera"), t))
     write_bag(tmp_path / "recorded", recorded)
     return tmp_path / f"played{shift_ns}", tmp_path / "recorded"
 
@@ -424,7 +433,7 @@ def test_report_numbers_summary_video_and_strip_exactly(tmp_path, capsys):
     assert summary == "\n".join([
         "# diffmf demo summary", "", "| | |", "|---|---|",
         f"| input bag | `{played}`: thermal 6, RGB 5 frames |",
-        "| frames seen on the input topics (recorder) | `/thermal/image_raw` 4 |",
+        "| frames seen on the input topics (recorder) | `/rgb/image_raw` 2, `/thermal/image_raw` 4 |",
         "| pairs the synchronizer can form (offline, node parameters) | 5 |",
         "| unpaired input frames (no partner within the slop) | 1 |",
         "| fused frames out (`/fused/image`) | 5 (`/fused/info` 5) |",
@@ -444,18 +453,22 @@ def test_report_numbers_summary_video_and_strip_exactly(tmp_path, capsys):
     assert (cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)) == (5, 10)
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 48)
     cap.release()
-    strip = cv2.imread(str(out / "strip.png"))
-    assert strip.shape == (3 * 48, 4 * 64, 3)
-    cells = [[tuple(int(v) for v in np.median(strip[r * 48:(r + 1) * 48, c * 64:(c + 1) * 64].reshape(-1, 3), axis=0))
-              for c in range(4)] for r in range(3)]
-    assert cells == [[(10,) * 3, (20,) * 3, (0,) * 3, (50,) * 3],  # frame 3 is RGB-only: no thermal
-                     [(0, 20, 0), (0, 40, 0), (0, 80, 0), (0, 0, 0)],  # frame 4 is thermal-only
-                     [(200,) * 3, (201,) * 3, (203,) * 3, (204,) * 3]]
+    def cell(value):
+        return np.broadcast_to(np.asarray(value, np.uint8), (48, 64, 3))
+
+    def resized(i):  # a half-size mono8 frame as the video and the strip get it
+        return cv2.resize(cv2.cvtColor(PATTERN + i, cv2.COLOR_GRAY2BGR), (64, 48), interpolation=cv2.INTER_AREA)
+
+    expected = np.vstack([np.hstack([cell((10,) * 3), cell((20,) * 3), cell(0), cell((50,) * 3)]),  # 3: RGB-only
+                          np.hstack([cell((0, 20, 0)), cell((0, 40, 0)), cell((0, 80, 0)), cell(0)]),  # 4: thermal-only
+                          np.hstack([cell((200,) * 3), cell((201,) * 3), resized(3), resized(4)])])
+    assert np.array_equal(cv2.imread(str(out / "strip.png")), expected)
 
     # the API: numbers, the default device, another outdir
     numbers = bags.write_report(recorded, played, tmp_path / "api", bags.load_node_params())
     assert numbers == {
-        "frames_in": {"thermal": 6, "rgb": 5}, "frames_delivered": {bags.THERMAL_TOPIC: 4}, "pairs_expected": 5,
+        "frames_in": {"thermal": 6, "rgb": 5}, "frames_delivered": {bags.THERMAL_TOPIC: 4, bags.RGB_TOPIC: 2},
+        "pairs_expected": 5,
         "frames_out": 5, "frames_resized": 2, "video_size": "64x48", "infos_out": 5, "pairs_fused": 3, "pairs_lost": 2,
         "unpaired_frames": 1, "modes": {"fused": 2, "classical": 1, "rgb-only": 1, "thermal-only": 1},
         "models": ["gff", "net"], "device": "", "latency_ms": [10.0, 20.0, 30.0, 40.0, 50.0],
@@ -491,7 +504,8 @@ def test_info_text_json_and_metadata_mismatch_exactly(tmp_path, capsys):
     assert cli(["bag", "info", str(played)]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [
-        f"bag:       {played}", "messages:  11", "duration:  0.900 s", "start/end: 1.000000 / 1.900000 s",
+        f"bag:       {played}", "messages:  12", "duration:  0.900 s", "start/end: 1.000000 / 1.900000 s",
+        "  /chatter                 1           -  std_msgs/msg/String",
         f"  {bags.RGB_TOPIC}           5     4.44 Hz  sensor_msgs/msg/Image",
         f"  {bags.THERMAL_TOPIC}       6     5.56 Hz  sensor_msgs/msg/Image"]
     assert err.strip() == (f"warning: metadata.yaml says 7 message(s) on {bags.THERMAL_TOPIC}, the storage holds 6 "
@@ -499,8 +513,9 @@ def test_info_text_json_and_metadata_mismatch_exactly(tmp_path, capsys):
     assert cli(["bag", "info", str(played), "--json"]) == 0
     out = capsys.readouterr().out
     assert out.startswith('{\n  "path"') and json.loads(out) == {
-        "path": str(played), "messages": 11, "duration_s": 0.9, "start_ns": T0, "end_ns": T0 + 9 * STEP,
+        "path": str(played), "messages": 12, "duration_s": 0.9, "start_ns": T0, "end_ns": T0 + 9 * STEP,
         "topics": {bags.THERMAL_TOPIC: {"type": bags.IMAGE_TYPE, "count": 6, "rate_hz": 5.556},
+                   "/chatter": {"type": "std_msgs/msg/String", "count": 1, "rate_hz": None},
                    bags.RGB_TOPIC: {"type": bags.IMAGE_TYPE, "count": 5, "rate_hz": 4.444}},
         "metadata_mismatch": {bags.THERMAL_TOPIC: {"metadata": 7, "storage": 6}}}
     # one message: no rate, no duration; a topic without messages
@@ -644,6 +659,13 @@ def test_fuse_flags_reach_fuse_bag_and_an_explicit_model_is_checked(tmp_path, fa
     minimal.write_text("n:\n  ros__parameters:\n    fuser: classical\n")
     assert cli(args + ["--fuser", "diffmf", "--params-file", str(minimal)]) == 0
     assert fake_fuse["fuser"] == (None, None, "auto", True)
+    # without a fuser key the fuser is diffmf: --weights applies, is checked, and a fallback is an error
+    nokey = tmp_path / "nokey.yaml"
+    nokey.write_text("n:\n  ros__parameters:\n    half_precision: false\n")
+    fake_fuse["summary"] = FuseSummary(fused=3, modes={"classical": 3})
+    assert cli(args + ["--params-file", str(nokey), "--weights", "w.safetensors"]) == 1
+    assert fake_fuse["fuser"] == ("w.safetensors", None, "auto", False)
+    fake_fuse["summary"] = FuseSummary(fused=2, modes={"fused": 2}, model_name="net")
     # a model that cannot be used is an error, never the classical fallback
     fake_fuse["error"] = RuntimeError("no such weights")
     capsys.readouterr()
@@ -836,7 +858,9 @@ def test_fuse_counts_every_kind_of_bad_message_and_times_each_pair(tmp_path, mon
     store = bags.make_typestore()
     ser = store.serialize_cdr
     msgs = [("/thermal/camera_info", bags.CAMERA_INFO_TYPE, b"\x00\x01\x00\x00garbage", 1),
-            (bags.THERMAL_TOPIC, bags.IMAGE_TYPE, b"\x00\x01\x00\x00not an image", 2)]
+            ("/thermal/camera_info", bags.CAMERA_INFO_TYPE, b"\x00\x01\x00\x00garbage", 2),
+            (bags.THERMAL_TOPIC, bags.IMAGE_TYPE, b"\x00\x01\x00\x00not an image", 3),
+            (bags.THERMAL_TOPIC, bags.IMAGE_TYPE, b"\x00\x01\x00\x00not an image", 4)]
     for i in range(3):
         t = T0 + i * STEP
         bad = bags.image_msg(store, np.zeros((4, 4), np.uint8), t - 1000, "thermal_camera")
@@ -854,8 +878,8 @@ def test_fuse_counts_every_kind_of_bad_message_and_times_each_pair(tmp_path, mon
     summary = bags.fuse_bag(tmp_path / "in", tmp_path / "out", {"fuser": "classical"}, progress=False, min_fused=3)
     assert capsys.readouterr().err == ""  # no progress bar when progress=False
     assert (summary.messages, summary.frames, summary.decoded, summary.used, summary.fused) == (
-        10, {"thermal": 6, "rgb": 3}, {"thermal": 3, "rgb": 3}, {"thermal": 3, "rgb": 3}, 3)
-    assert summary.decode_errors == {"camera_info": 1, "bad_cdr": 1, "unknown_encoding": 2}
+        12, {"thermal": 7, "rgb": 3}, {"thermal": 3, "rgb": 3}, {"thermal": 3, "rgb": 3}, 3)
+    assert summary.decode_errors == {"camera_info": 2, "bad_cdr": 2, "unknown_encoding": 2}
     assert summary.latencies_ms == pytest.approx([3.0] * 3, abs=1e-9) and summary.model_name == "gff"
     assert summary.sync == {"matched": 3, "dropped_thermal": 0, "dropped_rgb": 0, "duplicates": 0, "out_of_order": 0,
                             "resets": 0, "stamp_order_drops": 0, "frame_id_drops": 0}
@@ -976,3 +1000,132 @@ def test_iter_messages_names_the_storage_error():
     with pytest.raises(bags.BagError) as caught:
         got.extend(bags.iter_messages(Reader()))
     assert got == [("c", 1, b"")] and str(caught.value) == "rec: bag is truncated or corrupt (ValueError: bad chunk)"
+
+
+def test_from_pairs_cli_passes_seed_overwrite_and_quiet(tmp_path, capsys):
+    make_pairs(tmp_path / "pairs", n=8)
+    out = tmp_path / "bag"
+    argv = ["bag", "from-pairs", str(tmp_path / "pairs"), str(out), "--seed", "5", "--drop", "0.3", "--quiet"]
+    assert cli(argv) == 0 and capsys.readouterr().err == ""
+    plan = bags.plan_stamps(8, 30.0, drop=0.3, seed=5)
+    got = read_bag(out)
+    for camera, topic in (("thermal", bags.THERMAL_TOPIC), ("rgb", bags.RGB_TOPIC)):
+        assert [m[1] for m in got[topic]] == [p.stamp_ns for p in plan if p.camera == camera]
+    assert cli(argv + ["--overwrite"]) == 0
+
+
+def test_report_flags_defaults_frame_rate_and_failures(tmp_path, monkeypatch, capsys):
+    """--params-file is read, --overwrite replaces an earlier report, the API refuses one by
+    default; the video frame rate comes from the RGB stamps (30 Hz without two distinct ones); a
+    recording without fused frames; an outdir that is a file; nested new outdirs; the three files
+    are moved in from a hidden folder inside outdir; a clean-up that fails keeps the error."""
+    import fnmatch
+    import os
+
+    from diffmf_core.tools.bag import report as report_module
+
+    played, recorded = played_and_recorded(tmp_path)
+    out = tmp_path / "rep"
+    args = ["bag", "report", str(recorded), "--input", str(played), "--outdir", str(out)]
+    other = tmp_path / "p.yaml"
+    other.write_text("n:\n  ros__parameters:\n    rgb_topic: missing/topic\n")
+    assert cli(args + ["--params-file", str(other)]) == 2
+    assert "no rgb image topic (/missing/topic or /missing/topic/compressed)" in capsys.readouterr().err
+    moves = []
+    real_replace = os.replace
+    monkeypatch.setattr(report_module.os, "replace", lambda a, b: moves.append((Path(a), Path(b))) or real_replace(a, b))
+    assert cli(args) == 0
+    monkeypatch.undo()
+    files = [(a, b) for a, b in moves if b.name in bags.report.REPORT_FILES]
+    assert sorted(b.name for _, b in files) == ["fused.mp4", "strip.png", "summary.md"]
+    assert all(a.parent.parent == out and fnmatch.fnmatchcase(a.parent.name, ".diffmf-report.*.partial")
+               and b.parent == out for a, b in files)
+    assert cli(args + ["--overwrite"]) == 0
+    with pytest.raises(bags.BagError, match="exist already"):
+        bags.write_report(recorded, played, out, bags.load_node_params())
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("x")
+    assert cli(["bag", "report", str(recorded), "--input", str(played), "--outdir", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.strip() == (f"diffmf bag: error: {tmp_path / 'afile'} is a file, not a folder; "
+                                               "choose a folder for the outputs")
+
+    # frame rate: two RGB frames 0.2 s apart -> 5 Hz; one RGB frame -> 30 Hz; a recording of one fused frame
+    store = bags.make_typestore()
+    rec1 = tmp_path / "rec1"
+    write_bag(rec1, [(bags.FUSED_TOPIC, bags.IMAGE_TYPE,
+                      bags.image_msg(store, np.zeros((16, 16, 3), np.uint8), T0, "rgb_camera"), T0)])
+    for n, fps in ((2, 5.0), (1, 30.0)):
+        msgs = []
+        for i in range(n):
+            t = T0 + i * 2 * STEP
+            msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((16, 16), np.uint8), t, "t"), t))
+            msgs.append((bags.RGB_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((16, 16, 3), np.uint8), t, "r"), t))
+        write_bag(tmp_path / f"in{n}", msgs)
+        outdir = tmp_path / f"fps{n}" / "a" / "b"  # nested, made by the report
+        bags.write_report(rec1, tmp_path / f"in{n}", outdir, bags.load_node_params())
+        cap = cv2.VideoCapture(str(outdir / "fused.mp4"))
+        assert cap.get(cv2.CAP_PROP_FPS) == fps
+        cap.release()
+    # no fused topic at all: refused by --min-frames (default 1); the API without it names the topic
+    write_bag(tmp_path / "nofused", [(bags.INFO_TOPIC, "std_msgs/msg/String", store.types["std_msgs/msg/String"](data=""), 1)])
+    assert cli(["bag", "report", str(tmp_path / "nofused"), "--input", str(played), "--outdir", str(tmp_path / "r0")]) == 2
+    assert capsys.readouterr().err.strip() == (f"diffmf bag: error: {tmp_path / 'nofused'}: only 0 fused frame(s) "
+                                               "(expected at least 1); no report written")
+    with pytest.raises(bags.BagError, match=f"^{tmp_path / 'nofused'}: no /fused/image messages were recorded$"):
+        bags.write_report(tmp_path / "nofused", played, tmp_path / "r1", bags.load_node_params())
+    assert not (tmp_path / "r1").exists()
+    # a failing clean-up of a new outdir after an error: the error is still the one reported
+    shifted, _ = played_and_recorded(tmp_path, shift_ns=7_000_000)
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **k):
+        if Path(path).name == "strip.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_unlink(path, *a, **k)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert cli(["bag", "report", str(recorded), "--input", str(shifted), "--outdir", str(tmp_path / "r2")]) == 2
+    assert "is not the bag that was fused into" in capsys.readouterr().err
+
+
+def test_strip_scaling_missing_infos_and_summary_without_numbers(tmp_path):
+    from diffmf_core.tools.bag.report import _summary_markdown, _write_strip
+
+    played, _ = played_and_recorded(tmp_path)
+    samples = [(T0 + i, np.full((40, 500, 3), 100 + i, np.uint8)) for i in range(4)]  # no FusionInfo: black inputs
+    _write_strip(tmp_path / "strip.png", played, samples, {}, bags.load_node_params())
+    strip = cv2.imread(str(tmp_path / "strip.png"))
+    full = np.vstack([np.zeros((80, 2000, 3), np.uint8), np.hstack([s for _, s in samples])])
+    assert np.array_equal(strip, cv2.resize(full, None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA))
+    with pytest.raises(bags.BagError, match=f"^{tmp_path / 'no' / 'strip.png'}: cannot write the strip image$"):
+        _write_strip(tmp_path / "no" / "strip.png", played, samples[:1], {}, bags.load_node_params())
+    numbers = {"frames_in": {"thermal": 0, "rgb": 0}, "frames_delivered": {}, "pairs_expected": 0, "frames_out": 1,
+               "frames_resized": 0, "video_size": "1x1", "infos_out": 0, "pairs_fused": 0, "pairs_lost": 0,
+               "unpaired_frames": 0, "modes": {}, "models": [], "device": "", "latency_ms": [], "inference_ms": []}
+    text = _summary_markdown(numbers, Path("r"), Path("i"))
+    for row in ("| frames seen on the input topics (recorder) | not recorded |",
+                "| fused frames resized to the video size | 0 |", "| model | - |", "| device | - |",
+                "| latency_ms p50 / p90 / p99 / max (FusionInfo) | - |"):
+        assert row in text.splitlines(), row
+
+
+def test_info_rates_of_short_and_empty_bags(tmp_path, capsys):
+    store = bags.make_typestore()
+    string = store.types["std_msgs/msg/String"](data="x")
+    t0 = 1_700_000_000 * 10**9
+    write_bag(tmp_path / "b", [("/a", "std_msgs/msg/String", string, t0), ("/b", "std_msgs/msg/String", string, t0 + 5),
+                               ("/a", "std_msgs/msg/String", string, t0 + 10**9)])
+    info = bags.bag_info(tmp_path / "b")
+    assert {t: v["rate_hz"] for t, v in info["topics"].items()} == {"/a": 1.0, "/b": None}
+    assert cli(["bag", "info", str(tmp_path / "b")]) == 0
+    assert capsys.readouterr().out.splitlines()[3] == "start/end: 1700000000.000000 / 1700000001.000000 s"
+    write_bag(tmp_path / "same", [("/a", "std_msgs/msg/String", string, 7)] * 2)  # two messages, no duration
+    assert bags.bag_info(tmp_path / "same")["topics"]["/a"] == {"type": "std_msgs/msg/String", "count": 2, "rate_hz": None}
+    writer = bags.open_writer(tmp_path / "empty", "mcap")
+    writer.add_connection("/a", "std_msgs/msg/String", typestore=store)
+    writer.close()
+    info = bags.bag_info(tmp_path / "empty")
+    assert (info["messages"], info["duration_s"], info["start_ns"], info["end_ns"]) == (0, 0.0, None, None)
+    assert cli(["bag", "info", str(tmp_path / "empty")]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith(("duration", "start"))] == [
+        "duration:  0.000 s"]
