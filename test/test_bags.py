@@ -545,7 +545,7 @@ def test_fuse_options_topics_encoding_jpeg_agc_and_camera_info_defaults(tmp_path
     from diffmf_core.tools.bag.fuse import NothingFused
 
     store = bags.make_typestore()
-    msgs = []
+    msgs = [("/chatter", "std_msgs/msg/String", store.types["std_msgs/msg/String"](data="first"), T0 - 1)]
     for i in range(3):
         t = T0 + i * STEP
         ir16 = np.full((48, 64), 1000 + 400 * i, np.uint16)
@@ -555,12 +555,13 @@ def test_fuse_options_topics_encoding_jpeg_agc_and_camera_info_defaults(tmp_path
         msgs.append(("/cam/vis", bags.IMAGE_TYPE, bags.image_msg(store, np.full((48, 64, 3), 90, np.uint8), t, "vis"), t))
     write_bag(tmp_path / "in", msgs)
     params = {"fuser": "classical", "thermal_topic": "cam/ir", "rgb_topic": "/cam/vis", "thermal_agc_mode": "fixed",
-              "agc_low": 1000.0, "agc_high": 2000.0, "output_encoding": "mono8", "publish_compressed": True}
+              "agc_low": 1000.0, "agc_high": 2000.0, "output_encoding": "mono8", "publish_compressed": True,
+              "jpeg_quality": 50}
     summary = bags.fuse_bag(tmp_path / "in", tmp_path / "out", params, progress=False)
     assert summary.fused == 3 and summary.decode_errors == {}
     info = bags.bag_info(tmp_path / "out")
     assert {t: v["count"] for t, v in info["topics"].items()} == {
-        "/cam/ir": 3, "/cam/vis": 3, bags.FUSED_TOPIC: 3, bags.FUSED_TOPIC + "/compressed": 3, bags.INFO_TOPIC: 3,
+        "/chatter": 1, "/cam/ir": 3, "/cam/vis": 3, bags.FUSED_TOPIC: 3, bags.FUSED_TOPIC + "/compressed": 3, bags.INFO_TOPIC: 3,
         "/fused/camera_info": 3}
     with bags.open_reader(tmp_path / "out") as reader:
         by_topic = {}
@@ -568,6 +569,9 @@ def test_fuse_options_topics_encoding_jpeg_agc_and_camera_info_defaults(tmp_path
             by_topic.setdefault(conn.topic, []).append(store.deserialize_cdr(raw, conn.msgtype))
     assert {m.encoding for m in by_topic[bags.FUSED_TOPIC]} == {"mono8"}
     assert {m.format for m in by_topic[bags.FUSED_TOPIC + "/compressed"]} == {"mono8; jpeg compressed mono8"}
+    for raw, jpeg in zip(by_topic[bags.FUSED_TOPIC], by_topic[bags.FUSED_TOPIC + "/compressed"]):  # quality 50
+        pixels = bags.decode_msg(raw, bags.IMAGE_TYPE, 1 << 20)
+        assert bytes(jpeg.data) == bytes(compressed_msg(store, pixels, 0, "", "jpeg", 50).data)
     for cam in by_topic["/fused/camera_info"]:
         roi = cam.roi
         assert (cam.binning_x, cam.binning_y, roi.x_offset, roi.y_offset, roi.width, roi.height, roi.do_rectify) \
@@ -591,19 +595,28 @@ def test_fuse_options_topics_encoding_jpeg_agc_and_camera_info_defaults(tmp_path
     only = bags.fuse_bag(tmp_path / "in", tmp_path / "only", {"fuser": "classical"}, thermal_topic="/cam/ir",
                          rgb_topic="/cam/vis", copy_inputs=False, progress=False)
     assert only.fused == 3 and "/cam/ir" not in bags.bag_info(tmp_path / "only")["topics"]
+    assert only.messages == 6  # the image topics only: /chatter is not read
+    again = bags.fuse_bag(tmp_path / "in", tmp_path / "only", {"fuser": "classical"}, thermal_topic="/cam/ir",
+                          rgb_topic="/cam/vis", overwrite=True, progress=False)  # its own output, replaced
+    assert again.fused == 3 and "/chatter" in bags.bag_info(tmp_path / "only")["topics"]
+    # nothing pairs (thermal expected 50 ms later than it comes, no slop): by default that is no error
+    none = bags.fuse_bag(tmp_path / "in", tmp_path / "none", {**params, "sync_slop_s": 0.0, "thermal_delay_s": 0.05},
+                         progress=False)
+    assert none.fused == 0 and (tmp_path / "none").is_dir()
 
     # compressed cameras: camera_info next to the raw topic (a wrong size is counted)
     cam = OutputCamera(k=[50.0, 0, 5, 0, 50.0, 5, 0, 0, 1], d=[0.0] * 5, r=[1.0, 0, 0, 0, 1, 0, 0, 0, 1],
                        p=[50.0, 0, 5, 0, 0, 50.0, 5, 0, 0, 0, 1, 0])
-    msgs = [("/thermal/camera_info", bags.CAMERA_INFO_TYPE, bags.camera_info_msg(store, cam, 10, 10, 1, "x"), 1)]
+    msgs = [("/ir/camera_info", bags.CAMERA_INFO_TYPE, bags.camera_info_msg(store, cam, 10, 10, 1, "x"), 1)]
     for i in range(2):
         t = T0 + i * STEP
-        msgs.append((bags.THERMAL_TOPIC + "/compressed", bags.COMPRESSED_TYPE,
+        msgs.append(("/ir/image/compressed", bags.COMPRESSED_TYPE,
                      compressed_msg(store, np.full((48, 64), 50, np.uint8), t, "th"), t))
         msgs.append((bags.RGB_TOPIC + "/compressed", bags.COMPRESSED_TYPE,
                      compressed_msg(store, np.full((48, 64, 3), 50, np.uint8), t, "rgb"), t))
     write_bag(tmp_path / "cin", msgs)
-    summary = bags.fuse_bag(tmp_path / "cin", tmp_path / "cout", {"fuser": "classical"}, progress=False)
+    summary = bags.fuse_bag(tmp_path / "cin", tmp_path / "cout", {"fuser": "classical"},
+                            thermal_topic="/ir/image/compressed", progress=False)
     assert summary.fused == 2 and summary.decode_errors == {"camera_info_size": 2}
 
 
@@ -952,6 +965,18 @@ def test_write_pairs_bag_defaults_and_refusals(tmp_path, capsys):
     assert [m[1] for m in got[bags.THERMAL_TOPIC]] == want == [m[1] for m in got[bags.RGB_TOPIC]]
     with pytest.raises(bags.BagError, match="exists already"):
         bags.write_pairs_bag(pairs, out, progress=False)
+    bags.write_pairs_bag(pairs, tmp_path / "jpeg", compressed=True, jitter_ms=3.0, progress=False)
+    got = read_bag(tmp_path / "jpeg")
+    plan = bags.plan_stamps(3, 30.0, jitter_ms=3.0, seed=0, start_ns=start)
+    assert [m[1] for m in got[bags.RGB_TOPIC + "/compressed"]] == [p.stamp_ns for p in plan if p.camera == "rgb"]
+    from diffmf_core.live.imagecodec import encode_compressed
+    from diffmf_core.training.data import load_pair
+
+    store = bags.make_typestore()
+    with bags.open_reader(tmp_path / "jpeg") as reader:
+        conn = next(c for c in reader.connections if c.topic == bags.RGB_TOPIC + "/compressed")
+        first = store.deserialize_cdr(next(iter(bags.iter_messages(reader, [conn])))[2], bags.COMPRESSED_TYPE)
+    assert bytes(first.data) == encode_compressed(load_pair(pairs[0][1], pairs[0][2])[1], "jpeg", 90)[1]
 
     def refused(message, **kw):
         with pytest.raises(bags.BagError) as caught:
@@ -1011,7 +1036,15 @@ def test_from_pairs_cli_passes_seed_overwrite_and_quiet(tmp_path, capsys):
     got = read_bag(out)
     for camera, topic in (("thermal", bags.THERMAL_TOPIC), ("rgb", bags.RGB_TOPIC)):
         assert [m[1] for m in got[topic]] == [p.stamp_ns for p in plan if p.camera == camera]
-    assert cli(argv + ["--overwrite"]) == 0
+    assert cli(argv) == 2 and "exists already" in capsys.readouterr().err
+    assert cli(argv + ["--overwrite"]) == 0 and (out / ".diffmf-bag-from-pairs").is_file()
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(tmp_path / "pairs" / "bag"), "--quiet"]) == 2
+    assert "inside the input" in capsys.readouterr().err
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(tmp_path / "big"), "--max-pixels", "100"]) == 2
+    assert "exceeds the input limit of 100 px" in capsys.readouterr().err
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(tmp_path / "db"), "--storage", "sqlite3",
+                "--quiet"]) == 0
+    assert [p.suffix for p in (tmp_path / "db").iterdir() if p.suffix in (".mcap", ".db3")] == [".db3"]
 
 
 def test_report_flags_defaults_frame_rate_and_failures(tmp_path, monkeypatch, capsys):
@@ -1054,17 +1087,17 @@ def test_report_flags_defaults_frame_rate_and_failures(tmp_path, monkeypatch, ca
     rec1 = tmp_path / "rec1"
     write_bag(rec1, [(bags.FUSED_TOPIC, bags.IMAGE_TYPE,
                       bags.image_msg(store, np.zeros((16, 16, 3), np.uint8), T0, "rgb_camera"), T0)])
-    for n, fps in ((2, 5.0), (1, 30.0)):
+    for n, stamps, fps in ((2, (0, 2), 5.0), (1, (0,), 30.0), (2, (0, 0), 30.0), (3, (0, 0, 2), 10.0)):
         msgs = []
-        for i in range(n):
-            t = T0 + i * 2 * STEP
+        for i in stamps:
+            t = T0 + i * STEP
             msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((16, 16), np.uint8), t, "t"), t))
             msgs.append((bags.RGB_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((16, 16, 3), np.uint8), t, "r"), t))
-        write_bag(tmp_path / f"in{n}", msgs)
-        outdir = tmp_path / f"fps{n}" / "a" / "b"  # nested, made by the report
-        bags.write_report(rec1, tmp_path / f"in{n}", outdir, bags.load_node_params())
+        write_bag(tmp_path / f"in{stamps}", msgs)
+        outdir = tmp_path / f"fps{stamps}" / "a" / "b"  # nested, made by the report
+        bags.write_report(rec1, tmp_path / f"in{stamps}", outdir, bags.load_node_params())
         cap = cv2.VideoCapture(str(outdir / "fused.mp4"))
-        assert cap.get(cv2.CAP_PROP_FPS) == fps
+        assert cap.get(cv2.CAP_PROP_FPS) == fps, stamps
         cap.release()
     # no fused topic at all: refused by --min-frames (default 1); the API without it names the topic
     write_bag(tmp_path / "nofused", [(bags.INFO_TOPIC, "std_msgs/msg/String", store.types["std_msgs/msg/String"](data=""), 1)])
@@ -1079,7 +1112,7 @@ def test_report_flags_defaults_frame_rate_and_failures(tmp_path, monkeypatch, ca
     real_unlink = os.unlink
 
     def unlink(path, *a, **k):
-        if Path(path).name == "strip.png":
+        if Path(path).name == "fused.mp4":
             raise PermissionError(13, "Permission denied", str(path))
         return real_unlink(path, *a, **k)
 
@@ -1093,6 +1126,7 @@ def test_strip_scaling_missing_infos_and_summary_without_numbers(tmp_path):
 
     played, _ = played_and_recorded(tmp_path)
     samples = [(T0 + i, np.full((40, 500, 3), 100 + i, np.uint8)) for i in range(4)]  # no FusionInfo: black inputs
+    samples[1] = (T0 + 1, np.dstack([np.add.outer(np.arange(40) * 5, np.arange(500) % 97).astype(np.uint8)] * 3))
     _write_strip(tmp_path / "strip.png", played, samples, {}, bags.load_node_params())
     strip = cv2.imread(str(tmp_path / "strip.png"))
     full = np.vstack([np.zeros((80, 2000, 3), np.uint8), np.hstack([s for _, s in samples])])
@@ -1129,3 +1163,33 @@ def test_info_rates_of_short_and_empty_bags(tmp_path, capsys):
     assert cli(["bag", "info", str(tmp_path / "empty")]) == 0
     assert [line for line in capsys.readouterr().out.splitlines() if line.startswith(("duration", "start"))] == [
         "duration:  0.000 s"]
+
+
+def test_copy_connection_keeps_definitions_qos_and_types_unknown_to_the_typestore(tmp_path):
+    """Copied topics keep their QoS profiles and serialisation format, and a message type the
+    kilted typestore does not know is copied with the bag's own definition."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+    from rosbags.typesys import get_types_from_msg
+
+    from diffmf_core.tools.bag.common import copy_connection
+
+    custom = bags.make_typestore()
+    custom.register(get_types_from_msg("int32 x\n", "my_pkg/msg/Thing"))
+    zero = QosTime(0, 0)
+    qos = Qos(QosHistory.KEEP_LAST, 5, QosReliability.BEST_EFFORT, QosDurability.VOLATILE, zero, zero,
+              QosLiveliness.AUTOMATIC, zero, False)
+    writer = bags.open_writer(tmp_path / "in", "mcap")
+    thing = writer.add_connection("/thing", "my_pkg/msg/Thing", typestore=custom, offered_qos_profiles=[qos])
+    writer.write(thing, 1, custom.serialize_cdr(custom.types["my_pkg/msg/Thing"](x=3), "my_pkg/msg/Thing"))
+    writer.close()
+    with bags.open_reader(tmp_path / "in") as reader:
+        source = {c.topic: (c.msgtype, c.digest, c.msgdef.data, c.ext.serialization_format, c.ext.offered_qos_profiles)
+                  for c in reader.connections}
+        writer = bags.open_writer(tmp_path / "out", "mcap")
+        for conn in reader.connections:
+            copy_connection(writer, conn, bags.make_typestore())
+        writer.close()
+    with bags.open_reader(tmp_path / "out") as reader:
+        copied = {c.topic: (c.msgtype, c.digest, c.msgdef.data, c.ext.serialization_format, c.ext.offered_qos_profiles)
+                  for c in reader.connections}
+    assert copied == source and source["/thing"][4] == [qos]
