@@ -561,7 +561,8 @@ def test_fuse_options_topics_encoding_jpeg_agc_and_camera_info_defaults(tmp_path
     assert summary.fused == 3 and summary.decode_errors == {}
     info = bags.bag_info(tmp_path / "out")
     assert {t: v["count"] for t, v in info["topics"].items()} == {
-        "/chatter": 1, "/cam/ir": 3, "/cam/vis": 3, bags.FUSED_TOPIC: 3, bags.FUSED_TOPIC + "/compressed": 3, bags.INFO_TOPIC: 3,
+        "/chatter": 1, "/cam/ir": 3, "/cam/vis": 3, bags.FUSED_TOPIC: 3, bags.FUSED_TOPIC + "/compressed": 3,
+        bags.INFO_TOPIC: 3,
         "/fused/camera_info": 3}
     with bags.open_reader(tmp_path / "out") as reader:
         by_topic = {}
@@ -1091,8 +1092,8 @@ def test_report_flags_defaults_frame_rate_and_failures(tmp_path, monkeypatch, ca
         msgs = []
         for i in stamps:
             t = T0 + i * STEP
-            msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((16, 16), np.uint8), t, "t"), t))
-            msgs.append((bags.RGB_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((16, 16, 3), np.uint8), t, "r"), t))
+            for topic, shape in ((bags.THERMAL_TOPIC, (16, 16)), (bags.RGB_TOPIC, (16, 16, 3))):
+                msgs.append((topic, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros(shape, np.uint8), t, "x"), t))
         write_bag(tmp_path / f"in{stamps}", msgs)
         outdir = tmp_path / f"fps{stamps}" / "a" / "b"  # nested, made by the report
         bags.write_report(rec1, tmp_path / f"in{stamps}", outdir, bags.load_node_params())
@@ -1100,7 +1101,8 @@ def test_report_flags_defaults_frame_rate_and_failures(tmp_path, monkeypatch, ca
         assert cap.get(cv2.CAP_PROP_FPS) == fps, stamps
         cap.release()
     # no fused topic at all: refused by --min-frames (default 1); the API without it names the topic
-    write_bag(tmp_path / "nofused", [(bags.INFO_TOPIC, "std_msgs/msg/String", store.types["std_msgs/msg/String"](data=""), 1)])
+    string = store.types["std_msgs/msg/String"](data="")
+    write_bag(tmp_path / "nofused", [(bags.INFO_TOPIC, "std_msgs/msg/String", string, 1)])
     assert cli(["bag", "report", str(tmp_path / "nofused"), "--input", str(played), "--outdir", str(tmp_path / "r0")]) == 2
     assert capsys.readouterr().err.strip() == (f"diffmf bag: error: {tmp_path / 'nofused'}: only 0 fused frame(s) "
                                                "(expected at least 1); no report written")
