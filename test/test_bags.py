@@ -327,7 +327,7 @@ def test_fuse_interrupted_removes_partial_output(tmp_path, monkeypatch, capsys):
     pipeline.fuse_pair = fuse_pair
     monkeypatch.setattr(bags.fuse, "build_pipeline", lambda params: (pipeline, None, {"thermal": "t", "rgb": "r"}))
     assert cli(["bag", "fuse", str(bag), str(tmp_path / "out"), "--quiet"]) == 130
-    assert "partial output removed" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == "diffmf bag: interrupted; partial output removed"
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 
@@ -568,7 +568,7 @@ def test_fuse_options_topics_encoding_jpeg_agc_and_camera_info_defaults(tmp_path
         by_topic = {}
         for conn, _, raw in bags.iter_messages(reader):
             by_topic.setdefault(conn.topic, []).append(store.deserialize_cdr(raw, conn.msgtype))
-    assert {m.encoding for m in by_topic[bags.FUSED_TOPIC]} == {"mono8"}
+    assert {(m.encoding, m.is_bigendian) for m in by_topic[bags.FUSED_TOPIC]} == {("mono8", 0)}
     assert {m.format for m in by_topic[bags.FUSED_TOPIC + "/compressed"]} == {"mono8; jpeg compressed mono8"}
     for raw, jpeg in zip(by_topic[bags.FUSED_TOPIC], by_topic[bags.FUSED_TOPIC + "/compressed"]):  # quality 50
         pixels = bags.decode_msg(raw, bags.IMAGE_TYPE, 1 << 20)
@@ -1195,3 +1195,42 @@ def test_copy_connection_keeps_definitions_qos_and_types_unknown_to_the_typestor
         copied = {c.topic: (c.msgtype, c.digest, c.msgdef.data, c.ext.serialization_format, c.ext.offered_qos_profiles)
                   for c in reader.connections}
     assert copied == source and source["/thing"][4] == [qos]
+
+
+def test_plan_stamps_defaults_limits_and_the_jitter_draws():
+    """Frame i at start + i / rate, no delay and no jitter by default; with jitter the generator of
+    --seed (0 by default) draws the thermal then the RGB offset of each frame, uniform in +-jitter;
+    rate > 0, jitter below half a period and drop below 1, each refused with its message."""
+    start = 1_700_000_000 * 10**9
+    assert [(p.stamp_ns, p.pair, p.camera) for p in bags.plan_stamps(2, 10)] == [
+        (start, 0, "rgb"), (start, 0, "thermal"), (start + 10**8, 1, "rgb"), (start + 10**8, 1, "thermal")]
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(3):
+        draws.append(rng.uniform(-3.0, 3.0))  # thermal
+        rng.random()
+        draws.append(rng.uniform(-3.0, 3.0))  # rgb
+        rng.random()
+    plan = bags.plan_stamps(3, 10, jitter_ms=3.0)
+    got = {(p.pair, p.camera): p.stamp_ns for p in plan}
+    assert [got[(i, c)] for i in range(3) for c in ("thermal", "rgb")] == [
+        start + i // 2 * 10**8 + int(round(d * 1e6)) for i, d in enumerate(draws)]
+    assert plan == bags.plan_stamps(3, 10, jitter_ms=3.0, seed=0) != bags.plan_stamps(3, 10, jitter_ms=3.0, seed=1)
+    assert len(bags.plan_stamps(3, 0.5)) == 6 and len(bags.plan_stamps(2, 10, jitter_ms=40.0)) == 4
+    for kwargs, message in (({"rate_hz": 0}, "rate must be > 0"),
+                            ({"rate_hz": 10, "jitter_ms": 50.0}, "jitter must be in [0, 50.0) ms at 10 Hz to keep "
+                                                                 "frames in order"),
+                            ({"rate_hz": 10, "drop": 1.0}, "drop must be in [0, 1)"),
+                            ({"rate_hz": 10, "drop": 1.5}, "drop must be in [0, 1)")):
+        with pytest.raises(ValueError) as caught:
+            bags.plan_stamps(2, **kwargs)
+        assert str(caught.value) == message
+
+
+def test_typestore_without_the_fusion_info_definition_is_one_line(tmp_path, monkeypatch):
+    from diffmf_core.tools.bag import common
+
+    monkeypatch.setattr(common, "FUSION_INFO_MSG", tmp_path / "FusionInfo.msg")
+    with pytest.raises(bags.BagError) as caught:
+        bags.make_typestore()
+    assert str(caught.value) == f"{tmp_path / 'FusionInfo.msg'}: FusionInfo definition not found (source checkout expected)"
