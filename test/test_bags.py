@@ -1234,3 +1234,21 @@ def test_typestore_without_the_fusion_info_definition_is_one_line(tmp_path, monk
     with pytest.raises(bags.BagError) as caught:
         bags.make_typestore()
     assert str(caught.value) == f"{tmp_path / 'FusionInfo.msg'}: FusionInfo definition not found (source checkout expected)"
+
+
+def test_fuse_names_frames_without_a_frame_id_after_the_calibration(tmp_path):
+    """Images with an empty frame_id go out under the calibration file's camera frame name."""
+    calibration = tmp_path / "cal.yaml"
+    calibration.write_text("homography: [[1, 0, 0], [0, 1, 0], [0, 0, 1]]\nthermal_size: null\nrgb_size: null\n"
+                           "thermal_frame_id: cal_thermal\nrgb_frame_id: cal_rgb\n")
+    store = bags.make_typestore()
+    msgs = []
+    for i in range(2):
+        t = T0 + i * STEP
+        msgs.append((bags.THERMAL_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((16, 16), np.uint8), t, ""), t))
+        msgs.append((bags.RGB_TOPIC, bags.IMAGE_TYPE, bags.image_msg(store, np.zeros((16, 16, 3), np.uint8), t, ""), t))
+    write_bag(tmp_path / "in", msgs)
+    summary = bags.fuse_bag(tmp_path / "in", tmp_path / "out", {"fuser": "classical",
+                                                                "calibration_file": str(calibration)}, progress=False)
+    assert summary.fused == 2
+    assert {m[2] for m in read_bag(tmp_path / "out", [bags.FUSED_TOPIC])[bags.FUSED_TOPIC]} == {"cal_rgb"}
