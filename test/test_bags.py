@@ -1252,3 +1252,53 @@ def test_fuse_names_frames_without_a_frame_id_after_the_calibration(tmp_path):
                                                                 "calibration_file": str(calibration)}, progress=False)
     assert summary.fused == 2
     assert {m[2] for m in read_bag(tmp_path / "out", [bags.FUSED_TOPIC])[bags.FUSED_TOPIC]} == {"cal_rgb"}
+
+
+def test_copy_connection_of_a_connection_without_its_definition_uses_the_typestore(tmp_path):
+    """A connection read without its hash, its definition or both (bags from before rosbag2 stored
+    them) is copied with the typestore's definition of its type: the full definition and hash."""
+    from diffmf_core.tools.bag.common import copy_connection
+
+    with bags.open_reader(Path(__file__).resolve().parent.parent / "samples" / "m3svd_0117_1605") as reader:
+        conn = reader.connections[0]
+    no_def = conn.msgdef._replace(data="")
+    for name, partial in (("none", conn._replace(digest="", msgdef=no_def)), ("nohash", conn._replace(digest="")),
+                          ("nodef", conn._replace(msgdef=no_def))):
+        writer = bags.open_writer(tmp_path / name, "mcap")
+        copy_connection(writer, partial, bags.make_typestore())
+        writer.close()
+        with bags.open_reader(tmp_path / name) as reader:
+            copied = reader.connections[0]
+        assert (copied.digest, copied.msgdef.data) == (conn.digest, conn.msgdef.data), name
+
+
+def test_fuse_copies_topics_read_without_their_definitions(tmp_path, monkeypatch):
+    """fuse_bag hands its typestore to copy_connection: a bag whose connections come without their
+    definitions (older rosbag2) is copied with the full ones."""
+    from contextlib import contextmanager
+
+    make_pairs(tmp_path / "pairs", n=2)
+    assert cli(["bag", "from-pairs", str(tmp_path / "pairs"), str(tmp_path / "in"), "--quiet"]) == 0
+    real_open = bags.fuse.open_reader
+
+    class Stripped:
+        def __init__(self, reader):
+            self._reader = reader
+            self.connections = [c._replace(digest="", msgdef=c.msgdef._replace(data="")) for c in reader.connections]
+
+        def __getattr__(self, name):
+            return getattr(self._reader, name)
+
+    @contextmanager
+    def open_stripped(path):
+        with real_open(path) as reader:
+            yield Stripped(reader)
+
+    monkeypatch.setattr(bags.fuse, "open_reader", open_stripped)
+    assert bags.fuse_bag(tmp_path / "in", tmp_path / "out", {"fuser": "classical"}, progress=False).fused == 2
+    monkeypatch.undo()
+    with bags.open_reader(tmp_path / "in") as reader:
+        source = {c.topic: (c.digest, c.msgdef.data) for c in reader.connections}
+    with bags.open_reader(tmp_path / "out") as reader:
+        copied = {c.topic: (c.digest, c.msgdef.data) for c in reader.connections if c.topic in source}
+    assert copied == source
