@@ -35,6 +35,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # a pytest-xdist worker inherits the controller's environment, domain id included: each worker
     # claims its own, or the ROS tests of two workers would see each other's topics
     os.environ.pop("DIFFMF_TEST_ROS_ENV", None)
+    # PyTorch (and OpenMP) would start one compute thread per core in every worker and in every child
+    # process: more threads than cores, which spin-wait against each other (2 workers on 2 cores took
+    # 5-10x longer for some model tests while another process was busy). Share the cores out instead,
+    # unless OMP_NUM_THREADS is set already. Set before any test module imports torch.
+    if "OMP_NUM_THREADS" not in os.environ:
+        _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
 ROS_DOMAIN_ID = rosutil.apply_ros_env()
 
 # pytest-xdist (``make test`` runs two workers) starts its workers with SIGINT ignored, and an
