@@ -157,13 +157,14 @@ def test_bad_arguments_are_one_argparse_line(args, capsys):
 
 def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     data = make_pairs(tmp_path / "data", n=1)
+    stderr = []
     for args in (["bag", "from-pairs", str(data), str(tmp_path / "b"), "--start-time", "2147483647"],
                  ["fuse", "--preset", "bogus"], ["bag", "info", str(tmp_path / "nothing")]):
         proc = run_cli(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "error" in proc.stderr.strip().splitlines()[-1]
-    assert "ROS Time" in run_cli("bag", "from-pairs", str(data), str(tmp_path / "b"), "--start-time",
-                                 "2147483647").stderr
+        stderr.append(proc.stderr)
+    assert "ROS Time" in stderr[0]  # the start time's error names the limit it exceeds
     assert not (tmp_path / "b").exists()
 
 
