@@ -225,9 +225,16 @@ def run(args, node_log: Path, tmp: Path) -> dict:
             time.sleep(max(0.0, start + i / args.rate - time.monotonic()))
             sent.add(bench.send(frames[i % len(frames)]))
         send_s = time.monotonic() - start
+
+        def all_back() -> bool:  # under the lock: every sent pair has its output (nothing more can come)
+            return sent <= {o[1] for o in bench.outs}
+
         last_count = -1
-        while bench.wait(lambda: len(bench.outs) != last_count, 3.0):  # drain: until 3 s without output
+        # drain: until every sent pair is back, else until 3 s without output (the rest was dropped)
+        while bench.wait(lambda: len(bench.outs) != last_count or all_back(), 3.0):
             with bench.lock:
+                if all_back():
+                    break
                 last_count = len(bench.outs)
         time.sleep(1.0)  # two diagnostics periods: the node's counters include the last frames
         rss_end = proc.memory_info().rss
