@@ -257,15 +257,20 @@ class TargetLoss:
     def __init__(self, radius: int = 16, level: float = 20 / 255):
         self.radius, self.level = radius, level
 
+    def _square(self, pool, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """``pool`` (avg or max) over the (2r+1)-square around each pixel, as a row pass then a column
+        pass: the same values (windows clipped at the border) at O(r) instead of O(r^2) per pixel."""
+        r, size = self.radius, 2 * self.radius + 1
+        x = pool(x, (1, size), stride=1, padding=(0, r), **kwargs)
+        return pool(x, (size, 1), stride=1, padding=(r, 0), **kwargs)
+
     def _contrast(self, x: torch.Tensor) -> torch.Tensor:
-        size = 2 * self.radius + 1
-        return x - F.avg_pool2d(x, size, stride=1, padding=self.radius, count_include_pad=False)
+        return x - self._square(F.avg_pool2d, x, count_include_pad=False)
 
     def mask(self, ir: torch.Tensor) -> torch.Tensor:
         """1 on the warm pixels of ``ir`` (b, 1, h, w), 0 elsewhere."""
-        size = 2 * self.radius + 1
-        eroded = -F.max_pool2d(-ir, size, stride=1, padding=self.radius)
-        opened = F.max_pool2d(eroded, size, stride=1, padding=self.radius)
+        eroded = -self._square(F.max_pool2d, -ir)
+        opened = self._square(F.max_pool2d, eroded)
         return (ir - opened >= self.level).to(ir.dtype)
 
     def on_targets(self, ir: torch.Tensor) -> torch.Tensor:
