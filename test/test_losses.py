@@ -3,6 +3,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from diffmf_core.training.losses import FusionLoss, SobelGradient, ssim_torch
 from diffmf_core.training.metrics import ssim_index
@@ -274,6 +275,23 @@ def test_target_loss_is_zero_when_warm_targets_keep_their_contrast_and_one_when_
     on = loss.on_targets(ir)  # the warm square and 2 px around it; not its surroundings beyond
     assert on[0, 0, 25, 29] == 1 and on[0, 0, 20 - 2, 29] == 1 and on[0, 0, 20 - 3, 29] == 0
     assert on[0, 0, 60, 60] == 0
+
+
+def test_target_loss_radius_sets_the_target_size_and_its_separable_pools_equal_the_square_ones():
+    from diffmf_core.training.losses import TargetLoss
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 1, 70, 90, generator=gen)
+    for radius in (3, 48):  # 48: windows wider than the image, clipped at every border
+        loss, size = TargetLoss(radius=radius), 2 * radius + 1
+        box = F.avg_pool2d(x, size, stride=1, padding=radius, count_include_pad=False)
+        assert torch.allclose(loss._contrast(x), x - box, atol=1e-5)
+        opened = F.max_pool2d(-F.max_pool2d(-x, size, stride=1, padding=radius), size, stride=1, padding=radius)
+        assert torch.equal(loss.mask(x), (x - opened >= loss.level).to(x.dtype))
+    ir = torch.full((1, 1, 128, 128), 0.25)
+    ir[..., 40:80, 40:80] = 0.8  # a warm square 40 px wide: a target for radius 48, not for 16
+    assert TargetLoss(radius=48).mask(ir)[..., 40:80, 40:80].all() and TargetLoss(radius=48).mask(ir).sum() == 1600
+    assert TargetLoss(radius=16).mask(ir).sum() == 0
 
 
 def test_rule_loss_is_the_distance_to_the_rule_weighted_less_on_warm_targets():

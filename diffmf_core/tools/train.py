@@ -55,6 +55,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "decoder's rule away from warm targets (losses.RuleLoss; use with --lambda-target)")
     p.add_argument("--lambda-target", type=float_range(0), default=0.0,
                    help="weight of the warm-target loss (losses.TargetLoss), added to --loss (0: off)")
+    p.add_argument("--target-radius", type=int_range(1), default=16,
+                   help="radius in pixels of the warm-target loss's top-hat and surround box (losses.TargetLoss; "
+                        "also where --loss rule relieves warm pixels)")
     p.add_argument("--lambda-ssim", type=float_range(0), default=10.0, help="weight of the SSIM loss (Eq. 11)")
     p.add_argument("--lambda-text", type=float_range(0), default=20.0, help="weight of the texture loss (Eq. 12)")
     p.add_argument("--lambda-int", type=float_range(0), default=20.0, help="weight of the intensity loss (Eq. 13)")
