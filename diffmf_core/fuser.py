@@ -205,7 +205,7 @@ class SteadyVideoFuser:
 
     stamped = True  # fuse() takes the frame's stamp (FusionPipeline passes it)
 
-    def __init__(self, fuser: Fuser, smoothing: float = 0.65, cut: float = 0.1, frame_period_s: float = 1 / 30):
+    def __init__(self, fuser: Fuser, smoothing: float = 0.7, cut: float = 0.1, frame_period_s: float = 1 / 30):
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
         self.fuser, self.smoothing, self.cut, self.frame_period_s = fuser, smoothing, cut, frame_period_s

@@ -478,8 +478,8 @@ class ConstantFuser:
 @pytest.mark.parametrize("value, bound", [(1.0, 1.0), (0.0, 0.0)])
 def test_smoothed_enhancement_is_clipped_to_the_unit_range(value, bound):
     """Flat frames at 0.2 then 0.25 (one scene) fused as 1.0: the second frame's blend plus the
-    smoothed enhancement is 1.03 (0.25 + 0.35 * 0.75 + 0.65 * 0.8), clipped to 1; mirrored (0.8,
-    0.75, fused 0.0): -0.03, clipped to 0."""
+    smoothed enhancement is 1.035 (0.25 + 0.3 * 0.75 + 0.7 * 0.8), clipped to 1; mirrored (0.8,
+    0.75, fused 0.0): -0.035, clipped to 0."""
     from diffmf_core.fuser import SteadyVideoFuser
 
     steady = SteadyVideoFuser(ConstantFuser(value))

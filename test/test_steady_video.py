@@ -84,7 +84,7 @@ def test_a_scene_cut_or_a_new_size_starts_afresh(fuser):
 
 def test_the_pipeline_runs_video_through_it_unless_smoothing_is_zero():
     built = build_pipeline({"device": "cpu"})
-    assert isinstance(built.pipeline.model, SteadyVideoFuser) and built.pipeline.model.smoothing == 0.65
+    assert isinstance(built.pipeline.model, SteadyVideoFuser) and built.pipeline.model.smoothing == 0.7
     assert built.pipeline.model.name == "diffmf-live" and str(built.pipeline.model.device) == "cpu"
     assert isinstance(build_pipeline({"device": "cpu", "video_smoothing": 0.0}).pipeline.model, Fuser)
 
@@ -97,7 +97,7 @@ def test_stamps_set_the_weight_of_the_past_in_time(fuser):
         assert np.array_equal(by_count.fuse(ir, vi), by_time.fuse(ir, vi, stamp_s=100 + t * period))
     sparse = SteadyVideoFuser(fuser)
     sparse.fuse(*frames[0], stamp_s=100.0)
-    far = sparse.fuse(*frames[1], stamp_s=100.0 + 20 * period)  # weight 0.65 ** 20: the frame alone
+    far = sparse.fuse(*frames[1], stamp_s=100.0 + 20 * period)  # weight 0.7 ** 20: the frame alone
     assert np.abs(far.astype(int) - fuser.fuse(*frames[1]).astype(int)).max() <= 1
     back = sparse.fuse(*frames[2], stamp_s=99.0)  # time went back (a bag replayed again): start afresh
     assert np.array_equal(back, fuser.fuse(*frames[2]))

@@ -142,7 +142,7 @@ def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
                 size = {"fixed": fixed, "thermal": cal.thermal_size}.get(geometry, cal.rgb_size)
                 width, height = size or (640, 512)
                 model.warmup(height, width)
-            smoothing = float(params.get("video_smoothing", 0.65))
+            smoothing = float(params.get("video_smoothing", 0.7))
             if smoothing > 0:
                 model = SteadyVideoFuser(model, smoothing)
         except Exception as exc:  # noqa: BLE001 - missing/corrupt weights, OOM, ...: classical fallback

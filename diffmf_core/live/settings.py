@@ -93,7 +93,7 @@ class NodeSettings:
     weights: str = _s("", "weights .safetensors; empty = shipped weights of the preset")
     fallback_fuser: str = _s("gff", "classical fuser used when the network cannot run", choices=CLASSICAL_NAMES)
     warmup: bool = _s(True, "run one blank inference before activation")
-    video_smoothing: float = _s(0.65, "weight of the past 1/30 s in what the network adds to its sources "
+    video_smoothing: float = _s(0.7, "weight of the past 1/30 s in what the network adds to its sources "
                                       "(sharpening, contrast), for steadier video; 0 = each pair alone",
                                 lo=0.0, hi=0.95)
     output_encoding: str = _s("bgr8", "encoding of fused/image", choices=("bgr8", "mono8"), runtime=True)
