@@ -2,8 +2,10 @@
 
 Each subcommand lives in its own module, which exposes ``configure_parser(parser)`` and
 ``main(args) -> int``. Modules are imported only when their subcommand runs, so ``diffmf --help``
-stays fast and a missing optional dependency only affects the subcommand that needs it. Each
-subcommand's help ends with examples (``EXAMPLES``). An exception that a subcommand does not turn
+stays fast and a missing optional dependency only affects the subcommand that needs it; a module
+imports torch, the network, training/, rclpy and rosbags only in the functions that run the
+command, so ``diffmf COMMAND --help`` and argument errors are fast too (test_cli_inputs checks it).
+Each subcommand's help ends with examples (``EXAMPLES``). An exception that a subcommand does not turn
 into its own error message becomes one line and exit code 1 (``DIFFMF_TRACEBACK=1`` re-raises it).
 Ctrl-C and SIGTERM end every subcommand with one line and exit code 130.
 """

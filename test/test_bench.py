@@ -10,7 +10,7 @@ import torch
 
 from diffmf_core import cli
 from diffmf_core.common import argtypes
-from diffmf_core.tools import bench
+from diffmf_core.tools import bench_cases
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def test_mamba_ssm_backend_skipped_on_cpu(tmp_path, capsys):
 
 def test_budget_stops_early():
     calls = []
-    times = bench.time_runs(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=5, budget_s=0.0)
+    times = bench_cases.time_runs(lambda: calls.append(1), torch.device("cpu"), warmup=2, repeats=5, budget_s=0.0)
     assert len(times) == 1 and len(calls) == 3
 
 
@@ -60,13 +60,13 @@ def test_compile_falls_back_cleanly(monkeypatch, capsys):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    fn, used = bench.make_runner(lambda a: a + 1, (1,), "compile", torch.device("cpu"))
+    fn, used = bench_cases.make_runner(lambda a: a + 1, (1,), "compile", torch.device("cpu"))
     assert used == "eager" and fn() == 2
     assert "running eager" in capsys.readouterr().err
 
 
 def test_cuda_graph_runner_is_eager_on_cpu(capsys):
-    fn, used = bench.make_runner(lambda a: a * 2, (torch.ones(3),), "cuda_graph", torch.device("cpu"))
+    fn, used = bench_cases.make_runner(lambda a: a * 2, (torch.ones(3),), "cuda_graph", torch.device("cpu"))
     assert used == "eager" and fn().tolist() == [2.0, 2.0, 2.0]
     assert "--cuda-graph ignored" in capsys.readouterr().err
 

@@ -331,6 +331,24 @@ def test_help_lists_every_subcommand_and_describes_every_option():
     assert "--overwrite" in run_cli("fuse", "--help").stdout
 
 
+HEAVY_MODULES = ("torch", "rclpy", "rosbags", "diffmf_core.fuser", "diffmf_core.models", "diffmf_core.training")
+
+
+def test_parsers_import_no_torch_ros_or_network():
+    """`diffmf COMMAND --help` and argument errors stay fast (0.1-0.4 s, not 2-3 s): building every
+    subcommand's parser imports none of torch, rclpy, rosbags, the network or training/; the commands
+    import them when they run. A fresh interpreter, as this one has torch loaded already."""
+    code = ("import sys\n"
+            "from diffmf_core.cli import SUBCOMMANDS, build_parser, main\n"
+            "for name in SUBCOMMANDS:\n"
+            "    build_parser(name)\n"
+            "assert main(['fuse', '--bogus']) == 2 and main(['bench', '--repeats', '0']) == 2\n"
+            f"print(sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
 def test_fuse_ir_and_vi_accept_folders(tmp_path, capsys):
     data = make_pairs(tmp_path / "data", n=3)
     out = tmp_path / "out"

@@ -297,10 +297,10 @@ def test_row15_sigterm_is_exit_130_with_a_line(tmp_path, monkeypatch, capsys, co
 
 
 def test_row16_eval_checks_the_clip_before_it_evaluates(tmp_path, monkeypatch, capsys):
-    import diffmf_core.tools.eval as eval_cmd
+    import diffmf_core.training.evaluation as evaluation
 
     data = make_pairs(tmp_path / "data")
-    monkeypatch.setattr(eval_cmd, "default_datasets", lambda: [data])
+    monkeypatch.setattr(evaluation, "default_datasets", lambda: [data])
     (tmp_path / "empty").mkdir()
     assert cli(["eval", "--methods", "mean", "--clip", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no pair folders" in last_line(capsys) and not (tmp_path / "o").exists()
@@ -341,11 +341,11 @@ def test_row18_refused_runs_leave_no_folder_or_marker(tmp_path, capsys):
 
 def test_row19_messages_are_one_clear_line(tmp_path, monkeypatch, capsys):
     import diffmf_core.tools.export as export_cmd
-    import diffmf_core.tools.fuse as fuse_cmd
+    import diffmf_core.training.data as data_module
 
     data = make_pairs(tmp_path / "data", n=1, size=(80, 96))
     # OpenCV's exception class is named by its module, not "error: error:"
-    monkeypatch.setattr(fuse_cmd, "load_pair", lambda *a, **k: (_ for _ in ()).throw(cv2.error("OpenCV: bad")))
+    monkeypatch.setattr(data_module, "load_pair", lambda *a, **k: (_ for _ in ()).throw(cv2.error("OpenCV: bad")))
     assert cli(["fuse", "--data", str(data), "--out", str(tmp_path / "o")] + MEAN) == 1
     line = last_line(capsys)
     assert "cv2.error: OpenCV: bad" in line and "error: error" not in line

@@ -7,6 +7,9 @@ any pixel memory is allocated.
 - ``header_size(data)``: the same for data starting as PNG, JPEG, BMP or TIFF; None for other data.
 - ``file_image_size(path)``: ``header_size`` of a file, reading only its head (TIFF: its first
   directory); None when the format is not one of these or the header lies beyond what was read.
+- ``MAX_PIXELS``: the default input limit (the node's ``max_image_pixels``); ``size_limit_problem(
+  width, height, max_pixels)`` says why a size exceeds a limit (None within it, or with no limit);
+  ``format_pixels(n)`` writes a pixel count for such messages.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD
 # markers that carry no length field
 _STANDALONE_MARKERS = {0x01, 0xD8} | set(range(0xD0, 0xD8))
 HEAD_BYTES = 1 << 20  # a file's first MiB holds its header (JPEG: unless the APP segments are larger)
+MAX_PIXELS = 4096 * 4096  # the node's max_image_pixels default (config/fuse.yaml)
 
 
 class HeaderError(ValueError):
@@ -131,3 +135,16 @@ def file_image_size(path: str | Path) -> tuple[int, int] | None:
             if head.startswith(JPEG_MAGIC) and len(head) == HEAD_BYTES:  # the SOF may follow large APP segments
                 return header_size(head + fh.read(), read_at)
             raise
+
+
+def format_pixels(pixels: int) -> str:
+    """A pixel count for messages: "7,680 px" below 0.1 MP, else "16.8 MP"."""
+    return f"{pixels:,} px" if pixels < 100_000 else f"{pixels / 1e6:.1f} MP"
+
+
+def size_limit_problem(width: int, height: int, max_pixels: int | None) -> str | None:
+    """"WxH = N exceeds the input limit of M (--max-pixels raises it)", or None within the limit."""
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    return (f"{width}x{height} = {format_pixels(width * height)} exceeds the input limit of "
+            f"{format_pixels(max_pixels)} (--max-pixels raises it)")

@@ -4,7 +4,8 @@ tables, contact sheets and flicker are diffmf_core.training.evaluation.
 For every dataset root it writes under ``--out/<dataset>/`` the files of ``evaluate_methods`` (the
 metrics and warm-target retention of each method);
 ``--out/results.md`` collects all tables, which are also printed. ``--clip DIR`` adds each method's
-temporal flicker (``clip_flicker``) to ``--out/flicker.md``.
+temporal flicker (``clip_flicker``) to ``--out/flicker.md``. training/ (and torch with it) is
+imported when the command runs, not to build its parser.
 """
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ from diffmf_core.common.argtypes import int_range, path_arg
 from diffmf_core.common.outputs import OutputError, results_folder
 from diffmf_core.config import PRESETS
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
-from diffmf_core.training.data import DataError, find_pairs, write_bytes
-from diffmf_core.training.evaluation import clip_flicker, default_datasets, evaluate_methods
 
 DEFAULT_METHODS = "diffmf,rule,mean,max,laplacian,gff,laplacian_max"
 
@@ -42,6 +41,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from diffmf_core.training.data import DataError, find_pairs
+    from diffmf_core.training.evaluation import default_datasets
+
     datasets = args.data or default_datasets()
     if not datasets:
         print("error: no --data given and the shared test sets were not found "
@@ -81,6 +83,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _evaluate(args, datasets, folders, fusers, results, outputs) -> int:
     """Evaluate into the checked, locked ``--out`` (``results``: the command's manifest)."""
+    from diffmf_core.training.data import DataError, write_bytes
+    from diffmf_core.training.evaluation import clip_flicker, evaluate_methods
+
     results.record(outputs)
     tables = []
     for root, name in zip(datasets, folders):

@@ -6,7 +6,8 @@ output ``fused`` (1, 1, H, W) in [0, 1], for the fixed H x W given at export (th
 levels are unrolled for that size). Exported with the legacy TorchScript exporter
 (``dynamo=False``), opset >= 17 (native LayerNormalization). After export the graph is run in
 onnxruntime on CPU on a seeded random pair and compared with PyTorch; the command fails when the
-max abs difference of the fused image reaches ``--tolerance`` (default 1e-3).
+max abs difference of the fused image reaches ``--tolerance`` (default 1e-3). torch and the
+network are imported by the functions that use them, not to build the command's parser.
 """
 from __future__ import annotations
 
@@ -17,25 +18,26 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from diffmf_core.common.argtypes import float_range, int_range, path_arg
 from diffmf_core.common.outputs import OutputError, check_file_output, file_mode, output_lock, record_file
 from diffmf_core.common.paths import default_weights_path
 from diffmf_core.config import get_preset
-from diffmf_core.models import DiffMF
-from diffmf_core.weights import WeightsError, load_model
 
 MIN_OPSET = 17
 
 
-def build_model(weights: str | Path | None = None, preset: str = "live") -> tuple[DiffMF, str]:
-    """The network to export and a description of where it came from.
+def build_model(weights: str | Path | None = None, preset: str = "live") -> tuple:
+    """(the DiffMF network to export, a description of where it came from).
 
     ``weights`` None: the shipped weights of ``preset`` if present, else a randomly initialised
     ``preset`` network (with a warning). The scan backend is forced to the portable chunked scan.
+    ``WeightsError`` when ``weights`` cannot be used.
     """
+    import torch
+
+    from diffmf_core.models import DiffMF
+    from diffmf_core.weights import load_model
+
     path = Path(weights) if weights else default_weights_path(preset)
     if weights or path.is_file():
         model = load_model(path, "cpu", expect_preset=None if weights else preset, scan_backend="chunked")
@@ -46,8 +48,10 @@ def build_model(weights: str | Path | None = None, preset: str = "live") -> tupl
     return DiffMF(get_preset(preset, scan_backend="chunked")).eval(), f"random {preset} (seed 0)"
 
 
-def export_onnx(model: DiffMF, path: str | Path, height: int, width: int, opset: int = MIN_OPSET) -> Path:
-    """Write ``model`` as ONNX for a fixed (1, 1, height, width) pair; returns the path."""
+def export_onnx(model, path: str | Path, height: int, width: int, opset: int = MIN_OPSET) -> Path:
+    """Write ``model`` (a DiffMF) as ONNX for a fixed (1, 1, height, width) pair; returns the path."""
+    import torch
+
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (LayerNormalization)")
     if model.cfg.scan_backend not in ("chunked", "auto"):
@@ -71,13 +75,16 @@ def export_onnx(model: DiffMF, path: str | Path, height: int, width: int, opset:
     return path
 
 
-def check_onnx(model: DiffMF, path: str | Path, height: int, width: int, seed: int = 0) -> dict:
-    """Run the ONNX file in onnxruntime (CPU) and PyTorch on one seeded random pair.
+def check_onnx(model, path: str | Path, height: int, width: int, seed: int = 0) -> dict:
+    """Run the ONNX file in onnxruntime (CPU) and ``model`` (a DiffMF) in PyTorch on one seeded
+    random pair.
 
     Returns max_abs_diff, mean_abs_diff, torch_ms, onnxruntime_ms and the node count.
     """
+    import numpy as np
     import onnx
     import onnxruntime as ort
+    import torch
 
     gen = torch.Generator().manual_seed(seed)
     ir = torch.rand(1, 1, height, width, generator=gen)
@@ -124,6 +131,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from diffmf_core.weights import WeightsError
+
     if args.height < 1 or args.width < 1 or args.opset < MIN_OPSET:
         print(f"error: --height/--width must be positive and --opset >= {MIN_OPSET}", file=sys.stderr)
         return 2
@@ -147,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
 
-def _export(args: argparse.Namespace, model: DiffMF, source: str, out: Path) -> int:
+def _export(args: argparse.Namespace, model, source: str, out: Path) -> int:
     """Export to the checked, locked ``out`` (listed in the folder's .diffmf-export) and check it."""
     start = time.perf_counter()
     try:

@@ -11,6 +11,7 @@ attention over all H*W tokens (Table VII's "pure transformer"; the cross-modal S
 
 The paper's attention formula 4 B (HW)^2 D counts a multiply-add as 2 FLOPs, i.e. the GFLOPs
 column; its totals (393.871 G SSM, 336852.764 G transformer) come from its own block layout.
+torch and the network are imported by ``flops_report``, not to build the command's parser.
 """
 from __future__ import annotations
 
@@ -19,23 +20,21 @@ import json
 import sys
 from collections import defaultdict
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from diffmf_core.config import DiffMFConfig, get_preset
-from diffmf_core.models import DiffMF
-from diffmf_core.modules.attention import SpatialAttention
-from diffmf_core.modules.exchange import CrossModalSSDExchange
-from diffmf_core.modules.vss import SSDMixer2D
 
 PAPER_TABLE_VII_GFLOPS = {"ssm": 393.871, "attention": 336852.764}
-MIXER_TYPES = (SSDMixer2D, SpatialAttention, CrossModalSSDExchange)
 
 
-def _mixer_names(model: torch.nn.Module) -> list[str]:
-    """Fully qualified names (as FlopCounterMode reports them) of the outermost token mixers."""
+def _mixer_names(model) -> list[str]:
+    """Fully qualified names (as FlopCounterMode reports them) of the outermost token mixers of
+    ``model`` (a DiffMF network)."""
+    from diffmf_core.modules.attention import SpatialAttention
+    from diffmf_core.modules.exchange import CrossModalSSDExchange
+    from diffmf_core.modules.vss import SSDMixer2D
+
     root = type(model).__name__
-    names = [name for name, m in model.named_modules() if isinstance(m, MIXER_TYPES)]
+    mixer_types = (SSDMixer2D, SpatialAttention, CrossModalSSDExchange)
+    names = [name for name, m in model.named_modules() if isinstance(m, mixer_types)]
     outer = [n for n in names if not any(n.startswith(o + ".") for o in names)]
     return [f"{root}.{n}" for n in outer]
 
@@ -47,6 +46,11 @@ def flops_report(cfg: DiffMFConfig, height: int = 512, width: int = 512) -> dict
     attention, plus the cross-modal SSD exchange), mixer_share, by_op (GFLOPs per aten op),
     scan_path. Runs on the meta device: no weights, no memory, a few seconds.
     """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from diffmf_core.models import DiffMF
+
     cfg = cfg.replace(scan_backend="chunked")
     with torch.device("meta"):
         model = DiffMF(cfg).eval()

@@ -6,7 +6,8 @@ classical name from ``baselines.CLASSICAL_FUSERS``. Any image size; pairs of dif
 handled by ``data.load_pair`` (infrared resized to the visible frame). A folder with unmatched
 names is refused before anything is written (exit 2); an unreadable pair is skipped and named, the
 others are written (exit 1). Ctrl-C leaves only complete PNGs (exit 130, diffmf_core.cli).
-``make_fuser`` is shared with ``diffmf eval``.
+``make_fuser`` is shared with ``diffmf eval``. The image reader (training/data.py) and the network
+(which import torch) are imported when the command runs, not to build its parser.
 """
 from __future__ import annotations
 
@@ -14,24 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from diffmf_core.baselines import CLASSICAL_FUSERS, ClassicalFuser
 from diffmf_core.common.argtypes import path_arg
-from diffmf_core.training.data import (MAX_PIXELS, DataError, find_pairs, format_pixels, image_size, load_pair,
-                                       size_limit_problem, write_image)
+from diffmf_core.common.imageheader import MAX_PIXELS, format_pixels, size_limit_problem
 
 METHOD_CHOICES = ["diffmf", *CLASSICAL_FUSERS]
-
-
-class NonFiniteOutput(RuntimeError):
-    """Stand-in when diffmf_core.fuser (which defines the real one) cannot be imported."""
-
-
-try:
-    from diffmf_core.fuser import NonFiniteOutput  # noqa: F811 - the fuser's own class when present
-except ImportError:
-    pass
 
 
 class FuserUnavailable(RuntimeError):
@@ -98,7 +86,7 @@ def size_problem(shape, fuser, max_pixels: int) -> str | None:
 
 def pairs_from_folders(ir_dir: Path, vi_dir: Path) -> list[tuple[str, Path, Path]]:
     """(name, ir, vi) for the images of two folders matched by file name stem (extensions may differ)."""
-    from diffmf_core.training.data import match_by_stem
+    from diffmf_core.training.data import DataError, match_by_stem
 
     pairs = match_by_stem(ir_dir, vi_dir, f"--ir {ir_dir} / --vi {vi_dir}")
     if not pairs:
@@ -132,6 +120,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from diffmf_core.common.outputs import OutputError, results_folder
+    from diffmf_core.training.data import DataError, find_pairs
 
     if args.data is not None and (args.ir or args.vi):
         print("error: give either --ir and --vi, or --data, not both", file=sys.stderr)
@@ -164,6 +153,8 @@ def main(args: argparse.Namespace) -> int:
 def _checked_sizes(ir_path: Path, vi_path: Path, fuser, max_pixels: int) -> None:
     """DataError naming the file when an image's header size is above the limit (the visible one
     also with DIFF-MF's memory estimate), before either is decoded."""
+    from diffmf_core.training.data import DataError, image_size
+
     for path, visible in ((ir_path, False), (vi_path, True)):
         size = image_size(path)
         if size is None:
@@ -176,6 +167,14 @@ def _checked_sizes(ir_path: Path, vi_path: Path, fuser, max_pixels: int) -> None
 
 def _fuse_pairs(args, pairs, names, fuser, results) -> int:
     """Fuse and write every pair (the output folder is checked and locked); skipped pairs are named."""
+    from tqdm import tqdm
+
+    from diffmf_core.training.data import DataError, load_pair, write_image
+    try:
+        from diffmf_core.fuser import NonFiniteOutput
+    except ImportError:  # no network here (make_fuser said so for diffmf): classical fusers never raise it
+        NonFiniteOutput = ()  # an empty tuple of exception types catches nothing
+
     failures, written = [], 0
     for (name, ir_path, vi_path), out_name in zip(tqdm(pairs, desc=f"fuse ({fuser.name})", unit="pair"), names):
         try:

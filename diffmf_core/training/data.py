@@ -4,7 +4,8 @@ Contract:
 - ``read_image(path, mode="unchanged"|"gray"|"color", max_pixels=MAX_PIXELS)``: PNG/JPG/BMP/TIF,
   8- or 16-bit (or float) -> uint8 HxW (gray) or HxWx3 BGR; raises ``DataError`` naming the file
   when it cannot be read, or when its width x height (read from the header before decoding,
-  diffmf_core.common.imageheader) exceeds ``max_pixels`` (None: no limit).
+  diffmf_core.common.imageheader, which also holds ``MAX_PIXELS`` and the message) exceeds
+  ``max_pixels`` (None: no limit).
   16-bit to 8-bit: ``value >> 8`` (full-range linear) when the image spans at least 4096 counts
   or is constant (its level is kept, not stretched to black); otherwise (e.g. raw 14-bit thermal
   counts packed in a narrow band) a linear stretch between the 0.5 and 99.5 percentiles, which
@@ -41,7 +42,7 @@ import torch
 from torch.utils.data import Dataset
 
 from diffmf_core.common.color import bgr_to_ycrcb, to_gray, unit_to_u8
-from diffmf_core.common.imageheader import HeaderError, file_image_size
+from diffmf_core.common.imageheader import MAX_PIXELS, HeaderError, file_image_size, size_limit_problem
 from diffmf_core.common.outputs import file_mode
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -49,7 +50,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 PAIR_LAYOUTS = (("ir", "vi"), ("trainimgr", "trainimg"), ("valimgr", "valimg"), ("testimgr", "testimg"))
 NARROW_RANGE_COUNTS = 4096  # 16-bit images spanning fewer counts are percentile-stretched
 MIN_STRETCH_SPAN = {np.dtype(np.uint16): 32.0}  # narrower percentile spans (counts) are not stretched
-MAX_PIXELS = 4096 * 4096  # the node's max_image_pixels default (config/fuse.yaml)
 WHITE_LEVEL = 200  # a border line is "near white" when every pixel on it is >= this
 MIN_BORDER = 2
 
@@ -84,19 +84,6 @@ def _to_u8(img: np.ndarray, path: Path) -> np.ndarray:
             stretched = _percentile_stretch(img)
         return unit_to_u8(img) if stretched is None else stretched
     raise DataError(f"{path}: unsupported pixel type {img.dtype}")
-
-
-def format_pixels(pixels: int) -> str:
-    """A pixel count for messages: "7,680 px" below 0.1 MP, else "16.8 MP"."""
-    return f"{pixels:,} px" if pixels < 100_000 else f"{pixels / 1e6:.1f} MP"
-
-
-def size_limit_problem(width: int, height: int, max_pixels: int | None) -> str | None:
-    """"WxH = N exceeds the input limit of M (--max-pixels raises it)", or None within the limit."""
-    if max_pixels is None or width * height <= max_pixels:
-        return None
-    return (f"{width}x{height} = {format_pixels(width * height)} exceeds the input limit of "
-            f"{format_pixels(max_pixels)} (--max-pixels raises it)")
 
 
 def image_size(path: str | Path) -> tuple[int, int] | None:

@@ -58,7 +58,8 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
     output is made) stops the run with BagError (no output)."""
     from tqdm import tqdm
 
-    from diffmf_core.training.data import DataError, image_size, load_pair, size_limit_problem
+    from diffmf_core.common.imageheader import size_limit_problem
+    from diffmf_core.training.data import DataError, image_size, load_pair
 
     for _, ir_path, vi_path in pairs:
         for path in (ir_path, vi_path):
