@@ -41,10 +41,9 @@ import numpy as np
 
 from diffmf_core.common.imageheader import JPEG_MAGIC as _JPEG_MAGIC
 from diffmf_core.common.imageheader import PNG_MAGIC as _PNG_MAGIC
-from diffmf_core.common.imageheader import HeaderError, jpeg_size, png_size
+from diffmf_core.common.imageheader import MAX_PIXELS, HeaderError, jpeg_size, png_size
 from diffmf_core.live.agc import ThermalAGC
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # encoding -> (channels, bytes per channel, conversion to BGR/gray or None)
 _ENCODINGS: dict[str, tuple[int, int, int | None]] = {
@@ -123,7 +122,7 @@ def _to_8bit(raw16: np.ndarray, agc: ThermalAGC | None, encoding: str) -> np.nda
 
 
 def decode_image(encoding: str, height: int, width: int, step: int, is_bigendian, data, *,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, agc: ThermalAGC | None = None) -> np.ndarray:
+                 max_pixels: int = MAX_PIXELS, agc: ThermalAGC | None = None) -> np.ndarray:
     """Decode sensor_msgs/Image fields to HxW uint8 or HxWx3 BGR uint8 (see module contract)."""
     encoding = "bgra8" if encoding == "8UC4" else encoding
     if encoding not in SUPPORTED_ENCODINGS:
@@ -214,7 +213,7 @@ def compressed_size(fmt: str, data) -> tuple[int, int]:
         raise ImageDecodeError(exc.kind, str(exc)) from None
 
 
-def decode_compressed(format: str, data, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+def decode_compressed(format: str, data, *, max_pixels: int = MAX_PIXELS,
                       agc: ThermalAGC | None = None) -> np.ndarray:
     """Decode sensor_msgs/CompressedImage (JPEG/PNG) to HxW uint8 or HxWx3 BGR uint8."""
     buf = _as_bytes_view(data)

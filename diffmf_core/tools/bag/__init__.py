@@ -28,6 +28,7 @@ import sys
 
 from diffmf_core.common.argtypes import device as device_arg
 from diffmf_core.common.argtypes import float_range, int_range, path_arg
+from diffmf_core.common.imageheader import MAX_PIXELS
 # The public functions of the actions, importable as diffmf_core.tools.bag.<name>.
 from diffmf_core.tools.bag.common import (  # noqa: F401
     CAMERA_INFO_TYPE, COMPRESSED_TYPE, FUSED_TOPIC, FUSION_INFO_TYPE, IMAGE_TYPE, INFO_TOPIC, MAX_DROP, MAX_STAMP_S,
@@ -73,7 +74,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     fp.add_argument("--start-time", type=float_range(0, MAX_STAMP_S), default=1_700_000_000.0,
                     help="first stamp, s since epoch (default 1700000000; stamps must stay below 2^31 s)")
     fp.add_argument("--limit", type=int_range(0), default=0, help="use only the first N pairs (0: all)")
-    fp.add_argument("--max-pixels", type=int_range(1), default=4096 * 4096,
+    fp.add_argument("--max-pixels", type=int_range(1), default=MAX_PIXELS,
                     help="largest image accepted, pixels (default 16777216, the node's max_image_pixels)")
     fp.add_argument("--keep-border", action="store_true", help="do not strip a DroneVehicle-style white border")
     fp.add_argument("--overwrite", action="store_true", help="replace an existing output bag (only a bag)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffmf_core.common.imageheader import MAX_PIXELS, size_limit_problem
 from diffmf_core.tools.bag.common import (BagError, COMPRESSED_TYPE, IMAGE_TYPE, MAX_STAMP_S, RGB_FRAME,
                                           RGB_TOPIC, THERMAL_FRAME, THERMAL_TOPIC, atomic_output,
                                           compressed_msg, image_msg, make_typestore, open_writer)
@@ -51,14 +52,13 @@ def write_pairs_bag(pairs, output: Path, *, storage: str = "mcap", compressed: b
                     quality: int = 90, rate: float = 30.0, jitter_ms: float = 0.0,
                     thermal_delay_ms: float = 0.0, drop: float = 0.0, seed: int = 0,
                     start_ns: int = 1_700_000_000_000_000_000, strip="auto", overwrite: bool = False,
-                    progress: bool = True, inputs=(), max_pixels: int = 4096 * 4096) -> dict:
+                    progress: bool = True, inputs=(), max_pixels: int = MAX_PIXELS) -> dict:
     """Write (name, ir_path, vi_path) pairs as a thermal+RGB bag; returns counts per topic.
     ``inputs``: paths the output must not touch (diffmf_core.common.outputs). An image above
     ``max_pixels`` (the node's max_image_pixels default, read from the file headers before any
     output is made) stops the run with BagError (no output)."""
     from tqdm import tqdm
 
-    from diffmf_core.common.imageheader import size_limit_problem
     from diffmf_core.training.data import DataError, image_size, load_pair
 
     for _, ir_path, vi_path in pairs:
