@@ -33,6 +33,7 @@ import numpy as np
 from diffmf_core.common.argtypes import device as device_arg
 from diffmf_core.common.argtypes import float_range, int_range
 from diffmf_core.common.argtypes import parse_size
+from diffmf_core.common.outputs import write_bytes
 from diffmf_core.live.sync import split_ns, stamp_to_ns
 
 
@@ -310,8 +311,6 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     writer = csv.DictWriter(text, fieldnames=list(row))
     writer.writeheader()
     writer.writerow(row)
-    from diffmf_core.training.data import write_bytes  # imports torch: not at module level, so the parser stays light
-
     path = write_bytes(args.out / f"{stem}.csv", text.getvalue().encode())
     print(f"wrote {path}")
     return 0

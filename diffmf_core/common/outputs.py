@@ -24,7 +24,8 @@ Contract (checked before anything is written; a violation raises ``OutputError``
   releases it when the process dies, so a killed run never leaves it stuck. A second run is
   refused naming the holder's process id.
 - Files get the user's umask (``file_mode``; temporary files made by ``tempfile`` are 0600 and
-  are chmod-ed before they are renamed into place).
+  are chmod-ed before they are renamed into place). ``write_bytes(path, data)`` writes a file
+  that way, atomically (the tool's results, its manifests).
 - ``replace_dir(tmp, output)`` puts a finished folder in place; an existing (already checked)
   output is moved aside first and removed only after the new one is in place.
 - ``clean_partials(output)`` removes hidden ``.<name>.*.partial`` folders of earlier runs whose
@@ -66,6 +67,23 @@ def file_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` atomically (temporary file next to the target, then ``os.replace``; the
+    temporary file is removed on any error or Ctrl-C); creates parent folders; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.lstrip('.')}.", suffix=".tmp", dir=path.parent)  # hidden
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; the file gets the user's umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _real(path) -> Path:
@@ -128,15 +146,7 @@ def _write_manifest(folder: Path, command: str, names) -> None:
         return
     doc = {"written_by": f"diffmf {command}", "note": "files this command wrote here; its --overwrite "
            "replaces only these", "files": sorted(names)}
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(doc, indent=1) + "\n")
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
 
 
 def record(folder, command: str, names) -> None:

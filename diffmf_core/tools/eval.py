@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from diffmf_core.common.argtypes import int_range, path_arg
-from diffmf_core.common.outputs import OutputError, results_folder
+from diffmf_core.common.outputs import OutputError, results_folder, write_bytes
 from diffmf_core.config import PRESETS
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
 
@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _evaluate(args, datasets, folders, fusers, results, outputs) -> int:
     """Evaluate into the checked, locked ``--out`` (``results``: the command's manifest)."""
-    from diffmf_core.training.data import DataError, write_bytes
+    from diffmf_core.training.data import DataError
     from diffmf_core.training.evaluation import clip_flicker, evaluate_methods
 
     results.record(outputs)

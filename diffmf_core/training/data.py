@@ -25,15 +25,13 @@ Contract:
   Same-size pairs are cropped by the border common to both; if sizes still differ the infrared
   image is resized (bilinear) to the visible image's size (the visible frame is the reference).
 - ``write_image(path, img)``: atomic image write (encode, write a temporary file next to the target,
-  ``os.replace``; the file gets the user's umask), the format chosen by the suffix; creates parent folders. ``write_bytes(path,
-  data)`` is the same for any bytes (CSV, Markdown).
+  ``os.replace``; the file gets the user's umask), the format chosen by the suffix; creates parent folders
+  (``common.outputs.write_bytes``, which does the same for any bytes: CSV, Markdown).
 - ``PairDataset``: torch Dataset of luminance pairs (see its docstring).
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -43,7 +41,7 @@ from torch.utils.data import Dataset
 
 from diffmf_core.common.color import bgr_to_ycrcb, to_gray, unit_to_u8
 from diffmf_core.common.imageheader import MAX_PIXELS, HeaderError, file_image_size, size_limit_problem
-from diffmf_core.common.outputs import file_mode
+from diffmf_core.common.outputs import write_bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # (infrared folder, visible folder) layouts understood by find_pairs, in priority order.
@@ -142,23 +140,6 @@ def write_image(path: str | Path, img: np.ndarray) -> Path:
     if not ok:
         raise DataError(f"{path}: cannot encode a {img.dtype} {img.shape} image")
     return write_bytes(path, buf.tobytes())
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` atomically (temporary file next to the target, then ``os.replace``; the
-    temporary file is removed on any error or Ctrl-C); creates parent folders; returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; the file gets the user's umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _natural_key(name: str) -> list:

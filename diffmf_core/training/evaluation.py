@@ -27,8 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from diffmf_core.common.color import to_gray
+from diffmf_core.common.outputs import write_bytes
 from diffmf_core.common.paths import shared_data_dir
-from diffmf_core.training.data import DataError, find_pairs, load_pair, write_bytes, write_image
+from diffmf_core.training.data import DataError, find_pairs, load_pair, write_image
 from diffmf_core.training.metrics import METRICS, evaluate_pair, target_retention, warm_targets
 
 DEFAULT_TEST_SETS = ("test/TNO", "test/DroneVehicle")
