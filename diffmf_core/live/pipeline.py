@@ -34,6 +34,7 @@ import numpy as np
 
 from diffmf_core.common.paths import repo_root
 from diffmf_core.live.registration import Registrar, load_calibration
+from diffmf_core.live.settings import NodeSettings
 
 MODE_FUSED = 0
 MODE_RGB_ONLY = 1
@@ -142,7 +143,7 @@ def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
                 size = {"fixed": fixed, "thermal": cal.thermal_size}.get(geometry, cal.rgb_size)
                 width, height = size or (640, 512)
                 model.warmup(height, width)
-            smoothing = float(params.get("video_smoothing", 0.7))
+            smoothing = float(params.get("video_smoothing", NodeSettings.video_smoothing))
             if smoothing > 0:
                 model = SteadyVideoFuser(model, smoothing)
         except Exception as exc:  # noqa: BLE001 - missing/corrupt weights, OOM, ...: classical fallback
