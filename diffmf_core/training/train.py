@@ -260,9 +260,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"resuming from {ckpt} at step {start}/{total}")
     torch.manual_seed(args.seed * 1000 + rank + start)  # data order differs per rank and resume point
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    target_loss = TargetLoss(radius=args.target_radius) if args.lambda_target > 0 else None
+    targets = TargetLoss(radius=args.target_radius)
+    target_loss = targets if args.lambda_target > 0 else None
     loss_fn = (ScoreLoss(VAL_CAP) if args.loss == "score" else
-               RuleLoss(cfg.pyramid_levels, TargetLoss(radius=args.target_radius)) if args.loss == "rule" else
+               RuleLoss(cfg.pyramid_levels, targets) if args.loss == "rule" else
                FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation,
                           text_overshoot=args.text_overshoot))
     parts_header = [*loss_fn.PARTS, *(TargetLoss.PARTS if target_loss else ())]
