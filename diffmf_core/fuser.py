@@ -23,7 +23,6 @@ import torch
 
 from diffmf_core.common.color import fuse_in_colour
 from diffmf_core.common.paths import DEFAULT_PRESET, default_weights_path
-from diffmf_core.live.settings import NodeSettings
 from diffmf_core.modules.pyramid_decoder import source_blend
 from diffmf_core.weights import WeightsError, load_model
 
@@ -206,8 +205,7 @@ class SteadyVideoFuser:
 
     stamped = True  # fuse() takes the frame's stamp (FusionPipeline passes it)
 
-    def __init__(self, fuser: Fuser, smoothing: float = NodeSettings.video_smoothing, cut: float = 0.1,
-                 frame_period_s: float = 1 / 30):
+    def __init__(self, fuser: Fuser, smoothing: float = 0.7, cut: float = 0.1, frame_period_s: float = 1 / 30):
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
         self.fuser, self.smoothing, self.cut, self.frame_period_s = fuser, smoothing, cut, frame_period_s

@@ -82,6 +82,13 @@ def test_a_scene_cut_or_a_new_size_starts_afresh(fuser):
     assert np.array_equal(steady.fuse(ir, vi), fuser.fuse(ir, vi))
 
 
+def test_the_api_default_smoothing_is_the_node_parameter_default(fuser):
+    """diffmf eval measures flicker with SteadyVideoFuser's default: it must be what the node runs."""
+    from diffmf_core.live.settings import NodeSettings
+
+    assert SteadyVideoFuser(fuser).smoothing == NodeSettings.video_smoothing
+
+
 def test_the_pipeline_runs_video_through_it_unless_smoothing_is_zero():
     built = build_pipeline({"device": "cpu"})
     assert isinstance(built.pipeline.model, SteadyVideoFuser) and built.pipeline.model.smoothing == 0.7
