@@ -12,6 +12,7 @@ Ctrl-C and SIGTERM end every subcommand with one line and exit code 130.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -66,6 +67,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _release_quietly(exc: BaseException) -> None:
+    """Free what an interrupt left behind in ``exc``'s frames, with destructor errors silenced: an
+    object interrupted in its constructor (a progress bar) fails in ``__del__``, and that error's
+    traceback would follow the one-line message."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        exc.__traceback__ = None
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -75,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             return int(importlib.import_module(args._module).main(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"diffmf {args.command}: interrupted (outputs are written atomically: no partial files)",
               file=sys.stderr)
+        _release_quietly(exc)
         return 130
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if os.environ.get("DIFFMF_TRACEBACK"):

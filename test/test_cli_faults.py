@@ -125,3 +125,29 @@ def test_interrupted_eval_leaves_only_complete_results(many_pairs, tmp_path):
     rows = list(csv.reader((out / "first" / "mean.csv").open()))
     assert [r[0] for r in rows] == ["image", "0000", "0001", "mean"]
     assert not (out / "pairs").exists() and not (out / "results.md").exists()
+
+
+def test_an_interrupt_inside_a_constructor_still_ends_in_one_line(monkeypatch, capsys):
+    """Ctrl-C while an object is half built (tqdm: __init__ interrupted before its fields exist, so
+    its __del__ fails): the command still ends with its one line and 130, no destructor traceback."""
+    import sys
+
+    from diffmf_core import cli
+    from diffmf_core.tools import eval as eval_cmd
+
+    class HalfBuilt:
+        def __init__(self):
+            raise KeyboardInterrupt  # before self.pos exists
+
+        def __del__(self):
+            self.pos.close()
+
+    def interrupted(args):
+        HalfBuilt()
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    monkeypatch.setattr(eval_cmd, "main", interrupted)
+    assert cli.main(["eval"]) == 130
+    assert unraisable == [] and capsys.readouterr().err == (
+        "diffmf eval: interrupted (outputs are written atomically: no partial files)\n")
