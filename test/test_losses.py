@@ -317,3 +317,21 @@ def test_rule_loss_is_the_distance_to_the_rule_weighted_less_on_warm_targets():
     assert parts["detail"].item() > 2 * parts["rule"].item() > 0 and value.item() == pytest.approx(
         parts["rule"].item() + parts["detail"].item())
     assert loss(rule + 0.1 * torch.rand_like(rule), ir, vi)[1]["detail"].item() < parts["detail"].item() / 4
+
+
+def test_rule_loss_detail_overshoot_prices_sharpening_beyond_the_rule():
+    from diffmf_core.modules.pyramid_decoder import rule_fusion
+    from diffmf_core.training.losses import RuleLoss, SobelGradient, TargetLoss
+
+    gen = torch.Generator().manual_seed(1)
+    ir = 0.25 + 0.05 * torch.rand(1, 1, 96, 96, generator=gen)
+    vi = 0.4 + 0.2 * torch.rand(1, 1, 96, 96, generator=gen)
+    rule = rule_fusion(ir, vi, 4)
+    blurred = torch.nn.functional.avg_pool2d(rule, 3, stride=1, padding=1, count_include_pad=False)
+    sharper = (rule + 0.5 * (rule - blurred)).clamp(0, 1)  # unsharp masking: more detail than the rule
+    free, held = RuleLoss(4, TargetLoss()), RuleLoss(4, TargetLoss(), detail_overshoot=1.0)
+    assert held(rule, ir, vi)[0].item() == pytest.approx(0.0, abs=1e-7)
+    excess = SobelGradient()(sharper) - SobelGradient()(rule)  # no warm target here: weight 1 everywhere
+    assert free(sharper, ir, vi)[1]["detail"].item() == pytest.approx(excess.clamp(max=0).abs().mean().item(), rel=1e-5)
+    assert held(sharper, ir, vi)[1]["detail"].item() == pytest.approx(excess.abs().mean().item(), rel=1e-5)
+    assert held(sharper, ir, vi)[1]["detail"].item() > 5 * free(sharper, ir, vi)[1]["detail"].item()

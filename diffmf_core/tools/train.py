@@ -58,6 +58,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-radius", type=int_range(1), default=16,
                    help="radius in pixels of the warm-target loss's top-hat and surround box (losses.TargetLoss; "
                         "also where --loss rule relieves warm pixels)")
+    p.add_argument("--detail-overshoot", type=float_range(0), default=0.0,
+                   help="--loss rule: weight of fused detail stronger than the rule's (0: free; 1: held at "
+                        "the rule's away from warm targets)")
     p.add_argument("--lambda-ssim", type=float_range(0), default=10.0, help="weight of the SSIM loss (Eq. 11)")
     p.add_argument("--lambda-text", type=float_range(0), default=20.0, help="weight of the texture loss (Eq. 12)")
     p.add_argument("--lambda-int", type=float_range(0), default=20.0, help="weight of the intensity loss (Eq. 13)")

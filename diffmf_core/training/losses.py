@@ -292,9 +292,11 @@ class RuleLoss:
     pixels themselves (``TargetLoss.on_targets``; their surroundings keep weight 1: a target must be
     made to stand out by itself, not by darkening its surroundings into a halo),
 
-        L_rule = mean W |fused - R|          L_detail = mean W relu(G(R) - G(fused))
+        L_rule = mean W |fused - R|          L_detail = mean W (relu(G(R) - G(fused)) + v relu(G(fused) - G(R)))
 
-    and the loss is their sum. L_rule keeps intensities; L_detail keeps the rule's fine detail, which
+    and the loss is their sum; v = ``detail_overshoot`` (0 by default: detail stronger than the
+    rule's is free; 1 holds the detail at the rule's, so that sharpening beyond the rule, which
+    costs faithfulness (MI, VIF) and steadiness on video, is bought only where it keeps a target). L_rule keeps intensities; L_detail keeps the rule's fine detail, which
     an intensity distance barely sees (losing every edge of a crop costs only a few grey levels
     on average). With ``TargetLoss`` it trains the network to decide where the rule is wrong (warm
     targets the brighter-source rule hides), changing no more than it must there, and to leave the
@@ -303,8 +305,8 @@ class RuleLoss:
     PARTS = ("rule", "detail")
     TARGET_WEIGHT = 0.25
 
-    def __init__(self, levels: int, targets: TargetLoss):
-        self.levels, self.targets = levels, targets
+    def __init__(self, levels: int, targets: TargetLoss, detail_overshoot: float = 0.0):
+        self.levels, self.targets, self.detail_overshoot = levels, targets, detail_overshoot
         self.gradient = SobelGradient()
 
     def __call__(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
@@ -314,5 +316,6 @@ class RuleLoss:
             rule_detail = self.gradient(rule)
             weight = 1 - (1 - self.TARGET_WEIGHT) * self.targets.on_targets(ir)
         intensity = (weight * (fused - rule).abs()).mean()
-        detail = (weight * (rule_detail - self.gradient(fused)).clamp(min=0)).mean()
+        excess = self.gradient(fused) - rule_detail
+        detail = (weight * ((-excess).clamp(min=0) + self.detail_overshoot * excess.clamp(min=0))).mean()
         return intensity + detail, {"rule": intensity, "detail": detail}
