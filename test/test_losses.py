@@ -277,6 +277,21 @@ def test_target_loss_is_zero_when_warm_targets_keep_their_contrast_and_one_when_
     assert on[0, 0, 60, 60] == 0
 
 
+def test_target_loss_share_stops_pushing_targets_that_keep_that_share():
+    from diffmf_core.training.losses import TargetLoss
+
+    ir = torch.full((1, 1, 64, 64), 0.25)
+    ir[..., 20:30, 24:34] = 0.8
+    kept = {k: 0.25 + k * (ir - 0.25) for k in (0.3, 0.6, 0.8)}  # the target at k of its contrast
+    assert TargetLoss(share=0.6)(kept[0.6], ir).item() == pytest.approx(0.0, abs=1e-5)
+    assert TargetLoss(share=0.6)(kept[0.8], ir).item() == pytest.approx(0.0, abs=1e-5)
+    assert TargetLoss(share=0.6)(kept[0.3], ir).item() == pytest.approx(0.5, abs=0.02)  # half of 0.6 lost
+    assert TargetLoss()(kept[0.6], ir).item() == pytest.approx(0.4, abs=0.02)
+    assert TargetLoss(share=0.6)(torch.full_like(ir, 0.5), ir).item() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="share"):
+        TargetLoss(share=0.0)
+
+
 def test_target_loss_radius_sets_the_target_size_and_its_separable_pools_equal_the_square_ones():
     from diffmf_core.training.losses import TargetLoss
 

@@ -246,16 +246,20 @@ class TargetLoss:
     its surroundings at least as much as the thermal image does. With c(x) = x - box_{2r+1}(x), a
     centre-surround contrast,
 
-        L_target = sum M min(relu(c(ir) - c(fused)), relu(c(ir))) / sum M relu(c(ir))
+        L_target = sum M min(relu(s c(ir) - c(fused)), s relu(c(ir))) / sum M s relu(c(ir))
 
-    0 when every warm pixel keeps its thermal contrast (or there is no target), 1 when they are all
-    lost (a target darker than its surroundings counts as lost, no more). The evaluation's
+    with s = ``share`` (1 by default: the whole thermal contrast). 0 when every warm pixel keeps that
+    share of its thermal contrast (or there is no target), 1 when they are all lost (a target darker
+    than its surroundings counts as lost, no more). A share below 1 stops pushing a target that
+    already stands out that much, so the push goes to the targets that are hidden. The evaluation's
     ``metrics.target_retention`` measures the same on whole blobs."""
 
     PARTS = ("target",)
 
-    def __init__(self, radius: int = 16, level: float = 20 / 255):
-        self.radius, self.level = radius, level
+    def __init__(self, radius: int = 16, level: float = 20 / 255, share: float = 1.0):
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must be in (0, 1], got {share!r}")
+        self.radius, self.level, self.share = radius, level, share
 
     def _square(self, pool, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """``pool`` (avg or max) over the (2r+1)-square around each pixel, as a row pass then a column
@@ -281,7 +285,7 @@ class TargetLoss:
     def __call__(self, fused: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             m = self.mask(ir)
-            c_ir = self._contrast(ir).clamp(min=0)
+            c_ir = self.share * self._contrast(ir).clamp(min=0)
         lost = torch.minimum((c_ir - self._contrast(fused)).clamp(min=0), c_ir)
         return (m * lost).sum() / (m * c_ir).sum().clamp(min=1e-6)
 
