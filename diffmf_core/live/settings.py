@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from diffmf_core.common.imageheader import MAX_PIXELS
+
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 CLASSICAL_NAMES = ("gff", "laplacian", "laplacian_max", "max", "mean", "rule")  # diffmf_core.baselines.CLASSICAL_FUSERS keys
 
@@ -73,7 +75,7 @@ class NodeSettings:
               "for the next frame (0 = wait: exact ApproximateTime)", lo=0.0, hi=1.0, runtime=True)
     thermal_delay_s: float = _s(0.0, "thermal stamps are this much later than RGB stamps, s", lo=-1.0, hi=1.0,
                                 runtime=True)
-    max_image_pixels: int = _s(16777216, "largest accepted input image, pixels", lo=1, hi=268435456, runtime=True)
+    max_image_pixels: int = _s(MAX_PIXELS, "largest accepted input image, pixels", lo=1, hi=268435456, runtime=True)
     thermal_agc_mode: str = _s("auto", "mono16 thermal to 8 bit: auto or fixed [agc_low, agc_high]",
                                choices=("auto", "fixed"), runtime=True)
     agc_low: float = _s(0.0, "raw count mapped to 0 (fixed AGC)", lo=0.0, hi=65535.0, runtime=True)

@@ -75,7 +75,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                     help="first stamp, s since epoch (default 1700000000; stamps must stay below 2^31 s)")
     fp.add_argument("--limit", type=int_range(0), default=0, help="use only the first N pairs (0: all)")
     fp.add_argument("--max-pixels", type=int_range(1), default=MAX_PIXELS,
-                    help="largest image accepted, pixels (default 16777216, the node's max_image_pixels)")
+                    help=f"largest image accepted, pixels (default {MAX_PIXELS}, the node's max_image_pixels)")
     fp.add_argument("--keep-border", action="store_true", help="do not strip a DroneVehicle-style white border")
     fp.add_argument("--overwrite", action="store_true", help="replace an existing output bag (only a bag)")
     fp.add_argument("--quiet", action="store_true", help="no progress bar")
