@@ -292,6 +292,25 @@ def test_target_loss_share_stops_pushing_targets_that_keep_that_share():
         TargetLoss(share=0.0)
 
 
+def test_target_loss_per_pixel_prices_lost_contrast_by_area():
+    from diffmf_core.training.losses import TargetLoss
+
+    ir = torch.full((1, 1, 64, 64), 0.25)
+    ir[..., 20:30, 24:34] = 0.8
+    half = 0.25 + 0.5 * (ir - 0.25)
+    per_pixel, per_target = TargetLoss(norm="pixels"), TargetLoss()
+    m = per_pixel.mask(ir)
+    c_ir = per_pixel._contrast(ir).clamp(min=0)
+    assert per_pixel(ir, ir).item() == pytest.approx(0.0, abs=1e-7)
+    assert per_pixel(half, ir).item() == pytest.approx((m * (c_ir - per_pixel._contrast(half))).mean().item(), rel=1e-5)
+    assert per_pixel(half, ir).item() == pytest.approx(per_target(half, ir).item() * (m * c_ir).mean().item(), rel=1e-5)
+    big = torch.zeros(1, 1, 128, 128) + 0.25  # the same target in a crop four times the area: a quarter of the price
+    big[..., 20:30, 24:34] = 0.8
+    assert per_pixel(0.25 + 0.5 * (big - 0.25), big).item() == pytest.approx(per_pixel(half, ir).item() / 4, rel=0.02)
+    with pytest.raises(ValueError, match="norm"):
+        TargetLoss(norm="area")
+
+
 def test_target_loss_radius_sets_the_target_size_and_its_separable_pools_equal_the_square_ones():
     from diffmf_core.training.losses import TargetLoss
 

@@ -61,6 +61,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-share", type=float_range(0, 1, lo_open=True), default=1.0,
                    help="share of its thermal contrast a warm target must keep before the warm-target loss "
                         "stops pushing (losses.TargetLoss; 1: all of it)")
+    p.add_argument("--target-norm", default="targets", choices=("targets", "pixels"),
+                   help="warm-target loss divided by the targets' thermal contrast (targets: 0..1 per crop) "
+                        "or by the pixel count (pixels: lost contrast priced per pixel, as --loss rule)")
     p.add_argument("--detail-overshoot", type=float_range(0), default=0.0,
                    help="--loss rule: weight of fused detail stronger than the rule's (0: free; 1: held at "
                         "the rule's away from warm targets)")

@@ -251,15 +251,22 @@ class TargetLoss:
     with s = ``share`` (1 by default: the whole thermal contrast). 0 when every warm pixel keeps that
     share of its thermal contrast (or there is no target), 1 when they are all lost (a target darker
     than its surroundings counts as lost, no more). A share below 1 stops pushing a target that
-    already stands out that much, so the push goes to the targets that are hidden. The evaluation's
+    already stands out that much, so the push goes to the targets that are hidden. With ``norm``
+    "pixels" the sum is divided by the number of pixels instead, sum M min(...) / (B H W): the lost
+    contrast priced per pixel, in the units of ``RuleLoss``, so that a small hidden target buys a
+    departure from the rule over about its own area, not over the whole crop. The evaluation's
     ``metrics.target_retention`` measures the same on whole blobs."""
 
     PARTS = ("target",)
 
-    def __init__(self, radius: int = 16, level: float = 20 / 255, share: float = 1.0):
+    NORMS = ("targets", "pixels")
+
+    def __init__(self, radius: int = 16, level: float = 20 / 255, share: float = 1.0, norm: str = "targets"):
         if not 0.0 < share <= 1.0:
             raise ValueError(f"share must be in (0, 1], got {share!r}")
-        self.radius, self.level, self.share = radius, level, share
+        if norm not in self.NORMS:
+            raise ValueError(f"norm must be one of {self.NORMS}, got {norm!r}")
+        self.radius, self.level, self.share, self.norm = radius, level, share, norm
 
     def _square(self, pool, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """``pool`` (avg or max) over the (2r+1)-square around each pixel, as a row pass then a column
@@ -287,6 +294,8 @@ class TargetLoss:
             m = self.mask(ir)
             c_ir = self.share * self._contrast(ir).clamp(min=0)
         lost = torch.minimum((c_ir - self._contrast(fused)).clamp(min=0), c_ir)
+        if self.norm == "pixels":
+            return (m * lost).mean()
         return (m * lost).sum() / (m * c_ir).sum().clamp(min=1e-6)
 
 

@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"resuming from {ckpt} at step {start}/{total}")
     torch.manual_seed(args.seed * 1000 + rank + start)  # data order differs per rank and resume point
     net = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
-    targets = TargetLoss(radius=args.target_radius, share=args.target_share)
+    targets = TargetLoss(radius=args.target_radius, share=args.target_share, norm=args.target_norm)
     target_loss = targets if args.lambda_target > 0 else None
     loss_fn = (ScoreLoss(VAL_CAP) if args.loss == "score" else
                RuleLoss(cfg.pyramid_levels, targets, args.detail_overshoot, args.rule_target_weight) if args.loss == "rule" else
