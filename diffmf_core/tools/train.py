@@ -67,8 +67,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detail-overshoot", type=float_range(0), default=0.0,
                    help="--loss rule: weight of fused detail stronger than the rule's (0: free; 1: held at "
                         "the rule's away from warm targets)")
-    p.add_argument("--rule-target-weight", type=float_range(0, 1), default=0.25,
-                   help="--loss rule: weight of departures from the rule on warm pixels (1: no relief)")
     p.add_argument("--lambda-ssim", type=float_range(0), default=10.0, help="weight of the SSIM loss (Eq. 11)")
     p.add_argument("--lambda-text", type=float_range(0), default=20.0, help="weight of the texture loss (Eq. 12)")
     p.add_argument("--lambda-int", type=float_range(0), default=20.0, help="weight of the intensity loss (Eq. 13)")

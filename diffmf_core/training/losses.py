@@ -301,7 +301,7 @@ class TargetLoss:
 
 class RuleLoss:
     """Stay the decoder's rule except where a warm target needs otherwise. With R = ``rule_fusion(ir,
-    vi)``, G = ``SobelGradient`` and a weight W of 1 everywhere but ``target_weight`` on the warm
+    vi)``, G = ``SobelGradient`` and a weight W of 1 everywhere but ``TARGET_WEIGHT`` on the warm
     pixels themselves (``TargetLoss.on_targets``; their surroundings keep weight 1: a target must be
     made to stand out by itself, not by darkening its surroundings into a halo),
 
@@ -316,10 +316,10 @@ class RuleLoss:
     rest as it is."""
 
     PARTS = ("rule", "detail")
+    TARGET_WEIGHT = 0.25
 
-    def __init__(self, levels: int, targets: TargetLoss, detail_overshoot: float = 0.0, target_weight: float = 0.25):
-        self.levels, self.targets = levels, targets
-        self.detail_overshoot, self.target_weight = detail_overshoot, target_weight
+    def __init__(self, levels: int, targets: TargetLoss, detail_overshoot: float = 0.0):
+        self.levels, self.targets, self.detail_overshoot = levels, targets, detail_overshoot
         self.gradient = SobelGradient()
 
     def __call__(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
@@ -327,7 +327,7 @@ class RuleLoss:
         with torch.no_grad():
             rule = rule_fusion(ir, vi, self.levels)
             rule_detail = self.gradient(rule)
-            weight = 1 - (1 - self.target_weight) * self.targets.on_targets(ir)
+            weight = 1 - (1 - self.TARGET_WEIGHT) * self.targets.on_targets(ir)
         intensity = (weight * (fused - rule).abs()).mean()
         excess = self.gradient(fused) - rule_detail
         detail = (weight * ((-excess).clamp(min=0) + self.detail_overshoot * excess.clamp(min=0))).mean()
