@@ -99,7 +99,8 @@ def test_two_process_ddp_ranks_end_identical(tiny_pairs, tmp_path):
 def test_holdout_validation_scores_and_keeps_only_a_network_that_beats_its_rule(tiny_pairs, tmp_path):
     out = tmp_path / "val"
     result = _run(_train_cmd(tiny_pairs, out, 4, "--holdout", "0[45]", "--val-every", "2", "--val-max", "2",
-                             "--loss", "rule", "--lambda-target", "0.5", "--target-radius", "8"))
+                             "--loss", "rule", "--lambda-target", "0.5", "--target-radius", "8",
+                             "--target-share", "0.8", "--target-norm", "pixels", "--detail-overshoot", "0.5"))
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [r.split(",") for r in (out / "val.csv").read_text().splitlines()]
     assert rows[0] == ["step", "score", "EN", "SD", "SF", "MI", "VIF", "AG", "TR"]
@@ -116,6 +117,7 @@ def test_holdout_validation_scores_and_keeps_only_a_network_that_beats_its_rule(
     assert "None" not in meta["command"] and "False" not in meta["command"]  # a command one can rerun
     assert "--lambda-target 0.5" in meta["command"] and "--loss rule" in meta["command"]
     assert "--target-radius 8" in meta["command"]
+    assert all(o in meta["command"] for o in ("--target-share 0.8", "--target-norm pixels", "--detail-overshoot 0.5"))
     log = (out / "log.csv").read_text().splitlines()
     assert log[0] == "step,lr,loss,rule,detail,target,seconds" and len(log) == 5
     if beaten:
