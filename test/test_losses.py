@@ -309,6 +309,9 @@ def test_target_loss_per_pixel_prices_lost_contrast_by_area():
     assert per_pixel(0.25 + 0.5 * (big - 0.25), big).item() == pytest.approx(per_pixel(half, ir).item() / 4, rel=0.02)
     with pytest.raises(ValueError, match="norm"):
         TargetLoss(norm="area")
+    from diffmf_core.cli import build_parser  # the parser spells the choices out (it imports no torch)
+    for norm in TargetLoss.NORMS:
+        assert build_parser("train").parse_args(["train", "--target-norm", norm]).target_norm == norm
 
 
 def test_target_loss_radius_sets_the_target_size_and_its_separable_pools_equal_the_square_ones():

@@ -61,7 +61,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-share", type=float_range(0, 1, lo_open=True), default=1.0,
                    help="share of its thermal contrast a warm target must keep before the warm-target loss "
                         "stops pushing (losses.TargetLoss; 1: all of it)")
-    p.add_argument("--target-norm", default="targets", choices=("targets", "pixels"),
+    p.add_argument("--target-norm", default="targets", choices=("targets", "pixels"),  # losses.TargetLoss.NORMS
                    help="warm-target loss divided by the targets' thermal contrast (targets: 0..1 per crop) "
                         "or by the pixel count (pixels: lost contrast priced per pixel, as --loss rule)")
     p.add_argument("--detail-overshoot", type=float_range(0), default=0.0,

@@ -305,15 +305,16 @@ class RuleLoss:
     pixels themselves (``TargetLoss.on_targets``; their surroundings keep weight 1: a target must be
     made to stand out by itself, not by darkening its surroundings into a halo),
 
-        L_rule = mean W |fused - R|          L_detail = mean W (relu(G(R) - G(fused)) + v relu(G(fused) - G(R)))
+        L_rule   = mean W |fused - R|
+        L_detail = mean W (relu(G(R) - G(fused)) + v relu(G(fused) - G(R)))
 
     and the loss is their sum; v = ``detail_overshoot`` (0 by default: detail stronger than the
     rule's is free; 1 holds the detail at the rule's, so that sharpening beyond the rule, which
-    costs faithfulness (MI, VIF) and steadiness on video, is bought only where it keeps a target). L_rule keeps intensities; L_detail keeps the rule's fine detail, which
-    an intensity distance barely sees (losing every edge of a crop costs only a few grey levels
-    on average). With ``TargetLoss`` it trains the network to decide where the rule is wrong (warm
-    targets the brighter-source rule hides), changing no more than it must there, and to leave the
-    rest as it is."""
+    costs faithfulness (MI, VIF) and steadiness on video, is bought only where it keeps a target).
+    L_rule keeps intensities; L_detail keeps the rule's fine detail, which an intensity distance
+    barely sees (losing every edge of a crop costs only a few grey levels on average). With
+    ``TargetLoss`` it trains the network to decide where the rule is wrong (warm targets the
+    brighter-source rule hides), changing no more than it must there, and to leave the rest as it is."""
 
     PARTS = ("rule", "detail")
     TARGET_WEIGHT = 0.25
