@@ -23,6 +23,8 @@ GUIDANCE_MODES = ("paper", "v1", "v2", "none")
 SSD_EXCHANGE_MODES = ("paper", "v1", "v2", "none")
 SPATIAL_MODES = ("paper", "average")
 SCAN_BACKENDS = ("auto", "chunked", "mamba_ssm", "naive")
+HEAD_REGIONS = ("everywhere", "warm")
+HEAD_MAPS = ("all", "selection")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class DiffMFConfig:
     scan_backend: str = "auto"     # auto: mamba_ssm on CUDA when importable, else chunked
     mixer: str = "ssm"             # "attention" replaces every VSS mixer (Table VII FLOPs study)
     attention_heads: int = 16      # heads of that attention mixer (paper: 16)
+    # decoder (modules.pyramid_decoder; none of these changes the parameters)
+    output_stretch: float = 1.0    # s of f' = m + s (f - m) on the whole output, the rule's too
+    head_region: str = "everywhere"  # "warm": the head departs from the rule only near warm structures
+    warm_margin: int = 8           # pixels around a warm structure that count as near it
+    head_maps: str = "all"         # "selection": the head sets only the selections (gains, contrast: the rule's)
     # ablations / variants
     feature_extraction: bool = True
     guidance: str = "paper"
@@ -69,6 +76,10 @@ class DiffMFConfig:
             (self.guidance in GUIDANCE_MODES, f"guidance must be one of {GUIDANCE_MODES}"),
             (self.ssd_exchange in SSD_EXCHANGE_MODES, f"ssd_exchange must be one of {SSD_EXCHANGE_MODES}"),
             (self.spatial_exchange in SPATIAL_MODES, f"spatial_exchange must be one of {SPATIAL_MODES}"),
+            (1.0 <= self.output_stretch <= 2.0, "output_stretch must be in [1, 2]"),
+            (self.head_region in HEAD_REGIONS, f"head_region must be one of {HEAD_REGIONS}"),
+            (0 <= self.warm_margin <= 64 and self.warm_margin % 4 == 0, "warm_margin must be a multiple of 4 in 0..64"),
+            (self.head_maps in HEAD_MAPS, f"head_maps must be one of {HEAD_MAPS}"),
         ]
         for ok, message in checks:
             if not ok:

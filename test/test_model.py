@@ -4,6 +4,8 @@ ablation switches of Table II, and the whole network on odd and live-size inputs
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -388,6 +390,14 @@ def test_preset_shapes():
     assert live.multiple == 32 and paper.multiple == 4
     with pytest.raises(ValueError):
         DiffMFConfig(guidance="bogus")
+    for bad in ({"output_stretch": 0.9}, {"head_region": "hot"}, {"warm_margin": 6}, {"head_maps": "gains"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DiffMFConfig(**bad)
+    # weights from before the decoder options: their config has none of them and keeps the defaults
+    old = json.loads(live.to_json())
+    for name in ("output_stretch", "head_region", "warm_margin", "head_maps"):
+        del old[name]
+    assert DiffMFConfig.from_json(json.dumps(old)) == live
     with pytest.raises(KeyError):
         get_preset("nope")
 

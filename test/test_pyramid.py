@@ -206,3 +206,88 @@ def test_sharpening_raises_faint_texture_fully_but_strong_edges_only_a_little(mo
     monkeypatch.setattr(pyramid_decoder, "BOOST_LIMIT", (10.0,) * 4)  # practically a linear gain
     linear_overshoot, _ = fused()
     assert linear_overshoot > 3 * overshoot
+
+
+def warm_square(size=128, height=0.4):
+    """ir: a 16 px warm square ``height`` above a flat background, centred at (64, 64)."""
+    ir = torch.full((1, 1, size, size), 0.2)
+    ir[..., 56:72, 56:72] += height
+    return ir
+
+
+def test_warm_envelope_marks_warm_structures_and_their_margin_only():
+    from diffmf_core.modules.pyramid_decoder import warm_envelope
+
+    with torch.no_grad():
+        near = warm_envelope(warm_square(), 0)[0, 0]
+        wide = warm_envelope(warm_square(), 16)[0, 0]
+        faint = warm_envelope(warm_square(height=10 / 255), 16)[0, 0]  # below WARM_LEVEL
+        half = torch.full((1, 1, 128, 128), 0.2)
+        half[..., :, 64:] = 0.8  # a bright half: wider than the opening, not a structure
+        plateau = warm_envelope(half, 16)[0, 0]
+    assert near.shape == (32, 32)  # the quarter grid
+    assert near[16, 16] > 0.9 and wide[16, 16] > 0.99  # on the target
+    assert near[16, 20] < 0.3 < 0.99 < wide[16, 20]  # 4 quarter-grid px (16 px) right of its centre
+    assert near[16, 23] == 0 and wide[16, 28] == 0 and wide[2, 2] == 0  # exactly 0 away from it
+    assert faint.max() == 0 and plateau.max() == 0
+
+
+def pushed_decoder(others=1.0, **options):
+    """A decoder whose head is constant: every selection logit +30 (the infrared image), the gain,
+    contrast and offset logits ``others``."""
+    dec = PyramidDecoder(4, 4, **options).eval()
+    with torch.no_grad():
+        dec.head.weight.zero_()
+        dec.head.bias.fill_(others)
+        dec.head.bias[0:7:2] = 30.0
+    return dec
+
+
+def test_a_warm_head_region_keeps_the_rule_away_from_warm_structures():
+    """Visible stripes brighter than everything in the thermal image: the rule takes them
+    everywhere; a head that selects the thermal image confined to warm structures takes it on the
+    warm square (no stripes there) and leaves the rule's output unchanged far from it."""
+    ir = warm_square()
+    vi = torch.full_like(ir, 0.7)
+    vi[..., :, ::2] += 0.2
+    f = torch.zeros(1, 16, 16, 4)
+    with torch.no_grad():
+        rule = rule_fusion(ir, vi, 4)
+        everywhere = pushed_decoder(others=0.0)(f, ir, vi)
+        warm = pushed_decoder(others=0.0, head_region="warm", warm_margin=8)(f, ir, vi)
+
+    def stripes(x):
+        return (x[..., 58:70, 59:70] - x[..., 58:70, 58:69]).abs().mean()
+    far = (..., slice(0, 24), slice(0, 128))
+    assert (everywhere - rule)[far].abs().mean() > 0.1  # unconfined, the head moves every pixel
+    # confined: far away it stays the rule (up to the contrast about the image mean, which the target moved)
+    assert torch.allclose(warm[far], rule[far], atol=0.02)
+    assert stripes(rule) > 0.2 and stripes(warm) < 0.2 * stripes(rule)  # on the target: the infrared image
+
+
+def test_a_selection_only_head_sets_the_selections_and_nothing_else():
+    ir, vi = scene()
+    f = torch.zeros(1, 8, 8, 4)
+    with torch.no_grad():
+        dec = pushed_decoder(head_maps="selection")
+        selected = dec(f, ir, vi)
+        dec.head.bias[0:7:2] = 0.0  # selections back to the rule's; gain, contrast, offset logits stay 1
+        rule_again = dec(f, ir, vi)
+        assert torch.allclose(rule_again, rule_fusion(ir, vi, 4), atol=1e-6)
+        from_ir_alone = dec(f, ir, ir)
+    assert torch.allclose(selected, from_ir_alone, atol=1e-3)
+
+
+def test_the_output_stretch_scales_the_output_about_its_mean_the_rules_too():
+    ir, vi = scene()
+    f = torch.zeros(1, 8, 8, 4)
+    with torch.no_grad():
+        plain = rule_fusion(ir, vi, 4)
+        stretched = rule_fusion(ir, vi, 4, stretch=1.2)
+        dec = PyramidDecoder(4, 4, stretch=1.2).eval()
+        dec.head.weight.zero_()
+        zero_head = dec(f, ir, vi)
+    mean = plain.mean()
+    assert torch.allclose(stretched, (mean + 1.2 * (plain - mean)).clamp(0, 1), atol=1e-6)
+    assert torch.allclose(zero_head, stretched, atol=1e-6)  # a zero head is the stretched rule
+    assert stretched.std() > 1.1 * plain.std()

@@ -53,6 +53,18 @@ def test_train_writes_weights_log_and_resumes(tiny_pairs, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+def test_decoder_options_train_and_are_stored_with_the_weights(tiny_pairs, tmp_path):
+    out = tmp_path / "run"
+    options = ("--stretch", "1.1", "--head-region", "warm", "--warm-margin", "12", "--head-maps", "selection")
+    result = _run(_train_cmd(tiny_pairs, out, 1, "--loss", "rule", *options))
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = load_model(out / "weights.safetensors").cfg
+    assert (cfg.output_stretch, cfg.head_region, cfg.warm_margin, cfg.head_maps) == (1.1, "warm", 12, "selection")
+    assert " ".join(options) in read_metadata(out / "weights.safetensors")["command"]
+    assert "warm_margin must be a multiple of 4" in _refusal(_train_cmd(tiny_pairs, tmp_path / "bad", 1, "--warm-margin", "6"))
+    assert not (tmp_path / "bad" / "weights.safetensors").exists()
+
+
 def test_score_loss_trains_and_logs_each_metric_ratio(tiny_pairs, tmp_path):
     out = tmp_path / "score"
     result = _run(_train_cmd(tiny_pairs, out, 2, "--loss", "score"))
@@ -235,7 +247,8 @@ def test_validation_score_is_half_the_capped_paper_metrics_half_the_capped_reten
     assert score == pytest.approx(expected(means))
 
 
-def test_rule_and_constant_head_scores_are_what_they_say_and_leave_the_network_as_it_was(tiny_pairs):
+@pytest.mark.parametrize("options", [{}, {"output_stretch": 1.1, "head_region": "warm", "head_maps": "selection"}])
+def test_rule_and_constant_head_scores_are_what_they_say_and_leave_the_network_as_it_was(tiny_pairs, options):
     import torch
     from diffmf_core.config import get_preset
     from diffmf_core.models import DiffMF
@@ -245,13 +258,14 @@ def test_rule_and_constant_head_scores_are_what_they_say_and_leave_the_network_a
 
     validator = Validator(find_pairs(tiny_pairs), 2)
     torch.manual_seed(0)
-    model = DiffMF(get_preset("live")).eval()
+    model = DiffMF(get_preset("live", **options)).eval()
     torch.nn.init.normal_(model.decoder.head.weight, std=0.5)  # a head that varies over the image
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rule_score, rule_means = validator.rule(model, torch.device("cpu"))
     with torch.no_grad():
         rule = [rule_fusion(torch.from_numpy(ir)[None, None], torch.from_numpy(vi)[None, None],
-                            model.cfg.pyramid_levels)[0, 0].numpy() for ir, vi, _, _ in validator.images]
+                            model.cfg.pyramid_levels, model.cfg.output_stretch)[0, 0].numpy()
+                for ir, vi, _, _ in validator.images]
     assert rule_means == pytest.approx(validator._means(rule))
     assert rule_score == pytest.approx(validator.score(rule_means))
 
@@ -262,7 +276,7 @@ def test_rule_and_constant_head_scores_are_what_they_say_and_leave_the_network_a
     hook = model.decoder.head.register_forward_hook(lambda m, i, o: maps.append(o.mean(dim=(0, 2, 3))))
     validator.fused(model, torch.device("cpu"))
     hook.remove()
-    copy = DiffMF(get_preset("live")).eval()
+    copy = DiffMF(get_preset("live", **options)).eval()
     copy.load_state_dict(model.state_dict())
     with torch.no_grad():
         copy.decoder.head.weight.zero_()

@@ -47,7 +47,8 @@ class DiffMF(nn.Module):
         self.extraction = DiffDrivenExtraction(cfg) if cfg.feature_extraction else None
         self.channel_exchange = ChannelExchange(cfg) if cfg.channel_exchange else None
         self.spatial_exchange = SpatialExchange(cfg)
-        self.decoder = PyramidDecoder(cfg.embed_dim, cfg.pyramid_levels)
+        self.decoder = PyramidDecoder(cfg.embed_dim, cfg.pyramid_levels, cfg.output_stretch, cfg.head_region,
+                                      cfg.warm_margin, cfg.head_maps)
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         H, W = ir.shape[-2:]

@@ -36,6 +36,15 @@ surroundings), and g_k, c, o set detail and contrast per region. The head starts
 weights (``HEAD_INIT_STD``), so the untrained network is the rule to within a few grey levels and
 the trunk learns from the first step. This departs from the paper's convolutional decoder; see
 the model docs.
+
+Three options of the network's config (defaults: off) change what the head may do and the output:
+- ``head_maps="selection"``: the head sets only a_k and a_B; gains, contrast and offset stay the rule's.
+- ``head_region="warm"``: every map is multiplied by the warm envelope E (``warm_envelope``: near a
+  structure of the thermal image that stands at least WARM_LEVEL above its surroundings), so the
+  head departs from the rule only on and around warm targets.
+- ``output_stretch`` s: fused <- clip(m + s (fused - m)), m the fused image's mean (the rule's too):
+  a linear contrast stretch of the whole output, which amplifies one-source regions without
+  adding distortion, unlike the band gains.
 """
 from __future__ import annotations
 
@@ -57,6 +66,9 @@ CORING_WIDTH = 0.005
 LOGIT_EPS = 1e-4         # the rule's selection stays within [1e-4, 1 - 1e-4]: logits within +-9.2
 SELECT_RANGE = 16.0      # the head moves a selection logit by up to +-16: it can overturn the rule anywhere
 HEAD_INIT_STD = 1e-3
+WARM_LEVEL = 20 / 255    # a warm structure stands this far above the thermal image's opening
+WARM_WIDTH = 5 / 255     # E ramps from 0 at WARM_LEVEL - WARM_WIDTH to 1 at WARM_LEVEL + WARM_WIDTH
+WARM_RADIUS = 8          # half side of the opening's square on the quarter grid (32 px at full size)
 
 
 def _of_band(values: tuple, k: int) -> float:
@@ -97,12 +109,42 @@ def source_blend(ir: torch.Tensor, vi: torch.Tensor, levels: int) -> torch.Tenso
     return reconstruct(bands).clamp(0, 1)
 
 
-class PyramidDecoder(nn.Module):
-    """Fused features (b, h, w, C) + sources (b, 1, H, W) -> fused luminance (b, 1, H, W) in [0, 1]."""
+def _square_pool(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Maximum over a (2 radius + 1)^2 square around every pixel (separable; same size)."""
+    x = F.max_pool2d(x, (1, 2 * radius + 1), stride=1, padding=(0, radius))
+    return F.max_pool2d(x, (2 * radius + 1, 1), stride=1, padding=(radius, 0))
 
-    def __init__(self, dim: int, levels: int):
+
+def warm_envelope(ir: torch.Tensor, margin: int) -> torch.Tensor:
+    """E in [0, 1] on the quarter grid: 1 on and within ``margin`` pixels (full size, multiple of 4)
+    of a warm structure, a structure of the thermal image that stands at least WARM_LEVEL above its
+    opening by a square of half side 4 WARM_RADIUS (a white top-hat, as the warm-target measure):
+
+        x = pyr_down^2(ir),   t = x - open(x)   (the white top-hat)
+        E = box_5(dilate_{margin/4}(clip((t - WARM_LEVEL + WARM_WIDTH) / (2 WARM_WIDTH), 0, 1)))
+
+    E is exactly 0 away from warm structures. (b, 1, H, W) -> (b, 1, about H/4, W/4)."""
+    x = ir
+    for _ in range(2):
+        if min(int(x.shape[-2]), int(x.shape[-1])) > 2:
+            x = pyr_down(x)
+    opened = _square_pool(-_square_pool(-x, WARM_RADIUS), WARM_RADIUS)  # erosion, then dilation
+    warm = ((x - opened - WARM_LEVEL + WARM_WIDTH) / (2 * WARM_WIDTH)).clamp(0, 1)
+    if margin >= 4:
+        warm = _square_pool(warm, margin // 4)
+    return F.avg_pool2d(warm, 5, stride=1, padding=2, count_include_pad=False)
+
+
+class PyramidDecoder(nn.Module):
+    """Fused features (b, h, w, C) + sources (b, 1, H, W) -> fused luminance (b, 1, H, W) in [0, 1].
+    ``stretch``, ``head_region``, ``warm_margin``, ``head_maps``: the config's options (module doc)."""
+
+    def __init__(self, dim: int, levels: int, stretch: float = 1.0, head_region: str = "everywhere",
+                 warm_margin: int = 8, head_maps: str = "all"):
         super().__init__()
-        self.levels = levels
+        self.levels, self.stretch, self.warm_margin = levels, stretch, warm_margin
+        self.warm_only = head_region == "warm"
+        self.selection_only = head_maps == "selection"
         self.body = nn.Conv2d(dim, dim, 3, padding=1)
         self.head = nn.Conv2d(dim, 2 * levels + 1, 1)  # (a_k, g_k) per detail band, then (a_B, c, o)
         # Small random weights, zero bias: the untrained network is its rule to within a few grey
@@ -115,12 +157,17 @@ class PyramidDecoder(nn.Module):
         return self.head(F.gelu(self.body(f.permute(0, 3, 1, 2))))
 
     def forward(self, f: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-        return decode(self.maps(f), ir, vi, self.levels)
+        maps = self.maps(f)
+        if self.warm_only:
+            maps = maps * _resize(warm_envelope(ir, self.warm_margin), maps.shape[-2:])
+        return decode(maps, ir, vi, self.levels, self.stretch, self.selection_only)
 
 
-def decode(maps: torch.Tensor | None, ir: torch.Tensor, vi: torch.Tensor, levels: int) -> torch.Tensor:
+def decode(maps: torch.Tensor | None, ir: torch.Tensor, vi: torch.Tensor, levels: int, stretch: float = 1.0,
+           selection_only: bool = False) -> torch.Tensor:
     """The decoder's equations (module docstring) for head maps (b, 2L+1, h, w) on any grid;
-    ``maps=None`` is the rule alone (every map zero), computed without a network."""
+    ``maps=None`` is the rule alone (every map zero), computed without a network. ``stretch``: the
+    output stretch s; ``selection_only``: only the selection maps a_k, a_B are used."""
     levels = pyramid_levels(ir.shape[-2], ir.shape[-1], levels)
     sources = laplacian_pyramid(torch.cat((ir, vi), dim=1), levels)  # both in one pass: channel 0 ir, 1 vi
     brighter = brighter_source(ir, vi)
@@ -139,6 +186,7 @@ def decode(maps: torch.Tensor | None, ir: torch.Tensor, vi: torch.Tensor, levels
     bands = []
     for k, (d_ir, d_vi) in enumerate(band.split(1, dim=1) for band in sources[:-1]):
         a, g = band_maps(2 * k, 2, d_ir.shape[-2:])
+        g = None if selection_only else g
         d = d_vi + selection(a, d_ir.shape[-2:]) * (d_ir - d_vi)
         gain = _of_band(DETAIL_GAIN, k)
         if g is not None:
@@ -148,15 +196,22 @@ def decode(maps: torch.Tensor | None, ir: torch.Tensor, vi: torch.Tensor, levels
         bands.append(d + (gain - 1) * above_noise * limit * torch.tanh(d / limit))
     b_ir, b_vi = sources[-1].split(1, dim=1)
     a_b, c, offset = band_maps(2 * len(bands), 3, b_ir.shape[-2:])
+    if selection_only:
+        c = offset = None
     base = b_vi + selection(a_b, b_ir.shape[-2:]) * (b_ir - b_vi)
     mean = base.mean(dim=(-2, -1), keepdim=True)
     contrast = CONTRAST if c is None else CONTRAST * torch.exp(CONTRAST_RANGE * torch.tanh(c[:, None]))
     shift = 0.0 if offset is None else OFFSET_RANGE * torch.tanh(offset[:, None])
     bands.append(mean + contrast * (base - mean) + shift)
-    return reconstruct(bands).clamp(0, 1)
+    fused = reconstruct(bands).clamp(0, 1)
+    if stretch != 1.0:
+        mean = fused.mean(dim=(-2, -1), keepdim=True)
+        fused = (mean + stretch * (fused - mean)).clamp(0, 1)
+    return fused
 
 
-def rule_fusion(ir: torch.Tensor, vi: torch.Tensor, levels: int) -> torch.Tensor:
+def rule_fusion(ir: torch.Tensor, vi: torch.Tensor, levels: int, stretch: float = 1.0) -> torch.Tensor:
     """The decoder's built-in rule without the network (every head map zero): the brighter source
-    region by region, with the starting detail gains and contrast. (b, 1, H, W) -> (b, 1, H, W)."""
-    return decode(None, ir, vi, levels)
+    region by region, with the starting detail gains and contrast, and the output stretch s.
+    (b, 1, H, W) -> (b, 1, H, W)."""
+    return decode(None, ir, vi, levels, stretch)

@@ -22,7 +22,7 @@ from pathlib import Path
 from diffmf_core.common.argtypes import device as device_arg
 from diffmf_core.common.argtypes import float_range, int_range, path_arg
 from diffmf_core.common.paths import shared_data_dir
-from diffmf_core.config import PRESETS
+from diffmf_core.config import HEAD_MAPS, HEAD_REGIONS, PRESETS
 
 # every file `diffmf train` writes into --out (checkpoint.tmp: the checkpoint before its atomic rename)
 TRAIN_FILES = ("checkpoint.safetensors", "checkpoint.tmp", "weights.safetensors", "best.safetensors",
@@ -86,6 +86,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="start from this weights file (fine-tuning; its preset must match --preset)")
     p.add_argument("--reset-head", action="store_true",
                    help="with --init: the decoder head starts as a new network's (small random weights); only the trunk is loaded")
+    p.add_argument("--stretch", type=float_range(1, 2), default=1.0,
+                   help="output stretch s of the decoder, f' = m + s (f - m), the rule's too (default 1: none)")
+    p.add_argument("--head-region", default="everywhere", choices=HEAD_REGIONS,
+                   help="warm: the head departs from the rule only near warm structures of the thermal image")
+    p.add_argument("--warm-margin", type=int_range(0, 64), default=8,
+                   help="with --head-region warm: pixels around a warm structure that count as near it (multiple of 4)")
+    p.add_argument("--head-maps", default="all", choices=HEAD_MAPS,
+                   help="selection: the head sets only the selections; gains and contrast stay the rule's")
 
 
 def _refuse(message: str) -> int:

@@ -301,7 +301,7 @@ class TargetLoss:
 
 class RuleLoss:
     """Stay the decoder's rule except where a warm target needs otherwise. With R = ``rule_fusion(ir,
-    vi)``, G = ``SobelGradient`` and a weight W of 1 everywhere but ``TARGET_WEIGHT`` on the warm
+    vi)`` (with the network's output stretch), G = ``SobelGradient`` and a weight W of 1 everywhere but ``TARGET_WEIGHT`` on the warm
     pixels themselves (``TargetLoss.on_targets``; their surroundings keep weight 1: a target must be
     made to stand out by itself, not by darkening its surroundings into a halo),
 
@@ -319,14 +319,14 @@ class RuleLoss:
     PARTS = ("rule", "detail")
     TARGET_WEIGHT = 0.25
 
-    def __init__(self, levels: int, targets: TargetLoss, detail_overshoot: float = 0.0):
-        self.levels, self.targets, self.detail_overshoot = levels, targets, detail_overshoot
+    def __init__(self, levels: int, targets: TargetLoss, detail_overshoot: float = 0.0, stretch: float = 1.0):
+        self.levels, self.targets, self.detail_overshoot, self.stretch = levels, targets, detail_overshoot, stretch
         self.gradient = SobelGradient()
 
     def __call__(self, fused: torch.Tensor, ir: torch.Tensor, vi: torch.Tensor
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
-            rule = rule_fusion(ir, vi, self.levels)
+            rule = rule_fusion(ir, vi, self.levels, self.stretch)
             rule_detail = self.gradient(rule)
             weight = 1 - (1 - self.TARGET_WEIGHT) * self.targets.on_targets(ir)
         intensity = (weight * (fused - rule).abs()).mean()

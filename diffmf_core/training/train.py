@@ -123,8 +123,8 @@ class Validator:
 
     def rule(self, model: torch.nn.Module, device: torch.device) -> tuple[float, dict[str, float]]:
         """The score of the network's decoder rule alone (``rule_fusion``, no trunk, no head)."""
-        levels = model.cfg.pyramid_levels
-        means = self._means(self.fused(lambda ir, vi: rule_fusion(ir, vi, levels), device))
+        levels, stretch = model.cfg.pyramid_levels, model.cfg.output_stretch
+        means = self._means(self.fused(lambda ir, vi: rule_fusion(ir, vi, levels, stretch), device))
         return self.score(means), means
 
     @torch.no_grad()
@@ -231,7 +231,11 @@ def run(args: argparse.Namespace) -> int:
         device = torch.device(args.device)
 
     torch.manual_seed(args.seed)  # identical initial weights on every rank
-    cfg = get_preset(args.preset)
+    try:
+        cfg = get_preset(args.preset, output_stretch=args.stretch, head_region=args.head_region,
+                         warm_margin=args.warm_margin, head_maps=args.head_maps)
+    except ValueError as exc:
+        raise SystemExit(f"diffmf train: {exc}") from None
     model = DiffMF(cfg)
     if args.init is not None:
         try:
@@ -263,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     targets = TargetLoss(radius=args.target_radius, share=args.target_share, norm=args.target_norm)
     target_loss = targets if args.lambda_target > 0 else None
     loss_fn = (ScoreLoss(VAL_CAP) if args.loss == "score" else
-               RuleLoss(cfg.pyramid_levels, targets, args.detail_overshoot) if args.loss == "rule" else
+               RuleLoss(cfg.pyramid_levels, targets, args.detail_overshoot, cfg.output_stretch) if args.loss == "rule" else
                FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation,
                           text_overshoot=args.text_overshoot))
     parts_header = [*loss_fn.PARTS, *(TargetLoss.PARTS if target_loss else ())]
