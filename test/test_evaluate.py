@@ -169,6 +169,42 @@ def test_eval_cli_clip_writes_flicker_table(dataset, tmp_path, capsys):
     assert cli.main(["eval", "--data", str(dataset), "--methods", "max", "--out", str(out), "--overwrite",
                      "--clip", str(dataset)]) == 2  # frames of different sizes are no clip
     assert "one size" in capsys.readouterr().err
+    assert cli.main(["eval", "--data", str(dataset), "--methods", "max", "--out", str(out), "--overwrite",
+                     "--clip", str(clip), "--video-smoothing", "0.9"]) == 0
+    assert "video_smoothing 0.9" in (out / "flicker.md").read_text()
+    assert cli.main(["eval", "--clip", str(clip), "--video-smoothing", "0.99"]) == 2  # the node's range: [0, 0.95]
+    assert "--video-smoothing" in capsys.readouterr().err
+
+
+def test_clip_flicker_runs_diffmf_with_the_given_video_smoothing(tmp_path):
+    import torch
+
+    from diffmf_core.config import get_preset
+    from diffmf_core.fuser import Fuser
+    from diffmf_core.models import DiffMF
+    from diffmf_core.training.evaluation import clip_flicker
+    from diffmf_core.weights import save_weights
+
+    torch.manual_seed(0)
+    net = DiffMF(get_preset("live"))
+    torch.nn.init.normal_(net.decoder.head.weight, std=0.5)  # a network that adds something to its sources
+    fuser = Fuser(weights=str(save_weights(net, tmp_path / "w.safetensors")), device="cpu")
+    clip = tmp_path / "clip"
+    rng = np.random.default_rng(2)
+    def smooth_texture(shape):  # a 2-px move changes it little: no scene cut for the video path
+        x = cv2.GaussianBlur(rng.normal(0, 1, shape), (0, 0), 4)
+        return 128 + 100 * x / np.abs(x).max()
+    base_ir, base_vi = smooth_texture((64, 80)), smooth_texture((64, 80, 3))
+    for sub in ("ir", "vi"):
+        (clip / sub).mkdir(parents=True)
+    for t in range(4):  # a texture that moves by 2 px a frame
+        cv2.imwrite(str(clip / "ir" / f"{t:03d}.png"), np.roll(base_ir, 2 * t, axis=1).astype(np.uint8))
+        cv2.imwrite(str(clip / "vi" / f"{t:03d}.png"), np.roll(base_vi, 2 * t, axis=1).astype(np.uint8))
+    alone = clip_flicker(clip, {"diffmf": fuser}, smoothing=0.0)
+    smooth = clip_flicker(clip, {"diffmf": fuser}, smoothing=0.9)
+    assert alone["diffmf"] == pytest.approx(alone["diffmf, frame by frame"])  # smoothing 0: each pair alone
+    assert smooth["diffmf, frame by frame"] == pytest.approx(alone["diffmf, frame by frame"])
+    assert smooth["diffmf"] != pytest.approx(alone["diffmf"], abs=1e-3)
 
 
 def test_eval_reruns_need_overwrite_and_never_touch_foreign_files(dataset, tmp_path, capsys):

@@ -192,19 +192,20 @@ def temporal_flicker(fused: list[np.ndarray], ir: list[np.ndarray], vi: list[np.
     return float(np.mean(excess))
 
 
-def _steady_video(fuser):
-    """``SteadyVideoFuser(fuser)`` for a DIFF-MF Fuser, None for any other fuser."""
+def _steady_video(fuser, smoothing: float):
+    """``SteadyVideoFuser(fuser, smoothing)`` for a DIFF-MF Fuser, None for any other fuser."""
     try:
         from diffmf_core.fuser import Fuser, SteadyVideoFuser
     except ImportError:  # no torch: there is no DIFF-MF Fuser either
         return None
-    return SteadyVideoFuser(fuser) if isinstance(fuser, Fuser) else None
+    return SteadyVideoFuser(fuser, smoothing) if isinstance(fuser, Fuser) else None
 
 
-def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None) -> dict[str, float]:
+def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None,
+                 smoothing: float = 0.7) -> dict[str, float]:
     """{method: temporal_flicker} over the consecutive pairs of ``clip_root`` (sorted by name).
-    A DIFF-MF ``Fuser`` runs as the node runs it on video (``SteadyVideoFuser``, default smoothing),
-    and once more frame by frame ("<method>, frame by frame")."""
+    A DIFF-MF ``Fuser`` runs as the node runs it on video (``SteadyVideoFuser`` with ``smoothing``,
+    the node's ``video_smoothing``), and once more frame by frame ("<method>, frame by frame")."""
     pairs = find_pairs(clip_root)[:limit]
     frames = [load_pair(ir_path, vi_path) for _, ir_path, vi_path in pairs]
     if len(frames) < 2 or len({ir.shape for ir, _ in frames}) != 1:
@@ -212,7 +213,7 @@ def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None) 
     irs, vis = [ir for ir, _ in frames], [vi for _, vi in frames]
     video = {}
     for m, fuser in fusers.items():
-        steady = _steady_video(fuser)
+        steady = _steady_video(fuser, smoothing)
         if steady is None:
             video[m] = fuser
         else:
