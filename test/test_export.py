@@ -20,9 +20,10 @@ H, W = 64, 80
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_random_live_network_matches_onnxruntime(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"output_stretch": 1.2, "head_region": "warm", "head_maps": "selection"}])
+def test_random_live_network_matches_onnxruntime(tmp_path, options):
     torch.manual_seed(0)
-    model = DiffMF(get_preset("live")).eval()
+    model = DiffMF(get_preset("live", **options)).eval()
     path = export.export_onnx(model, tmp_path / "live.onnx", H, W)
     result = export.check_onnx(model, path, H, W)
     assert result["shape"] == [1, 1, H, W]
