@@ -61,7 +61,8 @@ def test_decoder_options_train_and_are_stored_with_the_weights(tiny_pairs, tmp_p
     cfg = load_model(out / "weights.safetensors").cfg
     assert (cfg.output_stretch, cfg.head_region, cfg.warm_margin, cfg.head_maps) == (1.1, "warm", 12, "selection")
     assert " ".join(options) in read_metadata(out / "weights.safetensors")["command"]
-    assert "warm_margin must be a multiple of 4" in _refusal(_train_cmd(tiny_pairs, tmp_path / "bad", 1, "--warm-margin", "6"))
+    refused = _refusal(_train_cmd(tiny_pairs, tmp_path / "bad", 1, "--warm-margin", "6"))
+    assert "warm_margin must be a multiple of 4" in refused
     assert not (tmp_path / "bad" / "weights.safetensors").exists()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from diffmf_core.common.argtypes import float_range, int_range, path_arg
 from diffmf_core.common.outputs import OutputError, results_folder, write_bytes
 from diffmf_core.config import PRESETS
+from diffmf_core.live.settings import NodeSettings
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
 
 DEFAULT_METHODS = "diffmf,rule,mean,max,laplacian,gff,laplacian_max"
@@ -38,9 +39,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "matches: 4 spread over it); repeatable, e.g. --sheet '0117_1620_0100'")
     p.add_argument("--clip", type=path_arg, help="folder of consecutive pairs (a video): also measure each "
                                               "method's temporal flicker (grey levels beyond the sources' change)")
-    p.add_argument("--video-smoothing", type=float_range(0, 0.95), default=0.7,
+    p.add_argument("--video-smoothing", type=float_range(0, 0.95), default=NodeSettings.video_smoothing,
                    help="with --clip: DIFF-MF's video path as the node runs it with this video_smoothing "
-                        "(default 0.7, the node's default)")
+                        f"(default {NodeSettings.video_smoothing}, the node's default)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -104,7 +105,8 @@ def _evaluate(args, datasets, folders, fusers, results, outputs) -> int:
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        smoothing = "" if args.video_smoothing == 0.7 else f"; DIFF-MF with video_smoothing {args.video_smoothing}"
+        smoothing = ("" if args.video_smoothing == NodeSettings.video_smoothing
+                     else f"; DIFF-MF with video_smoothing {args.video_smoothing}")
         lines = [f"### Temporal flicker on {args.clip.name} (grey levels of frame-to-frame change beyond "
                  f"the larger source change; lower is steadier{smoothing})", "", "| Method | flicker |", "|---|---:|"]
         lines += [f"| {m} | {v:.3f} |" for m, v in flicker.items()]

@@ -301,9 +301,10 @@ class TargetLoss:
 
 class RuleLoss:
     """Stay the decoder's rule except where a warm target needs otherwise. With R = ``rule_fusion(ir,
-    vi)`` (with the network's output stretch), G = ``SobelGradient`` and a weight W of 1 everywhere but ``TARGET_WEIGHT`` on the warm
-    pixels themselves (``TargetLoss.on_targets``; their surroundings keep weight 1: a target must be
-    made to stand out by itself, not by darkening its surroundings into a halo),
+    vi)`` (with the network's output stretch), G = ``SobelGradient`` and a weight W of 1 everywhere
+    but ``TARGET_WEIGHT`` on the warm pixels themselves (``TargetLoss.on_targets``; their
+    surroundings keep weight 1: a target must be made to stand out by itself, not by darkening its
+    surroundings into a halo),
 
         L_rule   = mean W |fused - R|
         L_detail = mean W (relu(G(R) - G(fused)) + v relu(G(fused) - G(R)))

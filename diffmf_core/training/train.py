@@ -267,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
     targets = TargetLoss(radius=args.target_radius, share=args.target_share, norm=args.target_norm)
     target_loss = targets if args.lambda_target > 0 else None
     loss_fn = (ScoreLoss(VAL_CAP) if args.loss == "score" else
-               RuleLoss(cfg.pyramid_levels, targets, args.detail_overshoot, cfg.output_stretch) if args.loss == "rule" else
+               RuleLoss(cfg.pyramid_levels, targets, args.detail_overshoot, cfg.output_stretch)
+               if args.loss == "rule" else
                FusionLoss(args.lambda_ssim, args.lambda_text, args.lambda_int, aggregation=args.aggregation,
                           text_overshoot=args.text_overshoot))
     parts_header = [*loss_fn.PARTS, *(TargetLoss.PARTS if target_loss else ())]
