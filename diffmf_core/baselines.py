@@ -112,8 +112,9 @@ def fuse_gff(ir: np.ndarray, vi: np.ndarray, r1: int = 45, eps1: float = 0.3,
     return np.clip(base + detail, 0.0, 1.0).astype(np.float32)
 
 
-def fuse_rule(ir: np.ndarray, vi: np.ndarray, levels: int = 5) -> np.ndarray:
-    """The DIFF-MF decoder's rule alone (no trunk, no head) on two luminance images in [0, 1]."""
+def fuse_rule(ir: np.ndarray, vi: np.ndarray, levels: int = 5, stretch: float = 1.0) -> np.ndarray:
+    """The DIFF-MF decoder's rule alone (no trunk, no head) on two luminance images in [0, 1], with
+    a network's pyramid levels and output stretch (defaults: the shipped network's)."""
     import torch
 
     from diffmf_core.modules.pyramid_decoder import rule_fusion
@@ -122,7 +123,7 @@ def fuse_rule(ir: np.ndarray, vi: np.ndarray, levels: int = 5) -> np.ndarray:
         return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
 
     with torch.inference_mode():
-        return rule_fusion(tensor(ir), tensor(vi), levels)[0, 0].numpy()
+        return rule_fusion(tensor(ir), tensor(vi), levels, stretch)[0, 0].numpy()
 
 
 CLASSICAL_FUSERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -140,11 +141,12 @@ class ClassicalFuser:
 
     device = "cpu"
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, **options):
+        """``options``: keyword arguments of the fuse function (e.g. ``levels``, ``stretch`` of the rule)."""
         if name not in CLASSICAL_FUSERS:
             raise ValueError(f"unknown classical fuser {name!r}; choose from {sorted(CLASSICAL_FUSERS)}")
         self.name = name
-        self._fn = CLASSICAL_FUSERS[name]
+        self._fn = functools.partial(CLASSICAL_FUSERS[name], **options) if options else CLASSICAL_FUSERS[name]
 
     def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
         """float32 [0, 1] HxW luminance pair -> fused float32 [0, 1] HxW."""

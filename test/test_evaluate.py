@@ -111,6 +111,40 @@ def test_eval_cli_with_stub_diffmf(dataset, tmp_path, monkeypatch, capsys):
     assert (out / "tiny" / "diffmf.csv").is_file() and (out / "results.md").is_file()
 
 
+def test_eval_rule_is_the_rule_of_the_network_evaluated(dataset, tmp_path, capsys):
+    """With a network whose output is stretched, the `rule` row is its stretched rule: the same
+    values as `fuse_rule(..., stretch)`, and not those of the shipped network's rule."""
+    import torch
+
+    from diffmf_core.baselines import fuse_rule
+    from diffmf_core.common.color import to_gray
+    from diffmf_core.config import get_preset
+    from diffmf_core.models import DiffMF
+    from diffmf_core.training import metrics
+    from diffmf_core.training.data import find_pairs, load_pair
+    from diffmf_core.weights import save_weights
+
+    weights = save_weights(DiffMF(get_preset("live", output_stretch=1.3)), tmp_path / "s.safetensors")
+    out = tmp_path / "ev"
+    assert cli.main(["eval", "--data", str(dataset), "--methods", "diffmf,rule", "--weights", str(weights),
+                     "--out", str(out)]) == 0
+    capsys.readouterr()
+    sd = {}
+    for name, stretch in (("stretched", 1.3), ("plain", 1.0)):
+        values = []
+        for _, ir_path, vi_path in find_pairs(dataset):
+            ir, vi = (to_gray(x).astype(np.float32) / 255 for x in load_pair(ir_path, vi_path))
+            with torch.no_grad():
+                fused = fuse_rule(ir, vi, stretch=stretch)
+            values.append(metrics.evaluate_pair((fused * 255 + 0.5).astype(np.uint8), to_gray(ir * 255),
+                                                to_gray(vi * 255), names=("SD",))["SD"])
+        sd[name] = float(np.mean(values))
+    rows = (out / "tiny" / "rule.csv").read_text().splitlines()
+    header, mean = rows[0].split(","), rows[-1].split(",")
+    reported = float(mean[header.index("SD")])
+    assert reported == pytest.approx(sd["stretched"], rel=0.02) and reported > 1.1 * sd["plain"]
+
+
 def test_diffmf_unavailable_is_a_clear_error(dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "diffmf_core.fuser", None)  # import fails
     with pytest.raises(FuserUnavailable, match="classical"):

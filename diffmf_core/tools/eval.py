@@ -17,6 +17,7 @@ from diffmf_core.common.argtypes import float_range, int_range, path_arg
 from diffmf_core.common.outputs import OutputError, results_folder, write_bytes
 from diffmf_core.config import PRESETS
 from diffmf_core.live.settings import NodeSettings
+from diffmf_core.baselines import ClassicalFuser
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
 
 DEFAULT_METHODS = "diffmf,rule,mean,max,laplacian,gff,laplacian_max"
@@ -79,6 +80,9 @@ def main(args: argparse.Namespace) -> int:
         with results_folder(args.out, outputs, [*datasets, *([args.clip] if args.clip else [])], args.overwrite,
                             "eval") as results:
             fusers = {m: make_fuser(m, args.weights, args.preset) for m in methods}
+            if "rule" in fusers and "diffmf" in fusers:  # the rule of the network evaluated
+                cfg = fusers["diffmf"].config
+                fusers["rule"] = ClassicalFuser("rule", levels=cfg.pyramid_levels, stretch=cfg.output_stretch)
             return _evaluate(args, datasets, folders, fusers, results, outputs)
     except (DataError, FuserUnavailable, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
