@@ -22,12 +22,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from diffmf_core.common.paths import default_weights_path  # noqa: E402
 from diffmf_core.config import HEAD_REGIONS  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", type=Path, default=REPO / "diffmf_core" / "weights" / "live.safetensors",
+    p.add_argument("--weights", type=Path, default=default_weights_path("live"),
                    help="network whose trunk and config are used (default: the shipped live weights)")
     p.add_argument("--out", type=Path, required=True, help="weights file to write (must not exist)")
     p.add_argument("--stretch", type=float, default=1.0, help="output stretch s (config output_stretch)")

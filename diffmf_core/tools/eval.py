@@ -13,11 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from diffmf_core.baselines import ClassicalFuser
 from diffmf_core.common.argtypes import float_range, int_range, path_arg
 from diffmf_core.common.outputs import OutputError, results_folder, write_bytes
 from diffmf_core.config import PRESETS
 from diffmf_core.live.settings import NodeSettings
-from diffmf_core.baselines import ClassicalFuser
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
 
 DEFAULT_METHODS = "diffmf,rule,mean,max,laplacian,gff,laplacian_max"
