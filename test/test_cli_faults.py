@@ -151,3 +151,46 @@ def test_an_interrupt_inside_a_constructor_still_ends_in_one_line(monkeypatch, c
     assert cli.main(["eval"]) == 130
     assert unraisable == [] and capsys.readouterr().err == (
         "diffmf eval: interrupted (outputs are written atomically: no partial files)\n")
+
+
+def wrapped_interrupt() -> SystemError:
+    """What CPython raises when Ctrl-C lands while C code calls back into Python (seen in CI:
+    ``<function PurePath.__str__ ...> returned a result with an exception set``)."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as interrupt:
+        error = SystemError("<function PurePath.__str__> returned a result with an exception set")
+        error.__cause__ = interrupt
+        return error
+
+
+def test_an_interrupt_wrapped_by_the_interpreter_is_still_an_interrupt(many_pairs, tmp_path, monkeypatch, capsys):
+    from diffmf_core.training import data
+
+    real_load_pair, calls = data.load_pair, []
+
+    def load_pair(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise wrapped_interrupt()
+        return real_load_pair(*args, **kwargs)
+
+    monkeypatch.setattr(data, "load_pair", load_pair)
+    bag = tmp_path / "bag"
+    assert cli(["bag", "from-pairs", str(many_pairs), str(bag), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == "diffmf bag: interrupted; partial output removed"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error, code", [(wrapped_interrupt(), 130), (SystemError("a real one"), 1)])
+def test_only_interrupts_end_as_interrupts(error, code, monkeypatch, capsys):
+    from diffmf_core import cli as cli_module
+    from diffmf_core.tools import eval as eval_cmd
+
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr(eval_cmd, "main", fails)
+    assert cli_module.main(["eval"]) == code
+    err = capsys.readouterr().err
+    assert ("interrupted" in err) == (code == 130) and ("SystemError: a real one" in err) == (code == 1), err

@@ -32,7 +32,8 @@ Contract (checked before anything is written; a violation raises ``OutputError``
   process is gone (a killed run cannot clean up after itself); ``partial_dir`` makes one with
   the owning process id inside.
 - ``sigterm_as_interrupt()``: SIGTERM raises KeyboardInterrupt (exit 130 with one line, outputs
-  cleaned up as for Ctrl-C).
+  cleaned up as for Ctrl-C); an interrupt that the interpreter wrapped in another error stays an
+  interrupt.
 """
 from __future__ import annotations
 
@@ -446,16 +447,35 @@ def replace_dir(tmp: Path, output: Path, is_ours=is_bag_dir) -> None:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so that partial outputs are cleaned up (exit 130)."""
+    """Turn SIGTERM into KeyboardInterrupt so that partial outputs are cleaned up (exit 130).
+
+    An interrupt that lands while C code is calling back into Python can surface as another error
+    caused by it (CPython: ``SystemError: <function ...> returned a result with an exception set``,
+    its ``__cause__`` the KeyboardInterrupt); such an error is raised again as KeyboardInterrupt."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous, installed = signal.signal(signal.SIGTERM, handler), True
     except ValueError:  # not the main thread
-        yield
-        return
+        previous, installed = None, False
     try:
         yield
+    except Exception as exc:
+        if caused_by_interrupt(exc):
+            raise KeyboardInterrupt from exc
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in ``exc``'s chain of causes/contexts."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
