@@ -3,6 +3,9 @@
     fuser = Fuser()                            # shipped live weights, best device
     bgr = fuser.fuse(ir_gray_u8, vi_bgr_u8)    # same H x W; returns vi's layout (BGR or gray u8)
 
+``WarmRuleFuser()`` has the same interface and runs the decoder's warm rule without a network (the
+node's default fuser, see docs/model.md); ``SteadyVideoFuser`` wraps either for video.
+
 Colour handling (as in the paper's qualitative figures): the network fuses the infrared image
 with the visible image's Y (BT.601 YCrCb) channel, and the fused Y is recombined with the visible
 Cr/Cb. Outputs with NaN/Inf raise ``NonFiniteOutput`` instead of becoming black pixels. Half precision is used on CUDA when ``half`` is true; with ``cuda_graph`` the network is
@@ -23,10 +26,12 @@ import torch
 
 from diffmf_core.common.color import fuse_in_colour
 from diffmf_core.common.paths import DEFAULT_PRESET, default_weights_path
-from diffmf_core.modules.pyramid_decoder import source_blend
+from diffmf_core.config import DiffMFConfig
+from diffmf_core.modules.pyramid_decoder import source_blend, warm_rule_fusion
 from diffmf_core.weights import WeightsError, load_model
 
-__all__ = ["Fuser", "GraphedForward", "NonFiniteOutput", "SteadyVideoFuser", "WeightsError", "resolve_device"]
+__all__ = ["Fuser", "GraphedForward", "NonFiniteOutput", "SteadyVideoFuser", "TensorFuser", "WarmRuleFuser",
+           "WeightsError", "resolve_device"]
 
 
 class NonFiniteOutput(RuntimeError):
@@ -144,23 +149,16 @@ def luminance_tensors(ir_y: np.ndarray, vi_y: np.ndarray) -> tuple[torch.Tensor,
     return tuple(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None, None] for y in (ir_y, vi_y))
 
 
-class Fuser:
-    """DIFF-MF inference on numpy images (see module docstring)."""
+class TensorFuser:
+    """What every torch fuser shares: numpy images in, fused images out, through
+    ``self.forward(ir, vi)`` on ``self.device`` in ``self.dtype``. Subclasses set those, ``name``,
+    ``pyramid_levels`` (the decoder's, for ``source_blend``) and ``source`` (named in errors)."""
 
-    def __init__(self, weights: str | Path | None = None, preset: str | None = None, device: str = "auto",
-                 half: bool = True, scan_backend: str | None = None, cuda_graph: bool = False):
-        self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
-        path = Path(weights) if weights else default_weights_path(preset or DEFAULT_PRESET)
-        overrides = {"scan_backend": scan_backend} if scan_backend else {}
-        self.model = load_model(path, self.device, expect_preset=preset, **overrides)
-        self.config = self.model.cfg
-        self.dtype = torch.float16 if (half and self.device.type == "cuda") else torch.float32
-        self.model.to(self.dtype)
-        self.weights_path = path
-        self.name = f"diffmf-{self.config.name}"
-        self.forward = GraphedForward(self.model) if (cuda_graph and self.device.type == "cuda") else self.model
+    device: torch.device
+    dtype: torch.dtype
+    name: str
+    pyramid_levels: int
+    source: str
 
     @torch.inference_mode()
     def fuse_tensor(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
@@ -171,7 +169,7 @@ class Fuser:
         if not bool(torch.isfinite(out).all()):
             bad = int((~torch.isfinite(out)).sum())
             raise NonFiniteOutput(f"{self.name} produced {bad} non-finite (NaN/Inf) output value(s) "
-                                  f"of {out.numel()} ({self.weights_path})")
+                                  f"of {out.numel()} ({self.source})")
         return out.clamp(0, 1)
 
     def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray:
@@ -187,10 +185,48 @@ class Fuser:
         self.fuse_y(np.zeros((height, width), np.float32), np.zeros((height, width), np.float32))
 
 
+class Fuser(TensorFuser):
+    """DIFF-MF inference on numpy images (see module docstring)."""
+
+    def __init__(self, weights: str | Path | None = None, preset: str | None = None, device: str = "auto",
+                 half: bool = True, scan_backend: str | None = None, cuda_graph: bool = False):
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
+        path = Path(weights) if weights else default_weights_path(preset or DEFAULT_PRESET)
+        overrides = {"scan_backend": scan_backend} if scan_backend else {}
+        self.model = load_model(path, self.device, expect_preset=preset, **overrides)
+        self.config = self.model.cfg
+        self.dtype = torch.float16 if (half and self.device.type == "cuda") else torch.float32
+        self.model.to(self.dtype)
+        self.weights_path = self.source = path
+        self.name = f"diffmf-{self.config.name}"
+        self.pyramid_levels = self.config.pyramid_levels
+        self.forward = GraphedForward(self.model) if (cuda_graph and self.device.type == "cuda") else self.model
+
+
+class WarmRuleFuser(TensorFuser):
+    """The warm rule (``pyramid_decoder.warm_rule_fusion``: the decoder's rule with the thermal
+    image on warm targets and the output stretched), without a network, on ``device`` ("auto":
+    CUDA when available) in float32, with the decoder's default pyramid levels (the shipped
+    networks')."""
+
+    name = source = "warm_rule"
+
+    def __init__(self, device: str = "auto"):
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
+        self.dtype = torch.float32
+        self.pyramid_levels = DiffMFConfig.pyramid_levels
+        self.forward = functools.partial(warm_rule_fusion, levels=self.pyramid_levels)
+
+
 class SteadyVideoFuser:
-    """A Fuser for the consecutive frames of one video: what the network adds to its sources
-    (sharpening, contrast: the fused image minus ``source_blend``, the decoder's selection alone)
-    is smoothed over time, so that sharpened texture that moves does not shimmer:
+    """A Fuser (or WarmRuleFuser) for the consecutive frames of one video: what it adds to its sources
+    (sharpening, contrast, the warm targets' selection: the fused image minus ``source_blend``, the
+    decoder's brighter-source selection alone) is smoothed over time, so that sharpened texture and
+    target edges that move do not shimmer:
 
         E_t = (1 - smoothing) (fused_t - blend_t) + smoothing E_{t-1},    out_t = clip(blend_t + E_t)
 
@@ -205,7 +241,7 @@ class SteadyVideoFuser:
 
     stamped = True  # fuse() takes the frame's stamp (FusionPipeline passes it)
 
-    def __init__(self, fuser: Fuser, smoothing: float = 0.7, cut: float = 0.1, frame_period_s: float = 1 / 30):
+    def __init__(self, fuser: TensorFuser, smoothing: float = 0.95, cut: float = 0.1, frame_period_s: float = 1 / 30):
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
         self.fuser, self.smoothing, self.cut, self.frame_period_s = fuser, smoothing, cut, frame_period_s
@@ -239,7 +275,7 @@ class SteadyVideoFuser:
         if self.smoothing > 0.0:
             with torch.inference_mode():
                 ir, vi = ir.to(fused.device), vi.to(fused.device)
-                blend = source_blend(ir, vi, self.fuser.config.pyramid_levels)
+                blend = source_blend(ir, vi, self.fuser.pyramid_levels)
                 enhancement = fused - blend
                 weight = self._past_weight(stamp_s)
                 if weight > 0.0 and self._continues(ir, vi):

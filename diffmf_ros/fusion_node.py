@@ -345,13 +345,13 @@ class FusionNode(LifecycleNode):
         return pipeline, frame_ids
 
     def _model_failed(self) -> bool:
-        """The network was asked for (fuser: diffmf) but is not in use."""
-        return self._pipeline is not None and self._pipeline.model is None and self.s.fuser == "diffmf"
+        """A model fuser was asked for (fuser: warm_rule or diffmf) but is not in use."""
+        return self._pipeline is not None and self._pipeline.model is None and self.s.fuser != "classical"
 
     def _log_degraded_reason(self, pipeline: FusionPipeline) -> None:
-        """Log, once per reason, why the network is not in use (fuser: classical is no failure)."""
+        """Log, once per reason, why the model fuser is not in use (fuser: classical is no failure)."""
         reason = pipeline.degraded_reason
-        if pipeline.model is None and self.s.fuser == "diffmf" and reason != self._logged_reason:
+        if pipeline.model is None and self.s.fuser != "classical" and reason != self._logged_reason:
             self._logged_reason = reason
             self.get_logger().error(f"{reason}: using the classical fuser {pipeline.fallback.name!r}")
 

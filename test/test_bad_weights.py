@@ -88,7 +88,7 @@ BAD_WEIGHTS = {
 def test_bad_weights_give_clear_error_and_classical_fallback(tmp_path, case):
     make, reason = BAD_WEIGHTS[case]
     path = make(tmp_path)
-    pipeline, error, _ = build_pipeline({"weights": str(path), "preset": "live", "device": "cpu",
+    pipeline, error, _ = build_pipeline({"fuser": "diffmf", "weights": str(path), "preset": "live", "device": "cpu",
                                          "fallback_fuser": "mean"}, warmup=True)
     assert error and str(path) in error and re.search(reason, error), error
     assert pipeline.model is None and pipeline.mode == MODE_CLASSICAL and pipeline.degraded_reason == error
@@ -99,7 +99,8 @@ def test_bad_weights_give_clear_error_and_classical_fallback(tmp_path, case):
 
 def test_good_weights_load(tmp_path):
     """Control: the same builder with a valid live file uses the network."""
-    pipeline, error, _ = build_pipeline({"weights": str(_live(tmp_path)), "preset": "live", "device": "cpu"})
+    pipeline, error, _ = build_pipeline({"fuser": "diffmf", "weights": str(_live(tmp_path)), "preset": "live",
+                                         "device": "cpu"})
     assert error is None and pipeline.model is not None and pipeline.active_name == "diffmf-live"
 
 
@@ -111,7 +112,7 @@ def test_node_with_pickle_weights_publishes_classical_and_logs_once(tmp_path):
     from noderig import Rig, Stamps, image, start_node
 
     weights = _torch_pickle(tmp_path)
-    proc = start_node(tmp_path, weights=str(weights), preset="live", fallback_fuser="mean",
+    proc = start_node(tmp_path, fuser="diffmf", weights=str(weights), preset="live", fallback_fuser="mean",
                       diagnostics_period_s=0.2)
     rig = Rig()
     try:

@@ -651,7 +651,7 @@ def test_fuse_flags_reach_fuse_bag_and_an_explicit_model_is_checked(tmp_path, fa
 
     inp, out = tmp_path / "in", tmp_path / "out"
     args = ["bag", "fuse", str(inp), str(out)]
-    assert cli(args + ["--weights", "w.safetensors", "--device", "cpu", "--slop-ms", "50", "--thermal-delay-ms", "-30",
+    assert cli(args + ["--fuser", "diffmf", "--weights", "w.safetensors", "--device", "cpu", "--slop-ms", "50", "--thermal-delay-ms", "-30",
                        "--thermal-topic", "/a", "--rgb-topic", "/b", "--storage", "sqlite3", "--only-fused", "--quiet",
                        "--overwrite"]) == 0
     assert fake_fuse["fuser"] == ("w.safetensors", "live", "cpu", True)
@@ -673,24 +673,29 @@ def test_fuse_flags_reach_fuse_bag_and_an_explicit_model_is_checked(tmp_path, fa
     minimal.write_text("n:\n  ros__parameters:\n    fuser: classical\n")
     assert cli(args + ["--fuser", "diffmf", "--params-file", str(minimal)]) == 0
     assert fake_fuse["fuser"] == (None, None, "auto", True)
-    # without a fuser key the fuser is diffmf: --weights applies, is checked, and a fallback is an error
+    # without a fuser key the fuser is warm_rule: --weights does not apply to it
     nokey = tmp_path / "nokey.yaml"
     nokey.write_text("n:\n  ros__parameters:\n    half_precision: false\n")
+    capsys.readouterr()
+    assert cli(args + ["--params-file", str(nokey), "--weights", "w.safetensors"]) == 2
+    assert capsys.readouterr().err.strip() == ("diffmf bag: error: --weights cannot apply: the fuser is 'warm_rule' "
+                                               "(the params file); drop --weights or use --fuser diffmf")
+    # with --fuser diffmf, --weights applies, is checked, and a fallback is an error
     fake_fuse["summary"] = FuseSummary(fused=3, modes={"classical": 3})
-    assert cli(args + ["--params-file", str(nokey), "--weights", "w.safetensors"]) == 1
+    assert cli(args + ["--params-file", str(nokey), "--fuser", "diffmf", "--weights", "w.safetensors"]) == 1
     assert fake_fuse["fuser"] == ("w.safetensors", None, "auto", False)
     fake_fuse["summary"] = FuseSummary(fused=2, modes={"fused": 2}, model_name="net")
     # a model that cannot be used is an error, never the classical fallback
     fake_fuse["error"] = RuntimeError("no such weights")
     capsys.readouterr()
-    assert cli(args + ["--weights", "w.safetensors"]) == 2
+    assert cli(args + ["--fuser", "diffmf", "--weights", "w.safetensors"]) == 2
     assert capsys.readouterr().err.strip() == (
         "diffmf bag: error: the requested DIFF-MF model cannot be used (RuntimeError: no such weights); explicit "
         "--weights/--device/--fuser diffmf never fall back (use --fuser classical to fuse without the model)")
     fake_fuse["error"] = None
     # the model failing during the run: exit 1, the output kept; with --fuser classical that is the plan
     fake_fuse["summary"] = FuseSummary(fused=3, modes={"classical": 3})
-    assert cli(args + ["--weights", "w.safetensors"]) == 1
+    assert cli(args + ["--fuser", "diffmf", "--weights", "w.safetensors"]) == 1
     assert capsys.readouterr().err.strip() == (
         f"diffmf bag: error: DIFF-MF failed during the run; 3 frame(s) were fused with the classical fallback "
         f"(FusionInfo mode CLASSICAL). The output {out} is kept.")
@@ -712,6 +717,26 @@ def test_fuse_flags_reach_fuse_bag_and_an_explicit_model_is_checked(tmp_path, fa
     assert cli(args + ["--fuser", "classical"]) == 2
     assert capsys.readouterr().err.splitlines() == fake_fuse["summary"].summary.text().splitlines() + [
         f"diffmf bag: error: nothing could be fused from {inp} (see the counts above); no output written"]
+
+
+def test_fuse_with_the_warm_rule_explicit_device_is_checked(tmp_path, fake_fuse, monkeypatch, capsys):
+    """The default fuser (warm_rule) takes --device; one it cannot use is an error, never a fallback."""
+    from diffmf_core import fuser as fuser_module
+
+    args = ["bag", "fuse", str(tmp_path / "in"), str(tmp_path / "out")]
+    assert cli(args + ["--device", "cpu", "--quiet"]) == 0
+    _, _, params, _ = fake_fuse["fuse"]
+    assert (params["fuser"], params["device"]) == ("warm_rule", "cpu")
+
+    def unusable(device="auto"):
+        raise RuntimeError(f"no {device} here")
+
+    monkeypatch.setattr(fuser_module, "WarmRuleFuser", unusable)
+    capsys.readouterr()
+    assert cli(args + ["--device", "cuda:3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "diffmf bag: error: the requested warm_rule fuser cannot be used (RuntimeError: no cuda:3 here); explicit "
+        "--weights/--device/--fuser warm_rule never fall back (use --fuser classical to fuse without the model)")
 
 
 def test_fuse_output_check_before_the_model_names_the_command(tmp_path, fake_fuse, capsys):

@@ -85,12 +85,13 @@ def test_explicit_weights_or_device_that_cannot_be_used_are_errors(tmp_path, sma
         choices.append(["--device", "cuda"])
     for choice in choices:
         out = tmp_path / "out"
-        assert cli(["bag", "fuse", str(small_bag), str(out), "--quiet", *choice]) == 2, choice
+        assert cli(["bag", "fuse", str(small_bag), str(out), "--quiet", "--fuser", "diffmf", *choice]) == 2, choice
         err = capsys.readouterr().err
         assert "never fall back" in err and "Traceback" not in err, err
         assert not out.exists()
     data = make_pairs(tmp_path / "data", n=1)
-    assert cli(["fuse", "--data", str(data), "--weights", str(nan_weights), "--out", str(tmp_path / "f")]) == 2
+    assert cli(["fuse", "--data", str(data), "--method", "diffmf", "--weights", str(nan_weights),
+                "--out", str(tmp_path / "f")]) == 2
     assert "NaN" in capsys.readouterr().err and not (tmp_path / "f").exists()
     # bench-node refuses before it starts a node (and so before any CSV named after the model)
     bad = ["--weights", str(junk)] if torch.cuda.is_available() else ["--device", "cuda"]
@@ -100,7 +101,7 @@ def test_explicit_weights_or_device_that_cannot_be_used_are_errors(tmp_path, sma
 
 def test_automatic_default_still_falls_back_with_a_warning(tmp_path, small_bag, capsys):
     """The node's documented degraded mode: weights named only in the params file."""
-    params = edited_params(tmp_path, weights=str(tmp_path / "gone.safetensors"))
+    params = edited_params(tmp_path, fuser="diffmf", weights=str(tmp_path / "gone.safetensors"))
     assert cli(["bag", "fuse", str(small_bag), str(tmp_path / "out"), "--params-file", str(params)] + Q) == 0
     assert "warning" in capsys.readouterr().err
 

@@ -1,5 +1,6 @@
 """launch_testing test of launch/fuse.launch.py (`launch_test`, run by test_launch_tests.py; `colcon test`):
-the launched node fuses synthetic camera pairs into /fused/image and exits cleanly."""
+the launched node, with the shipped parameters, fuses synthetic camera pairs into /fused/image with
+its default fuser (the warm rule, FusionInfo mode FUSED) and exits cleanly."""
 import time
 import unittest
 from pathlib import Path
@@ -39,19 +40,24 @@ class TestFusedOutput(unittest.TestCase):
         rclpy.init()
         node = rclpy.create_node("fuse_launch_probe")
         try:
-            received = []
+            from diffmf_ros.msg import FusionInfo
+
+            received, infos = [], []
             node.create_subscription(Image, "/fused/image", received.append, 10)
+            node.create_subscription(FusionInfo, "/fused/info", infos.append, 10)
             thermal = node.create_publisher(Image, "/thermal/image_raw", qos_profile_sensor_data)
             rgb = node.create_publisher(Image, "/rgb/image_raw", qos_profile_sensor_data)
             rng = np.random.default_rng(0)
             deadline = time.monotonic() + 60.0
-            while not received and time.monotonic() < deadline:
+            while not (received and infos) and time.monotonic() < deadline:
                 stamp = node.get_clock().now().to_msg()
                 thermal.publish(_image("mono8", rng.integers(0, 255, (128, 160), dtype=np.uint8), stamp))
                 rgb.publish(_image("bgr8", rng.integers(0, 255, (128, 160, 3), dtype=np.uint8), stamp))
                 rclpy.spin_once(node, timeout_sec=0.2)
             self.assertTrue(received, "no /fused/image within 60 s")
             self.assertEqual((received[0].height, received[0].width), (128, 160))
+            self.assertTrue(infos, "no /fused/info within 60 s")
+            self.assertEqual((infos[0].model_name, infos[0].mode), ("warm_rule", FusionInfo.MODE_FUSED))
         finally:
             node.destroy_node()
             rclpy.shutdown()

@@ -91,7 +91,8 @@ def test_runtime_changes_are_validated_and_applied(make_node):
 
 def test_missing_weights_fall_back_to_the_classical_fuser(make_node, tmp_path):
     pytest.importorskip("diffmf_core.fuser", reason="diffmf_core.fuser not written yet")
-    node = make_node(weights=str(tmp_path / "missing.safetensors"), device="cpu", fallback_fuser="mean")
+    node = make_node(fuser="diffmf", weights=str(tmp_path / "missing.safetensors"), device="cpu",
+                     fallback_fuser="mean")
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node._pipeline.mode == fusion_node.FusionInfo.MODE_CLASSICAL
     assert node._pipeline.active_name == "mean"

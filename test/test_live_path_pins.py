@@ -466,10 +466,8 @@ class ConstantFuser:
     """Stands in for Fuser in SteadyVideoFuser: its 'network' outputs a constant image."""
 
     def __init__(self, value: float) -> None:
-        from types import SimpleNamespace
-
         self.value, self.name, self.device = value, "constant", torch.device("cpu")
-        self.config = SimpleNamespace(pyramid_levels=4)
+        self.pyramid_levels = 4
 
     def fuse_tensor(self, ir, vi):
         return torch.full_like(ir, self.value)

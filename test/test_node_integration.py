@@ -49,7 +49,7 @@ def model_params(tmp: Path) -> dict:
     if not MODEL_READY:
         return {"fuser": "classical"}
     if default_weights_path("live").is_file():
-        return {"preset": "live"}
+        return {"fuser": "diffmf", "preset": "live"}
     import torch
 
     from diffmf_core.config import get_preset
@@ -57,7 +57,8 @@ def model_params(tmp: Path) -> dict:
     from diffmf_core.weights import save_weights
 
     torch.manual_seed(0)
-    return {"preset": "live", "weights": save_weights(DiffMF(get_preset("live")), tmp / "live_init.safetensors")}
+    return {"fuser": "diffmf", "preset": "live",
+            "weights": save_weights(DiffMF(get_preset("live")), tmp / "live_init.safetensors")}
 
 
 def launch_settings(**launch_args) -> dict:

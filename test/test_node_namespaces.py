@@ -28,8 +28,8 @@ VEHICLES = ("/uav1", "/uav2")
 
 def edited_config(tmp) -> str:
     text = (ROOT / "config" / "fuse.yaml").read_text()
-    assert text.count("\nfuser: diffmf") == 0 and "    fuser: diffmf\n" in text and "    fallback_fuser: gff\n" in text
-    text = text.replace("    fuser: diffmf\n", "    fuser: classical\n").replace(
+    assert text.count("\nfuser: warm_rule") == 0 and "    fuser: warm_rule\n" in text and "    fallback_fuser: gff\n" in text
+    text = text.replace("    fuser: warm_rule\n", "    fuser: classical\n").replace(
         "    fallback_fuser: gff\n", "    fallback_fuser: mean\n")
     path = tmp / "fuse.yaml"
     path.write_text(text)

@@ -90,19 +90,27 @@ def test_the_api_default_smoothing_is_the_node_parameter_default(fuser):
 
 
 def test_the_pipeline_runs_video_through_it_unless_smoothing_is_zero():
-    built = build_pipeline({"device": "cpu"})
-    assert isinstance(built.pipeline.model, SteadyVideoFuser) and built.pipeline.model.smoothing == 0.7
-    assert built.pipeline.model.name == "diffmf-live" and str(built.pipeline.model.device) == "cpu"
-    assert isinstance(build_pipeline({"device": "cpu", "video_smoothing": 0.0}).pipeline.model, Fuser)
+    from diffmf_core.fuser import WarmRuleFuser
+    from diffmf_core.live.settings import NodeSettings
+
+    built = build_pipeline({"device": "cpu"})  # the default fuser: the warm rule
+    assert isinstance(built.pipeline.model, SteadyVideoFuser) and built.pipeline.model.smoothing == 0.95
+    assert NodeSettings.video_smoothing == 0.95 and NodeSettings.fuser == "warm_rule"
+    assert built.pipeline.model.name == "warm_rule" and str(built.pipeline.model.device) == "cpu"
+    assert isinstance(build_pipeline({"device": "cpu", "video_smoothing": 0.0}).pipeline.model, WarmRuleFuser)
+    network = build_pipeline({"device": "cpu", "fuser": "diffmf", "video_smoothing": 0.7}).pipeline.model
+    assert isinstance(network, SteadyVideoFuser) and network.smoothing == 0.7 and network.name == "diffmf-live"
+    assert isinstance(build_pipeline({"device": "cpu", "fuser": "diffmf", "video_smoothing": 0.0}).pipeline.model,
+                      Fuser)
 
 
 def test_stamps_set_the_weight_of_the_past_in_time(fuser):
     frames = moving_texture()
     period = 1 / 30
-    by_count, by_time = SteadyVideoFuser(fuser), SteadyVideoFuser(fuser)
+    by_count, by_time = SteadyVideoFuser(fuser, 0.7), SteadyVideoFuser(fuser, 0.7)
     for t, (ir, vi) in enumerate(frames[:4]):  # every frame at 30 Hz: as if counted
         assert np.array_equal(by_count.fuse(ir, vi), by_time.fuse(ir, vi, stamp_s=100 + t * period))
-    sparse = SteadyVideoFuser(fuser)
+    sparse = SteadyVideoFuser(fuser, 0.7)
     sparse.fuse(*frames[0], stamp_s=100.0)
     far = sparse.fuse(*frames[1], stamp_s=100.0 + 20 * period)  # weight 0.7 ** 20: the frame alone
     assert np.abs(far.astype(int) - fuser.fuse(*frames[1]).astype(int)).max() <= 1
@@ -111,7 +119,7 @@ def test_stamps_set_the_weight_of_the_past_in_time(fuser):
 
 
 def test_the_pipeline_gives_the_fuser_each_pairs_stamp(fuser):
-    pipeline = build_pipeline({"device": "cpu"}).pipeline
+    pipeline = build_pipeline({"device": "cpu", "fuser": "diffmf"}).pipeline
     frames = moving_texture()
     pipeline.fuse_pair(*frames[0], stamp_ns=2_000_000_000)
     again = pipeline.fuse_pair(*frames[1], stamp_ns=1_000_000_000).image  # earlier stamp: frame alone

@@ -18,8 +18,9 @@ Contract:
 - ``build_pipeline(params, warmup=False)`` builds the pipeline from the fusion node's parameters
   (config/fuse.yaml names; missing ones take the node defaults) for both the node and
   ``diffmf bag fuse``: calibration file (empty = the checkout's config/calibration/identity.yaml),
-  output geometry, the DIFF-MF Fuser (``fuser: diffmf``; a ``SteadyVideoFuser`` over it unless
-  ``video_smoothing`` is 0: the pairs are consecutive frames) or None; a model that cannot load is
+  output geometry, the model fuser (``fuser: warm_rule``, ``WarmRuleFuser``, or ``fuser: diffmf``,
+  the DIFF-MF Fuser; a ``SteadyVideoFuser`` over it unless ``video_smoothing`` is 0: the pairs are
+  consecutive frames) or None (``fuser: classical``); a model that cannot load is
   replaced by the classical fallback and the reason returned (never raised). Bad calibration
   files raise CalibrationError.
 """
@@ -117,7 +118,7 @@ class FusionPipeline:
 
 class BuiltPipeline(NamedTuple):
     pipeline: FusionPipeline
-    load_error: str | None  # why the DIFF-MF model is not in use (None: loaded, or fuser=classical)
+    load_error: str | None  # why the model fuser is not in use (None: loaded, or fuser=classical)
     frame_ids: dict  # {"thermal": ..., "rgb": ...} from the calibration file
 
 
@@ -131,14 +132,18 @@ def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
     registrar = Registrar.from_calibration(cal, output=geometry, output_size=fixed if geometry == "fixed" else None,
                                            ecc_refine=bool(params.get("ecc_refine", False)))
     model, load_error = None, None
-    if params.get("fuser", "diffmf") == "diffmf":
+    kind = params.get("fuser", NodeSettings.fuser)
+    if kind != "classical":
         preset = params.get("preset") or None
         try:
-            from diffmf_core.fuser import Fuser, SteadyVideoFuser
+            from diffmf_core.fuser import Fuser, SteadyVideoFuser, WarmRuleFuser
 
-            model = Fuser(params.get("weights") or None, preset=preset, device=params.get("device", "auto"),
-                          half=bool(params.get("half_precision", True)),
-                          cuda_graph=bool(params.get("cuda_graph", False)))
+            if kind == "warm_rule":
+                model = WarmRuleFuser(device=params.get("device", "auto"))
+            else:
+                model = Fuser(params.get("weights") or None, preset=preset, device=params.get("device", "auto"),
+                              half=bool(params.get("half_precision", True)),
+                              cuda_graph=bool(params.get("cuda_graph", False)))
             if warmup and params.get("warmup", True):
                 size = {"fixed": fixed, "thermal": cal.thermal_size}.get(geometry, cal.rgb_size)
                 width, height = size or (640, 512)
@@ -147,7 +152,8 @@ def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
             if smoothing > 0:
                 model = SteadyVideoFuser(model, smoothing)
         except Exception as exc:  # noqa: BLE001 - missing/corrupt weights, OOM, ...: classical fallback
-            model, load_error = None, f"model {preset or 'default'!r} not loaded ({type(exc).__name__}: {exc})"
+            what = "warm_rule" if kind == "warm_rule" else f"model {preset or 'default'!r}"
+            model, load_error = None, f"{what} not loaded ({type(exc).__name__}: {exc})"
     pipeline = FusionPipeline(model, registrar, fallback=params.get("fallback_fuser", "gff"),
                               output_encoding=params.get("output_encoding", "bgr8"))
     if load_error:

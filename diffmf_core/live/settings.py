@@ -86,8 +86,9 @@ class NodeSettings:
     output_width: int = _s(640, "output width for output_geometry fixed", lo=16, hi=8192)
     output_height: int = _s(512, "output height for output_geometry fixed", lo=16, hi=8192)
     ecc_refine: bool = _s(False, "refine the calibrated homography with ECC (every 30th pair)")
-    fuser: str = _s("diffmf", "diffmf (network, classical fallback) or classical (always fallback_fuser)",
-                    choices=("diffmf", "classical"))
+    fuser: str = _s("warm_rule", "warm_rule (the decoder's warm rule, no network), diffmf (the network) or "
+                                 "classical (always fallback_fuser); the first two fall back to fallback_fuser "
+                                 "if they fail", choices=("warm_rule", "diffmf", "classical"))
     device: str = _s("auto", "inference device: auto, cpu, cuda or cuda:N")
     half_precision: bool = _s(True, "fp16 inference on CUDA")
     cuda_graph: bool = _s(False, "replay the network from a CUDA graph per input size (CUDA only)")
@@ -95,8 +96,8 @@ class NodeSettings:
     weights: str = _s("", "weights .safetensors; empty = shipped weights of the preset")
     fallback_fuser: str = _s("gff", "classical fuser used when the network cannot run", choices=CLASSICAL_NAMES)
     warmup: bool = _s(True, "run one blank inference before activation")
-    video_smoothing: float = _s(0.7, "weight of the past 1/30 s in what the network adds to its sources "
-                                      "(sharpening, contrast), for steadier video; 0 = each pair alone",
+    video_smoothing: float = _s(0.95, "weight of the past 1/30 s in what the fuser adds to its sources "
+                                       "(sharpening, contrast, warm targets), for steadier video; 0 = each pair alone",
                                 lo=0.0, hi=0.95)
     output_encoding: str = _s("bgr8", "encoding of fused/image", choices=("bgr8", "mono8"), runtime=True)
     publish_compressed: bool = _s(False, "also publish fused/image/compressed (JPEG)")

@@ -69,6 +69,9 @@ HEAD_INIT_STD = 1e-3
 WARM_LEVEL = 20 / 255    # a warm structure stands this far above the thermal image's opening
 WARM_WIDTH = 5 / 255     # E ramps from 0 at WARM_LEVEL - WARM_WIDTH to 1 at WARM_LEVEL + WARM_WIDTH
 WARM_RADIUS = 8          # half side of the opening's square on the quarter grid (32 px at full size)
+WARM_RULE_SELECT = 3.0   # the warm rule's selection logit on the envelope: +16 tanh(3), the thermal image
+WARM_RULE_MARGIN = 16    # ... on and within 16 px of a warm structure
+WARM_RULE_STRETCH = 1.2  # ... and its output stretch
 
 
 def _of_band(values: tuple, k: int) -> float:
@@ -215,3 +218,21 @@ def rule_fusion(ir: torch.Tensor, vi: torch.Tensor, levels: int, stretch: float 
     region by region, with the starting detail gains and contrast, and the output stretch s.
     (b, 1, H, W) -> (b, 1, H, W)."""
     return decode(None, ir, vi, levels, stretch)
+
+
+def warm_rule_fusion(ir: torch.Tensor, vi: torch.Tensor, levels: int, stretch: float = WARM_RULE_STRETCH,
+                     margin: int = WARM_RULE_MARGIN, select: float = WARM_RULE_SELECT) -> torch.Tensor:
+    """The warm rule: the decoder's rule, except that on the warm envelope E (``warm_envelope``,
+    ``margin`` px) every band and the base take the thermal image, and the output is stretched:
+
+        a_k = a_B = select E   (gain, contrast and offset maps 0),   fused = decode(a, s = stretch)
+
+    i.e. the decoder with a constant head confined to E (``head_region="warm"``, ``head_maps=
+    "selection"``, head weight 0, bias ``select``), computed without the network on the quarter
+    grid. A warm target keeps its thermal contrast in bright visible surroundings (smoke, daylight)
+    where the plain rule takes the visible image. (b, 1, H, W) -> (b, 1, H, W)."""
+    envelope = warm_envelope(ir, margin)
+    levels = pyramid_levels(ir.shape[-2], ir.shape[-1], levels)
+    selection, zero = select * envelope, torch.zeros_like(envelope)
+    maps = torch.cat([selection, zero] * (levels - 1) + [selection, zero, zero], dim=1)
+    return decode(maps, ir, vi, levels, stretch, selection_only=True)

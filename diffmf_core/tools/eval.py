@@ -20,15 +20,16 @@ from diffmf_core.config import PRESETS
 from diffmf_core.live.settings import NodeSettings
 from diffmf_core.tools.fuse import FuserUnavailable, make_fuser
 
-DEFAULT_METHODS = "diffmf,rule,mean,max,laplacian,gff,laplacian_max"
+DEFAULT_METHODS = "warm_rule,diffmf,rule,mean,max,laplacian,gff,laplacian_max"
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=path_arg, nargs="+",
                    help="dataset roots with ir/ + vi/ (default: shared test/TNO and test/DroneVehicle)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma-separated: diffmf and/or rule,mean,max,laplacian,gff,laplacian_max (rule: the network's "
-                        f"decoder rule without the network; default: {DEFAULT_METHODS})")
+                   help=f"comma-separated: warm_rule, diffmf and/or rule,mean,max,laplacian,gff,laplacian_max "
+                        f"(warm_rule: the node's default fuser, the decoder's warm rule; rule: the network's decoder "
+                        f"rule without the network; default: {DEFAULT_METHODS})")
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")
     p.add_argument("--out", type=path_arg, default=Path("runs/eval"), help="output folder (default: runs/eval)")
@@ -41,7 +42,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=path_arg, help="folder of consecutive pairs (a video): also measure each "
                                               "method's temporal flicker (grey levels beyond the sources' change)")
     p.add_argument("--video-smoothing", type=float_range(0, 0.95), default=NodeSettings.video_smoothing,
-                   help="with --clip: DIFF-MF's video path as the node runs it with this video_smoothing "
+                   help="with --clip: warm_rule's and DIFF-MF's video path as the node runs it with this video_smoothing "
                         f"(default {NodeSettings.video_smoothing}, the node's default)")
 
 
@@ -110,7 +111,7 @@ def _evaluate(args, datasets, folders, fusers, results, outputs) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         smoothing = ("" if args.video_smoothing == NodeSettings.video_smoothing
-                     else f"; DIFF-MF with video_smoothing {args.video_smoothing}")
+                     else f"; warm_rule and DIFF-MF with video_smoothing {args.video_smoothing}")
         lines = [f"### Temporal flicker on {args.clip.name} (grey levels of frame-to-frame change beyond "
                  f"the larger source change; lower is steadier{smoothing})", "", "| Method | flicker |", "|---|---:|"]
         lines += [f"| {m} | {v:.3f} |" for m, v in flicker.items()]

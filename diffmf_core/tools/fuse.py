@@ -1,8 +1,9 @@
 """``diffmf fuse``: fuse one pair (``--ir A --vi B``) or every pair under ``--data ROOT`` into
 colour PNGs (visible chroma kept, see color.py) written atomically to ``--out``.
 
-``--method`` is ``diffmf`` (``diffmf_core.fuser.Fuser`` with ``--weights``/``--preset``) or a
-classical name from ``baselines.CLASSICAL_FUSERS``. Any image size; pairs of different sizes are
+``--method`` is ``warm_rule`` (``diffmf_core.fuser.WarmRuleFuser``, the node's default fuser),
+``diffmf`` (``diffmf_core.fuser.Fuser`` with ``--weights``/``--preset``) or a classical name from
+``baselines.CLASSICAL_FUSERS``. Any image size; pairs of different sizes are
 handled by ``data.load_pair`` (infrared resized to the visible frame). A folder with unmatched
 names is refused before anything is written (exit 2); an unreadable pair is skipped and named, the
 others are written (exit 1). Ctrl-C leaves only complete PNGs (exit 130, diffmf_core.cli).
@@ -12,6 +13,7 @@ others are written (exit 1). Ctrl-C leaves only complete PNGs (exit 130, diffmf_
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from diffmf_core.baselines import CLASSICAL_FUSERS, ClassicalFuser
 from diffmf_core.common.argtypes import path_arg
 from diffmf_core.common.imageheader import MAX_PIXELS, format_pixels, size_limit_problem
 
-METHOD_CHOICES = ["diffmf", *CLASSICAL_FUSERS]
+METHOD_CHOICES = ["warm_rule", "diffmf", *CLASSICAL_FUSERS]
 
 
 class FuserUnavailable(RuntimeError):
@@ -27,18 +29,21 @@ class FuserUnavailable(RuntimeError):
 
 
 def make_fuser(method: str, weights: str | None = None, preset: str | None = None):
-    """A fuser object with ``.name`` and ``.fuse(ir, vi)``: DIFF-MF (lazy import) or classical."""
+    """A fuser object with ``.name`` and ``.fuse(ir, vi)``: the warm rule or DIFF-MF (lazy imports),
+    or classical."""
     if method in CLASSICAL_FUSERS:
         return ClassicalFuser(method)
-    if method != "diffmf":
+    if method not in METHOD_CHOICES:
         raise FuserUnavailable(f"unknown method {method!r}; choose from {', '.join(METHOD_CHOICES)}")
     try:
-        from diffmf_core.fuser import Fuser
+        torch_fusers = importlib.import_module("diffmf_core.fuser")
     except ImportError as exc:
-        raise FuserUnavailable(f"method 'diffmf' is unavailable: diffmf_core.fuser cannot be imported ({exc}); "
+        raise FuserUnavailable(f"method {method!r} is unavailable: diffmf_core.fuser cannot be imported ({exc}); "
                                f"use a classical method ({', '.join(CLASSICAL_FUSERS)})") from exc
+    if method == "warm_rule":
+        return torch_fusers.WarmRuleFuser()
     try:
-        return Fuser(weights=weights, preset=preset)
+        return torch_fusers.Fuser(weights=weights, preset=preset)
     except Exception as exc:  # noqa: BLE001 - any load failure becomes one clear CLI error
         source = weights or f"the shipped {preset or 'default'} weights"
         raise FuserUnavailable(f"method 'diffmf' could not load {source}: {type(exc).__name__}: {exc}") from exc
@@ -105,7 +110,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--vi", type=path_arg, help="visible image of a single pair, or a folder of visible images "
                                              "(matched to --ir by file name)")
     src.add_argument("--data", type=path_arg, help="folder with ir/ + vi/ (or DroneVehicle *imgr/ + *img/)")
-    p.add_argument("--method", default="diffmf", choices=METHOD_CHOICES, help="fuser (default: diffmf)")
+    p.add_argument("--method", default="warm_rule", choices=METHOD_CHOICES,
+                   help="fuser (default: warm_rule, the node's default; diffmf: the network)")
     p.add_argument("--weights", help="DIFF-MF .safetensors file (default: shipped weights of --preset); "
                                      "a file that cannot be used is an error; only with --method diffmf")
     p.add_argument("--preset", choices=sorted(PRESETS), help="DIFF-MF preset (default: live)")

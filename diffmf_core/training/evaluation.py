@@ -193,19 +193,21 @@ def temporal_flicker(fused: list[np.ndarray], ir: list[np.ndarray], vi: list[np.
 
 
 def _steady_video(fuser, smoothing: float):
-    """``SteadyVideoFuser(fuser, smoothing)`` for a DIFF-MF Fuser, None for any other fuser."""
+    """``SteadyVideoFuser(fuser, smoothing)`` for a torch fuser (DIFF-MF, the warm rule), None for
+    any other fuser."""
     try:
-        from diffmf_core.fuser import Fuser, SteadyVideoFuser
-    except ImportError:  # no torch: there is no DIFF-MF Fuser either
+        from diffmf_core.fuser import SteadyVideoFuser, TensorFuser
+    except ImportError:  # no torch: there is no torch fuser either
         return None
-    return SteadyVideoFuser(fuser, smoothing) if isinstance(fuser, Fuser) else None
+    return SteadyVideoFuser(fuser, smoothing) if isinstance(fuser, TensorFuser) else None
 
 
 def clip_flicker(clip_root: str | Path, fusers: dict, limit: int | None = None,
-                 smoothing: float = 0.7) -> dict[str, float]:
+                 smoothing: float = 0.95) -> dict[str, float]:
     """{method: temporal_flicker} over the consecutive pairs of ``clip_root`` (sorted by name).
-    A DIFF-MF ``Fuser`` runs as the node runs it on video (``SteadyVideoFuser`` with ``smoothing``,
-    the node's ``video_smoothing``), and once more frame by frame ("<method>, frame by frame")."""
+    A torch fuser (DIFF-MF ``Fuser``, ``WarmRuleFuser``) runs as the node runs it on video
+    (``SteadyVideoFuser`` with ``smoothing``, the node's ``video_smoothing``), and once more frame by
+    frame ("<method>, frame by frame")."""
     pairs = find_pairs(clip_root)[:limit]
     frames = [load_pair(ir_path, vi_path) for _, ir_path, vi_path in pairs]
     if len(frames) < 2 or len({ir.shape for ir, _ in frames}) != 1:

@@ -94,13 +94,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     fu.add_argument("--thermal-topic", help="default: /thermal/image_raw or its /compressed")
     fu.add_argument("--rgb-topic", help="default: /rgb/image_raw or its /compressed")
     fu.add_argument("--params-file", type=path_arg, help="node parameters YAML (default: config/fuse.yaml)")
-    fu.add_argument("--fuser", choices=("diffmf", "classical"), help="override the fuser parameter")
+    fu.add_argument("--fuser", choices=("warm_rule", "diffmf", "classical"),
+                    help="override the fuser parameter (default: the params file's, warm_rule)")
     fu.add_argument("--device", type=device_arg,
                     help="override the device parameter (auto, cpu, cuda, cuda:N); an explicit device "
                          "that cannot be used is an error (with the classical fuser: refused)")
-    fu.add_argument("--weights", help="override the weights parameter (.safetensors); a file that cannot "
-                                      "be used is an error, not a classical fallback (with the classical "
-                                      "fuser: refused)")
+    fu.add_argument("--weights", help="override the weights parameter (.safetensors) of --fuser diffmf; a "
+                                      "file that cannot be used is an error, not a classical fallback "
+                                      "(with another fuser: refused)")
     fu.add_argument("--slop-ms", type=float_range(0, 10_000), help="override sync_slop_s (milliseconds)")
     fu.add_argument("--thermal-delay-ms", type=float_range(-10_000, 10_000),
                     help="override thermal_delay_s (milliseconds)")

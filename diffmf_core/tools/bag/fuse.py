@@ -12,6 +12,7 @@ import numpy as np
 
 from diffmf_core.common.paths import repo_root
 from diffmf_core.live.pipeline import build_pipeline
+from diffmf_core.live.settings import NodeSettings
 from diffmf_core.live.sync import stamp_to_ns
 from diffmf_core.tools.bag.common import (BagError, CAMERA_INFO_TYPE, COMPRESSED_TYPE, FUSED_TOPIC,
                                           FUSION_INFO_TYPE, IMAGE_TYPE, INFO_TOPIC, MODE_NAMES, RGB_TOPIC,
@@ -135,7 +136,6 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
     from diffmf_core.live.frames import Frame, FrameRouter, Undistortion, run_job
     from diffmf_core.live.imagecodec import ImageDecodeError
     from diffmf_core.live.pipeline import MODE_RGB_ONLY, MODE_THERMAL_ONLY
-    from diffmf_core.live.settings import NodeSettings
 
     settings = NodeSettings.from_mapping(params)
     store = make_typestore()
@@ -256,16 +256,21 @@ def fuse_bag(input_path: Path, output: Path, params: dict, *, storage: str = "mc
 
 
 def _check_model(params: dict) -> None:
-    """An explicit --weights/--device/--fuser diffmf must be usable: BagError instead of the classical
-    fallback that the node (and the automatic defaults) use."""
+    """An explicit --weights/--device/--fuser diffmf|warm_rule must be usable: BagError instead of the
+    classical fallback that the node (and the automatic defaults) use."""
+    kind = params.get("fuser", NodeSettings.fuser)
     try:
-        from diffmf_core.fuser import Fuser
+        from diffmf_core.fuser import Fuser, WarmRuleFuser
 
-        Fuser(params.get("weights") or None, preset=params.get("preset") or None,
-              device=params.get("device", "auto"), half=bool(params.get("half_precision", True)))
+        if kind == "warm_rule":
+            WarmRuleFuser(device=params.get("device", "auto"))
+        else:
+            Fuser(params.get("weights") or None, preset=params.get("preset") or None,
+                  device=params.get("device", "auto"), half=bool(params.get("half_precision", True)))
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's explicit choice failing
-        raise BagError(f"the requested DIFF-MF model cannot be used ({type(exc).__name__}: {exc}); "
-                       "explicit --weights/--device/--fuser diffmf never fall back (use --fuser classical "
+        what = "warm_rule fuser" if kind == "warm_rule" else "DIFF-MF model"
+        raise BagError(f"the requested {what} cannot be used ({type(exc).__name__}: {exc}); "
+                       f"explicit --weights/--device/--fuser {kind} never fall back (use --fuser classical "
                        "to fuse without the model)") from None
 
 
@@ -285,16 +290,20 @@ def _fuse_locked(args) -> int:
     for key, value in (("fuser", args.fuser), ("device", args.device), ("weights", args.weights)):
         if value is not None:
             params[key] = value
-    if params.get("fuser", "diffmf") != "diffmf" and (args.weights or args.device):
-        given = " and ".join(f for f, v in (("--weights", args.weights), ("--device", args.device)) if v)
-        raise BagError(f"{given} cannot apply: the fuser is {params.get('fuser')!r} "
+    kind = params.get("fuser", NodeSettings.fuser)
+    unused = [f for f, v, applies in (("--weights", args.weights, kind == "diffmf"),
+                                      ("--device", args.device, kind != "classical")) if v and not applies]
+    if unused:
+        given = " and ".join(unused)
+        raise BagError(f"{given} cannot apply: the fuser is {kind!r} "
                        f"({'--fuser' if args.fuser else 'the params file'}); drop {given} or use --fuser diffmf")
     if args.slop_ms is not None:
         params["sync_slop_s"] = args.slop_ms / 1000.0
     if args.thermal_delay_ms is not None:
         params["thermal_delay_s"] = args.thermal_delay_ms / 1000.0
-    explicit = args.weights or args.device not in (None, "auto") or args.fuser == "diffmf"
-    if explicit and params.get("fuser", "diffmf") == "diffmf":
+    explicit = (args.weights or args.device not in (None, "auto") or args.fuser in ("diffmf", "warm_rule")) \
+        and kind != "classical"
+    if explicit:
         _check_model(params)
     try:
         summary = fuse_bag(Path(args.input), Path(args.output), params, storage=args.storage,
@@ -305,8 +314,8 @@ def _fuse_locked(args) -> int:
         print(exc.summary.text(), file=sys.stderr)
         raise BagError(f"nothing could be fused from {args.input} (see the counts above); no output written") from None
     print(f"wrote {args.output}\n{summary.text()}")
-    if explicit and params.get("fuser", "diffmf") == "diffmf" and summary.modes.get("classical"):
-        print(f"diffmf bag: error: DIFF-MF failed during the run; {summary.modes['classical']} frame(s) were fused "
+    if explicit and summary.modes.get("classical"):
+        print(f"diffmf bag: error: {'DIFF-MF' if kind == 'diffmf' else kind} failed during the run; {summary.modes['classical']} frame(s) were fused "
               f"with the classical fallback (FusionInfo mode CLASSICAL). The output {args.output} is kept.",
               file=sys.stderr)
         return 1
