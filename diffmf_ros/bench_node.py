@@ -47,8 +47,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", type=device_arg,
                    help="node device parameter (auto, cpu, cuda, cuda:N; default cpu); an explicit device "
                         "that is unavailable is an error")
-    p.add_argument("--fuser", default="diffmf", choices=("diffmf", "classical"),
-                   help="node fuser parameter (default diffmf; classical = the GFF fallback)")
+    p.add_argument("--fuser", default="diffmf", choices=("diffmf", "warm_rule", "classical"),
+                   help="node fuser parameter (default diffmf, the network; warm_rule = the node's default "
+                        "fuser, no network; classical = the GFF fallback)")
     p.add_argument("--weights", help="weights .safetensors (default: shipped weights of --preset); a file "
                                      "that cannot be used is an error")
     p.add_argument("--cuda-graph", action="store_true", help="node parameter cuda_graph:=true (CUDA only)")
@@ -59,7 +60,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def check_choices(args) -> str | None:
     """Why the explicit --device/--weights cannot be used (the node would fall back), or None."""
-    if args.fuser != "diffmf":
+    if args.weights and args.fuser != "diffmf":
+        return f"--weights applies to --fuser diffmf, not {args.fuser}"
+    if args.fuser == "classical":
         return None
     from diffmf_core.fuser import resolve_device
     from diffmf_core.weights import WeightsError, load_model
@@ -68,7 +71,7 @@ def check_choices(args) -> str | None:
         resolve_device(args.device)
     except RuntimeError as exc:
         return str(exc)
-    if args.weights:
+    if args.weights and args.fuser == "diffmf":
         try:
             load_model(args.weights, "cpu", expect_preset=args.preset)
         except WeightsError as exc:
@@ -80,8 +83,8 @@ def resolve_weights(args, tmp: Path) -> tuple[str, str]:
     """(weights path or "", description) for the node."""
     from diffmf_core.common.paths import default_weights_path
 
-    if args.fuser == "classical":
-        return "", "classical (no network)"
+    if args.fuser != "diffmf":
+        return "", f"{args.fuser} (no network)"
     if args.weights:
         return args.weights, args.weights
     if default_weights_path(args.preset).is_file():
@@ -290,7 +293,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(package_config_file("fastdds_profile.xml")))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"node_{args.preset if args.fuser == 'diffmf' else 'classical'}_{args.size[0]}x{args.size[1]}_" \
+    stem = f"node_{args.preset if args.fuser == 'diffmf' else args.fuser}_{args.size[0]}x{args.size[1]}_" \
            f"{args.rate:g}hz_{args.device.replace(':', '')}{'_graph' if args.cuda_graph else ''}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -303,7 +306,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         return 130
     width = max(len(k) for k in row)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in row.items()))
-    if args.fuser == "diffmf" and "CLASSICAL" in row["modes"]:
+    if args.fuser != "classical" and "CLASSICAL" in row["modes"]:
         print(f"bench_node: error: the node fell back to its classical fuser (modes {row['modes']}); "
               f"see {args.out / (stem + '.log')}. No CSV written.", file=sys.stderr)
         return 1

@@ -11,17 +11,19 @@ import pytest
 pytestmark = pytest.mark.ros
 
 
-def test_bench_node_counts_every_pair_and_writes_a_csv_row(tmp_path):
+@pytest.mark.parametrize("fuser, stem, model", [("diffmf", "live", "diffmf-live"),
+                                               ("warm_rule", "warm_rule", "warm_rule")])
+def test_bench_node_counts_every_pair_and_writes_a_csv_row(tmp_path, fuser, stem, model):
     cmd = [sys.executable, "-m", "diffmf_core.cli", "bench-node", "--rate", "15", "--frames", "30", "--size", "96x64",
-           "--device", "cpu", "--out", str(tmp_path), "--start-timeout", "90"]
+           "--device", "cpu", "--fuser", fuser, "--out", str(tmp_path), "--start-timeout", "90"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    (csv_path,) = tmp_path.glob("node_live_96x64_15hz_cpu.csv")
+    (csv_path,) = tmp_path.glob(f"node_{stem}_96x64_15hz_cpu.csv")
     (row,) = list(csv.DictReader(open(csv_path)))
     assert int(row["frames_in"]) == 30
     assert int(row["frames_out"]) + int(row["drops"]) == 30
     assert int(row["frames_out"]) >= 20  # 96x64 fuses in a few ms: almost every pair comes out
-    assert row["modes"].startswith("FUSED:") and row["model"] == "diffmf-live"
+    assert row["modes"].startswith("FUSED:") and row["model"] == model
     p50, p99 = float(row["e2e_p50_ms"]), float(row["e2e_p99_ms"])
     assert 0 < p50 <= p99 < 5000
     assert float(row["node_rss_end_mb"]) > 0

@@ -291,3 +291,32 @@ def test_the_output_stretch_scales_the_output_about_its_mean_the_rules_too():
     assert torch.allclose(stretched, (mean + 1.2 * (plain - mean)).clamp(0, 1), atol=1e-6)
     assert torch.allclose(zero_head, stretched, atol=1e-6)  # a zero head is the stretched rule
     assert stretched.std() > 1.1 * plain.std()
+
+
+def test_the_warm_rule_is_the_decoder_with_a_constant_warm_head_and_keeps_a_target_behind_smoke():
+    """A warm person (square) behind bright smoke (a textured visible image brighter than anything
+    in the thermal image): the rule takes the smoke everywhere and the target is gone; the warm rule
+    takes the thermal image on it and is the rule far from it. It equals the decoder with a constant
+    head (selection logit ``select`` confined to the warm envelope) whose maps share its grid."""
+    from diffmf_core.modules.pyramid_decoder import warm_rule_fusion
+    from diffmf_core.training.metrics import target_retention
+
+    ir = warm_square()
+    vi = torch.full_like(ir, 0.8)
+    vi[..., :, ::2] += 0.1
+    dec = PyramidDecoder(4, 4, stretch=1.1, head_region="warm", warm_margin=8, head_maps="selection").eval()
+    with torch.no_grad():
+        dec.head.weight.zero_()
+        dec.head.bias.zero_()
+        dec.head.bias[0:7:2] = 3.0  # a_k of the three detail bands and a_B
+        head = dec(torch.zeros(1, 32, 32, 4), ir, vi)  # the head's maps on the quarter grid
+        warm = warm_rule_fusion(ir, vi, 4, stretch=1.1, margin=8, select=3.0)
+        rule = rule_fusion(ir, vi, 4, stretch=1.1)
+    assert torch.allclose(warm, head, atol=1e-5)
+    far = (..., slice(0, 24), slice(0, 128))
+    assert torch.allclose(warm[far], rule[far], atol=0.02)
+
+    def u8(x):
+        return (x[0, 0].numpy() * 255).round()
+    kept, lost = (target_retention(u8(ir), u8(x)) for x in (warm, rule))
+    assert len(kept) == len(lost) == 1 and kept[0] > 0.8 and lost[0] < 0.2

@@ -1,5 +1,6 @@
-"""SteadyVideoFuser (the node's video path): what the network adds to its sources is smoothed over
-time, the sources' own blend is not; stills, new sizes and scene cuts are fused on their own."""
+"""SteadyVideoFuser (the node's video path): what the fuser (the network, or the warm rule) adds to
+its sources is smoothed over time, the sources' own blend is not; stills, new sizes and scene cuts
+are fused on their own."""
 from __future__ import annotations
 
 import cv2
@@ -7,16 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from diffmf_core.fuser import Fuser, SteadyVideoFuser
+from diffmf_core.fuser import Fuser, SteadyVideoFuser, WarmRuleFuser
 from diffmf_core.live.pipeline import build_pipeline
 from diffmf_core.modules import pyramid_decoder
 from diffmf_core.modules.pyramid_decoder import source_blend
 from diffmf_core.training.evaluation import temporal_flicker
 
 
-@pytest.fixture(scope="module")
-def fuser() -> Fuser:
-    return Fuser(device="cpu")
+@pytest.fixture(scope="module", params=["diffmf", "warm_rule"])
+def fuser(request) -> Fuser | WarmRuleFuser:
+    """The two fusers the node runs on video: the network and the warm rule (its default)."""
+    return Fuser(device="cpu") if request.param == "diffmf" else WarmRuleFuser(device="cpu")
 
 
 def moving_texture(frames: int = 8, shape=(64, 80), seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -61,7 +63,7 @@ def test_moving_texture_flickers_less_and_only_the_enhancement_lags(fuser):
     assert temporal_flicker(video, irs, vis) < 0.8 * temporal_flicker(each, irs, vis)
     # the output stays the frame's own blend plus at most the enhancement of recent frames
     ir_y, vi_y = (torch.from_numpy(x.astype(np.float32) / 255)[None, None] for x in frames[-1])
-    blend = source_blend(ir_y, vi_y, fuser.config.pyramid_levels)[0, 0].numpy() * 255
+    blend = source_blend(ir_y, vi_y, fuser.pyramid_levels)[0, 0].numpy() * 255
     enhancement = np.abs(each[-1].astype(np.float32) - blend).max()
     assert np.abs(video[-1].astype(np.float32) - each[-1]).max() <= 2 * enhancement + 1
 
@@ -119,7 +121,8 @@ def test_stamps_set_the_weight_of_the_past_in_time(fuser):
 
 
 def test_the_pipeline_gives_the_fuser_each_pairs_stamp(fuser):
-    pipeline = build_pipeline({"device": "cpu", "fuser": "diffmf"}).pipeline
+    kind = "warm_rule" if isinstance(fuser, WarmRuleFuser) else "diffmf"
+    pipeline = build_pipeline({"device": "cpu", "fuser": kind}).pipeline
     frames = moving_texture()
     pipeline.fuse_pair(*frames[0], stamp_ns=2_000_000_000)
     again = pipeline.fuse_pair(*frames[1], stamp_ns=1_000_000_000).image  # earlier stamp: frame alone
