@@ -4,7 +4,7 @@
 #   scripts/demo.sh            (make demo runs setup first)
 #
 # Starts, as separate processes on a private ROS domain: the fusion node (config/fuse.yaml,
-# shipped weights, use_sim_time), the recorder (fused outputs + inputs), then the player
+# its default fuser, the warm rule; use_sim_time), the recorder (fused outputs + inputs), then the player
 # (sample bag with /clock). When the recorder has seen no message for DEMO_IDLE_S seconds
 # everything is stopped with SIGINT and runs/demo/ gets: fused_bag/ (rosbag2, MCAP), fused.mp4,
 # strip.png, summary.md, logs/. Exit status non-zero, with the reason, on any failure.
