@@ -22,9 +22,10 @@ from diffmf_core.common.outputs import sigterm_as_interrupt
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "fuse": ("diffmf_core.tools.fuse", "fuse one pair or folders of ir/vi pairs into colour PNGs"),
+    "fuse": ("diffmf_core.tools.fuse",
+             "fuse one pair or folders of ir/vi pairs into colour PNGs (warm rule, network or classical)"),
     "train": ("diffmf_core.tools.train", "train DIFF-MF (single process or torchrun)"),
-    "eval": ("diffmf_core.tools.eval", "paper metrics for DIFF-MF and classical baselines"),
+    "eval": ("diffmf_core.tools.eval", "paper metrics for the warm rule, DIFF-MF and classical baselines"),
     "bench": ("diffmf_core.tools.bench", "latency / memory / scan benchmarks on this device"),
     # The one subcommand outside the core: it drives the ROS node, and imports rclpy only when run.
     "bench-node": ("diffmf_ros.bench_node", "node end-to-end latency at an input rate (needs rclpy)"),
@@ -37,6 +38,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 # subcommand -> examples shown at the end of its --help
 EXAMPLES: dict[str, list[str]] = {
     "fuse": ["diffmf fuse --ir ir/0001.png --vi vi/0001.png --out runs/fuse",
+             "diffmf fuse --ir DATA/ir --vi DATA/vi --method diffmf --out runs/diffmf",
              "diffmf fuse --ir DATA/ir --vi DATA/vi --method gff --out runs/gff --overwrite"],
     "train": ["diffmf train --data DATA --preset live --iters 2000 --out runs/train/live",
               "diffmf train --data DATA/RoadScene DATA/M3SVD --holdout '1230_1202_*' --val-every 200 --crop 192"],
