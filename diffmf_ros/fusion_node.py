@@ -336,6 +336,8 @@ class FusionNode(LifecycleNode):
     def _build_pipeline(self) -> tuple[FusionPipeline, dict]:
         """diffmf_core.live.pipeline.build_pipeline from the settings (model warmed up)."""
         calib = self.s.calibration_file or str(package_config_file("calibration/identity.yaml"))
+        if self.s.unused_weights:
+            self.get_logger().warning(self.s.unused_weights)
         t0 = time.perf_counter()
         pipeline, _, frame_ids = build_pipeline({**self.s.as_dict(), "calibration_file": calib}, warmup=True)
         if pipeline.model is not None:

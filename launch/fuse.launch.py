@@ -5,7 +5,8 @@ The node is a managed (lifecycle) node, started as launch_ros' LifecycleNode. La
   params_file    parameters YAML (default: the package's config/fuse.yaml); config_file: the same
                  (older name, used when params_file is empty)
   thermal_topic  thermal camera topic          rgb_topic  RGB camera topic
-  device         auto | cpu | cuda | cuda:N    weights    .safetensors file
+  fuser          warm_rule | diffmf | classical (the shipped config: warm_rule)
+  device         auto | cpu | cuda | cuda:N    weights    the network's .safetensors (fuser:=diffmf)
   use_sim_time   true when replaying a bag with --clock
   namespace      the node's namespace (its relative topics follow it: /uav1/fused/image ...)
   autostart      true: configure and activate at start; false: wait for lifecycle transitions
@@ -32,8 +33,10 @@ ARGUMENTS = {
     "config_file": "older name of params_file (used when params_file is empty)",
     "thermal_topic": "thermal camera topic (empty: from params_file)",
     "rgb_topic": "RGB camera topic (empty: from params_file)",
+    "fuser": "warm_rule (the shipped default, no network) | diffmf (the network) | classical "
+             "(empty: from params_file)",
     "device": "auto | cpu | cuda | cuda:N (empty: from params_file)",
-    "weights": "DIFF-MF weights .safetensors (empty: from params_file)",
+    "weights": "DIFF-MF weights .safetensors, used with fuser diffmf (empty: from params_file)",
     "use_sim_time": "use /clock (bag replay): true | false",
     "namespace": "namespace of the node (empty: root); its relative topics follow it",
     "autostart": "true: configure and activate at start; false: wait for lifecycle transitions "
@@ -49,7 +52,7 @@ ARGUMENTS = {
 }
 DEFAULTS = {"use_sim_time": "false", "log_level": "info", "fused_topic": "fused/image", "info_topic": "fused/info",
             "respawn": "false", "respawn_delay": "2.0"}
-OVERRIDES = ("thermal_topic", "rgb_topic", "device", "weights")
+OVERRIDES = ("thermal_topic", "rgb_topic", "fuser", "device", "weights")
 PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 

@@ -99,6 +99,23 @@ def test_missing_weights_fall_back_to_the_classical_fuser(make_node, tmp_path):
     assert "missing.safetensors" in node._pipeline.degraded_reason
 
 
+def test_the_default_fuser_is_the_warm_rule_and_ignores_weights_with_a_warning(make_node, tmp_path, monkeypatch):
+    node = make_node(weights=str(tmp_path / "w.safetensors"), device="cpu", warmup=False)
+    logger, warnings = node.get_logger(), []
+
+    class Recorder:
+        def __getattr__(self, name):
+            return getattr(logger, name)
+
+        def warning(self, message, **kwargs):
+            warnings.append(message)
+
+    monkeypatch.setattr(node, "get_logger", Recorder)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node._pipeline.mode == fusion_node.FusionInfo.MODE_FUSED and node._pipeline.active_name == "warm_rule"
+    assert any("w.safetensors' is not used: fuser is 'warm_rule'" in w for w in warnings), warnings
+
+
 def test_compressed_input_under_sim_time(make_node):
     """CompressedImage RGB + raw mono16 thermal with bag-like stamps (sim time, no /clock yet)."""
     node = make_node(fuser="classical", fallback_fuser="mean", rgb_transport="compressed",

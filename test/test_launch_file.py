@@ -63,7 +63,7 @@ def _launch(monkeypatch, tmp_path, environ=None, **cli_args):
 
 def test_declares_the_documented_arguments(monkeypatch, tmp_path):
     declared, _ = _launch(monkeypatch, tmp_path)
-    assert {"params_file", "config_file", "thermal_topic", "rgb_topic", "device", "weights", "use_sim_time",
+    assert {"params_file", "config_file", "thermal_topic", "rgb_topic", "fuser", "device", "weights", "use_sim_time",
             "namespace", "autostart", "respawn", "respawn_delay", "fused_topic", "info_topic",
             "fastdds_profile"} <= set(declared)
     assert all(kw.get("description") for kw in declared.values())
@@ -86,14 +86,14 @@ def test_defaults_start_the_node_with_the_shipped_config(monkeypatch, tmp_path):
 
 
 def test_arguments_become_overrides_and_remappings(monkeypatch, tmp_path):
-    _, node = _launch(monkeypatch, tmp_path, params_file="my.yaml", device="cuda:1", weights="w.safetensors",
-                      thermal_topic="/ir/raw", rgb_topic="/cam/raw", use_sim_time="True",
+    _, node = _launch(monkeypatch, tmp_path, params_file="my.yaml", fuser="diffmf", device="cuda:1",
+                      weights="w.safetensors", thermal_topic="/ir/raw", rgb_topic="/cam/raw", use_sim_time="True",
                       fused_topic="/uav/det/image", info_topic="/uav/fused_info", namespace="/uav1",
                       log_level="debug", autostart="false", respawn="true", respawn_delay="5",
                       fastdds_profile="none")
     config, overrides = node["parameters"]
     assert config == "my.yaml"
-    assert overrides == {"device": "cuda:1", "weights": "w.safetensors", "thermal_topic": "/ir/raw",
+    assert overrides == {"fuser": "diffmf", "device": "cuda:1", "weights": "w.safetensors", "thermal_topic": "/ir/raw",
                          "rgb_topic": "/cam/raw", "use_sim_time": True, "autostart": False}
     assert dict(node["remappings"]) == {"fused/image": "/uav/det/image",
                                         "fused/image/compressed": "/uav/det/image/compressed",

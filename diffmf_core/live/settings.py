@@ -158,6 +158,14 @@ class NodeSettings:
         return dataclasses.asdict(self)
 
     @property
+    def unused_weights(self) -> str | None:
+        """Why ``weights`` is set and ignored (the fuser is not the network), for a warning; else None."""
+        if self.weights and self.fuser != "diffmf":
+            return (f"weights {self.weights!r} is not used: fuser is {self.fuser!r} "
+                    "(fuser: diffmf runs the network with them)")
+        return None
+
+    @property
     def geometry_source(self) -> str:
         """The camera whose pixels define the output ("thermal" or "rgb"; fixed is the scaled RGB camera)."""
         return "thermal" if self.output_geometry == "thermal" else "rgb"
