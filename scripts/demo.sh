@@ -6,8 +6,9 @@
 # Starts, as separate processes on a private ROS domain: the fusion node (config/fuse.yaml,
 # its default fuser, the warm rule; use_sim_time), the recorder (fused outputs + inputs), then the player
 # (sample bag with /clock). When the recorder has seen no message for DEMO_IDLE_S seconds
-# everything is stopped with SIGINT and runs/demo/ gets: fused_bag/ (rosbag2, MCAP), fused.mp4,
-# strip.png, summary.md, logs/. Exit status non-zero, with the reason, on any failure.
+# everything is stopped with SIGINT and runs/demo/ gets: fused_bag/ (rosbag2, MCAP), report/
+# (fused.mp4, strip.png, summary.md), logs/. A DEMO_OUT that an earlier demo did not make is
+# refused. Exit status non-zero, with the reason, on any failure.
 #
 # Environment: DEMO_BAG (default samples/m3svd_0117_1605), DEMO_OUT (runs/demo), DEMO_RATE
 # (playback speed factor, default 1.0; lower it if the CPU cannot keep up), DEMO_DEVICE
@@ -34,7 +35,15 @@ source scripts/ros_env.sh
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( $$ % 100 + 101 ))}"
 export PYTHONUNBUFFERED=1
 
-rm -rf "$OUT"
+# Only a folder an earlier demo made (its marker) is reused, and only the demo's own parts of it
+# are replaced; anything else at $OUT is left alone.
+MARKER="$OUT/.diffmf-demo"
+if [ -e "$OUT" ] && [ ! -e "$MARKER" ]; then
+  fail "$OUT exists and was not written by the demo; move it or set DEMO_OUT"
+fi
+mkdir -p "$OUT"
+touch "$MARKER"
+rm -rf "$OUT/fused_bag" "$OUT/report" "$OUT/logs"
 mkdir -p "$OUT/logs"
 LOGS="$OUT/logs"
 READY="$LOGS/recorder.ready"
@@ -104,6 +113,6 @@ try:
     print(resolve_device(sys.argv[1]))
 except Exception:
     print(sys.argv[1])" "$DEVICE")"
-"$PY" -m diffmf_core.cli bag report "$OUT/fused_bag" --input "$BAG" --outdir "$OUT" \
+"$PY" -m diffmf_core.cli bag report "$OUT/fused_bag" --input "$BAG" --outdir "$OUT/report" \
   --params-file "$PARAMS" --device "$RESOLVED_DEVICE" || fail "no usable fused output (see $LOGS/)"
-echo "demo: done: $OUT/summary.md, $OUT/fused.mp4, $OUT/strip.png, $OUT/fused_bag/"
+echo "demo: done: $OUT/report/summary.md, $OUT/report/fused.mp4, $OUT/report/strip.png, $OUT/fused_bag/"
