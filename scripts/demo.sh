@@ -35,15 +35,25 @@ source scripts/ros_env.sh
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( $$ % 100 + 101 ))}"
 export PYTHONUNBUFFERED=1
 
-# Only a folder an earlier demo made (its marker) is reused, and only the demo's own parts of it
-# are replaced; anything else at $OUT is left alone.
+# Only a folder an earlier demo made is reused (its marker; an older demo's, without the marker,
+# holds nothing but the demo's parts), and only the demo's own parts of it are replaced; anything
+# else at $OUT is left alone.
 MARKER="$OUT/.diffmf-demo"
+OWN=(fused_bag report logs)
+LEGACY=(fused.mp4 strip.png summary.md .diffmf-bag-report)  # an older demo wrote its report here
 if [ -e "$OUT" ] && [ ! -e "$MARKER" ]; then
-  fail "$OUT exists and was not written by the demo; move it or set DEMO_OUT"
+  [ -d "$OUT" ] || fail "$OUT exists and was not written by the demo; move it or set DEMO_OUT"
+  for entry in "$OUT"/* "$OUT"/.[!.]*; do
+    [ -e "$entry" ] || continue
+    name="$(basename "$entry")"
+    [[ " ${OWN[*]} ${LEGACY[*]} " == *" $name "* ]] || \
+      fail "$OUT exists and was not written by the demo ($name); move it or set DEMO_OUT"
+  done
+  for name in "${LEGACY[@]}"; do rm -f "${OUT:?}/$name"; done
 fi
 mkdir -p "$OUT"
 touch "$MARKER"
-rm -rf "$OUT/fused_bag" "$OUT/report" "$OUT/logs"
+for name in "${OWN[@]}"; do rm -rf "${OUT:?}/$name"; done
 mkdir -p "$OUT/logs"
 LOGS="$OUT/logs"
 READY="$LOGS/recorder.ready"

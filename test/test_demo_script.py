@@ -40,8 +40,12 @@ def test_the_demo_fuses_the_sample_bag_and_writes_its_report(tmp_path):
 
 def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path):
     out = tmp_path / "mine"
-    out.mkdir()
+    (out / "logs").mkdir(parents=True)  # a name the demo uses, beside one it does not
     (out / "keep.txt").write_text("x")
     run = run_demo(out)
-    assert run.returncode != 0 and "was not written by the demo" in run.stderr, run.stderr
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert run.returncode != 0 and "was not written by the demo (keep.txt)" in run.stderr, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "logs"]
+    file = tmp_path / "file"
+    file.write_text("x")
+    run = run_demo(file)
+    assert run.returncode != 0 and "was not written by the demo" in run.stderr and file.read_text() == "x"
