@@ -320,3 +320,14 @@ def test_the_warm_rule_is_the_decoder_with_a_constant_warm_head_and_keeps_a_targ
         return (x[0, 0].numpy() * 255).round()
     kept, lost = (target_retention(u8(ir), u8(x)) for x in (warm, rule))
     assert len(kept) == len(lost) == 1 and kept[0] > 0.8 and lost[0] < 0.2
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 7), (17, 9), (31, 640), (480, 641)])
+def test_the_warm_rule_fuses_any_size(size):
+    """The node's default fuser on any image the node accepts: same size out, finite, in [0, 1]."""
+    from diffmf_core.fuser import WarmRuleFuser
+
+    gen = torch.Generator().manual_seed(0)
+    ir, vi = torch.rand(1, 1, *size, generator=gen), torch.rand(1, 1, *size, generator=gen)
+    out = WarmRuleFuser(device="cpu").fuse_tensor(ir, vi)
+    assert out.shape == ir.shape and torch.isfinite(out).all() and 0 <= out.min() <= out.max() <= 1
