@@ -210,11 +210,11 @@ def test_eval_cli_clip_writes_flicker_table(dataset, tmp_path, capsys):
     assert "--video-smoothing" in capsys.readouterr().err
 
 
-def test_clip_flicker_runs_diffmf_with_the_given_video_smoothing(tmp_path):
+def test_clip_flicker_runs_the_torch_fusers_with_the_given_video_smoothing(tmp_path):
     import torch
 
     from diffmf_core.config import get_preset
-    from diffmf_core.fuser import Fuser
+    from diffmf_core.fuser import Fuser, WarmRuleFuser
     from diffmf_core.models import DiffMF
     from diffmf_core.training.evaluation import clip_flicker
     from diffmf_core.weights import save_weights
@@ -229,16 +229,19 @@ def test_clip_flicker_runs_diffmf_with_the_given_video_smoothing(tmp_path):
         x = cv2.GaussianBlur(rng.normal(0, 1, shape), (0, 0), 4)
         return 128 + 100 * x / np.abs(x).max()
     base_ir, base_vi = smooth_texture((64, 80)), smooth_texture((64, 80, 3))
+    base_ir[20:40, 30:50] = 250  # a warm target: the warm rule takes the thermal image there
     for sub in ("ir", "vi"):
         (clip / sub).mkdir(parents=True)
     for t in range(4):  # a texture that moves by 2 px a frame
         cv2.imwrite(str(clip / "ir" / f"{t:03d}.png"), np.roll(base_ir, 2 * t, axis=1).astype(np.uint8))
         cv2.imwrite(str(clip / "vi" / f"{t:03d}.png"), np.roll(base_vi, 2 * t, axis=1).astype(np.uint8))
-    alone = clip_flicker(clip, {"diffmf": fuser}, smoothing=0.0)
-    smooth = clip_flicker(clip, {"diffmf": fuser}, smoothing=0.9)
-    assert alone["diffmf"] == pytest.approx(alone["diffmf, frame by frame"])  # smoothing 0: each pair alone
-    assert smooth["diffmf, frame by frame"] == pytest.approx(alone["diffmf, frame by frame"])
-    assert smooth["diffmf"] != pytest.approx(alone["diffmf"], abs=1e-3)
+    fusers = {"diffmf": fuser, "warm_rule": WarmRuleFuser(device="cpu")}
+    alone = clip_flicker(clip, fusers, smoothing=0.0)
+    smooth = clip_flicker(clip, fusers, smoothing=0.9)
+    for m in fusers:  # both run as the node runs them on video, and once more frame by frame
+        assert alone[m] == pytest.approx(alone[f"{m}, frame by frame"])  # smoothing 0: each pair alone
+        assert smooth[f"{m}, frame by frame"] == pytest.approx(alone[f"{m}, frame by frame"])
+        assert smooth[m] != pytest.approx(alone[m], abs=1e-3)
 
 
 def test_eval_reruns_need_overwrite_and_never_touch_foreign_files(dataset, tmp_path, capsys):
