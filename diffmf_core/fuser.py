@@ -21,6 +21,7 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -222,16 +223,72 @@ class WarmRuleFuser(TensorFuser):
         self.forward = functools.partial(warm_rule_fusion, levels=self.pyramid_levels)
 
 
+MOTION_SIDE = 128       # camera_shift works on images reduced by a whole factor to about this short side
+MOTION_MIN_SIDE = 32    # below this (at full size) no shift is estimated
+MOTION_GAIN = 0.8       # a shift is the camera's only if it explains the frame change this much better
+
+
+def motion_image(ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray | None:
+    """The sum of the two luminance images reduced by the whole factor that brings the short side
+    to about MOTION_SIDE (area average; 640x512: a quarter), what ``camera_shift`` compares; None
+    for images too small to tell a movement."""
+    h, w = ir_y.shape
+    if min(h, w) < MOTION_MIN_SIDE:
+        return None
+    total = np.asarray(ir_y, np.float32) + np.asarray(vi_y, np.float32)
+    factor = max(1, min(h, w) // MOTION_SIDE)
+    if factor == 1:
+        return total
+    return cv2.resize(total, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+
+
+def camera_shift(previous: np.ndarray | None, current: np.ndarray | None, size) -> tuple[int, int]:
+    """(dx, dy), whole pixels at full ``size`` (H, W): how far the image moved from ``previous`` to
+    ``current`` (``motion_image``s), by phase correlation with a Hann window; (0, 0) when either is
+    None."""
+    if previous is None or current is None or previous.shape != current.shape:
+        return 0, 0
+    window = cv2.createHanningWindow((current.shape[1], current.shape[0]), cv2.CV_32F)
+    (dx, dy), _ = cv2.phaseCorrelate(previous, current, window)
+    scale_x, scale_y = size[1] / current.shape[1], size[0] / current.shape[0]
+    return int(round(dx * scale_x)), int(round(dy * scale_y))
+
+
+def overlap(size, dx: int, dy: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(destination, source) slices over the last two axes of an image of ``size`` (H, W) moved by
+    (dx, dy) whole pixels: moved[destination] = image[source]."""
+    h, w = size
+    destination = (slice(max(dy, 0), h - max(-dy, 0)), slice(max(dx, 0), w - max(-dx, 0)))
+    source = (slice(max(-dy, 0), h - max(dy, 0)), slice(max(-dx, 0), w - max(dx, 0)))
+    return destination, source
+
+
+def shifted(x: torch.Tensor, dx: int, dy: int, fill: torch.Tensor) -> torch.Tensor:
+    """``x`` (b, c, H, W) moved by (dx, dy) whole pixels, out[y, x] = x[y - dy, x - dx]; where that
+    does not exist, ``fill`` (same shape)."""
+    (dy_, dx_), (sy, sx) = overlap(x.shape[-2:], dx, dy)
+    out = fill.clone()
+    out[..., dy_, dx_] = x[..., sy, sx]
+    return out
+
+
 class SteadyVideoFuser:
     """A Fuser (or WarmRuleFuser) for the consecutive frames of one video: what it adds to its sources
     (sharpening, contrast, the warm targets' selection: the fused image minus ``source_blend``, the
     decoder's brighter-source selection alone) is smoothed over time, so that sharpened texture and
     target edges that move do not shimmer:
 
-        E_t = (1 - smoothing) (fused_t - blend_t) + smoothing E_{t-1},    out_t = clip(blend_t + E_t)
+        E_t = (1 - smoothing) (fused_t - blend_t) + smoothing shift(E_{t-1}, d_t),
+        out_t = clip(blend_t + E_t)
 
-    The blend, i.e. everything the sources themselves show, follows every frame at once; only the
-    enhancement lags, by about smoothing / (1 - smoothing) frames. ``smoothing`` 0 is the Fuser
+    d_t is the camera's movement since the previous frame (``camera_shift``: a global translation,
+    by phase correlation of the two sources' sum, reduced to a short side of about 128 px, kept only
+    where it explains the frame's change: ``_camera_movement``), so the smoothed past
+    moves with the image on a panning camera instead of trailing behind it; where the shifted past
+    has no pixels (the side the camera turns to) the current frame's enhancement is used. The
+    blend, i.e. everything the sources themselves show, follows every frame at once; only the
+    enhancement of what moves in the scene lags, by about smoothing / (1 - smoothing) frames. A
+    shift of more than a quarter of the image counts as a scene cut. ``smoothing`` 0 is the Fuser
     frame by frame. With frame stamps (``fuse(..., stamp_s=t)``) the weight of the past is
     smoothing ** (dt / frame_period_s), so the lag is the same in time whether every frame or only
     every tenth is fused; without, every call counts as one frame period. The first frame, a new
@@ -247,12 +304,13 @@ class SteadyVideoFuser:
         self.fuser, self.smoothing, self.cut, self.frame_period_s = fuser, smoothing, cut, frame_period_s
         self.name, self.device = fuser.name, fuser.device
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._previous_small: np.ndarray | None = None
         self._enhancement: torch.Tensor | None = None
         self._stamp_s: float | None = None
 
     def reset(self) -> None:
         """Forget the past frames: the next one is fused on its own."""
-        self._previous = self._enhancement = self._stamp_s = None
+        self._previous = self._previous_small = self._enhancement = self._stamp_s = None
 
     def _past_weight(self, stamp_s: float | None) -> float:
         """Weight of the smoothed past for a frame at ``stamp_s``; 0 when it goes back in time."""
@@ -267,20 +325,39 @@ class SteadyVideoFuser:
         change = max(float((ir - self._previous[0]).abs().mean()), float((vi - self._previous[1]).abs().mean()))
         return change <= self.cut
 
+    def _camera_movement(self, ir: torch.Tensor, vi: torch.Tensor, small: np.ndarray | None) -> tuple[int, int]:
+        """The camera's movement since the previous frame: ``camera_shift``, kept only if moving the
+        previous sources by it leaves less than MOTION_GAIN of their change to the current ones (a
+        moving object in a still scene, which phase correlation may also find, does not)."""
+        dx, dy = camera_shift(self._previous_small, small, ir.shape[-2:])
+        if (dx, dy) == (0, 0):
+            return 0, 0
+        now, before = ir + vi, self._previous[0] + self._previous[1]
+        (dy_, dx_), (sy, sx) = overlap(now.shape[-2:], dx, dy)
+        moved_change = float((now[..., dy_, dx_] - before[..., sy, sx]).abs().mean())
+        if moved_change < MOTION_GAIN * float((now - before).abs().mean()):
+            return dx, dy
+        return 0, 0
+
     def fuse_y(self, ir_y: np.ndarray, vi_y: np.ndarray, stamp_s: float | None = None) -> np.ndarray:
         """float32 [0, 1] HxW luminance pair (the next frame, taken at ``stamp_s`` seconds if known)
         -> fused float32 [0, 1] HxW. The blend and the smoothing run on the Fuser's device."""
         ir, vi = luminance_tensors(ir_y, vi_y)
         fused = self.fuser.fuse_tensor(ir, vi)
         if self.smoothing > 0.0:
+            small = motion_image(ir_y, vi_y)
             with torch.inference_mode():
                 ir, vi = ir.to(fused.device), vi.to(fused.device)
                 blend = source_blend(ir, vi, self.fuser.pyramid_levels)
                 enhancement = fused - blend
                 weight = self._past_weight(stamp_s)
                 if weight > 0.0 and self._continues(ir, vi):
-                    enhancement = (1 - weight) * enhancement + weight * self._enhancement
+                    dx, dy = self._camera_movement(ir, vi, small)
+                    if abs(dx) <= ir.shape[-1] // 4 and abs(dy) <= ir.shape[-2] // 4:
+                        past = shifted(self._enhancement, dx, dy, fill=enhancement)
+                        enhancement = (1 - weight) * enhancement + weight * past
                 self._previous, self._enhancement, self._stamp_s = (ir, vi), enhancement, stamp_s
+                self._previous_small = small
                 fused = (blend + enhancement).clamp(0, 1)
         return fused[0, 0].cpu().numpy()
 

@@ -22,14 +22,20 @@ def fuser(request) -> Fuser | WarmRuleFuser:
 
 
 def moving_texture(frames: int = 8, shape=(64, 80), seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Gray u8 (ir, vi) pairs of one textured scene panning by one pixel per frame."""
+    """Gray u8 (ir, vi) pairs of a still camera: a textured scene with a warm target, and in it a
+    patch of texture moving by one pixel per frame (foliage in the wind: what shimmers)."""
     rng = np.random.default_rng(seed)
     h, w = shape
     texture = [cv2.GaussianBlur(rng.normal(0, 1, (h, w + frames)), (0, 0), 1.5) for _ in range(2)]
     scene_ir = np.clip(110 + 60 * texture[0], 0, 255)
     scene_vi = np.clip(140 + 80 * texture[1], 0, 255)
-    scene_ir[20:40, 30:50] = 230  # a warm target
-    return [(scene_ir[:, t:t + w].astype(np.uint8), scene_vi[:, t:t + w].astype(np.uint8)) for t in range(frames)]
+    pairs = []
+    for t in range(frames):
+        ir, vi = scene_ir[:, :w].copy(), scene_vi[:, :w].copy()
+        ir[36:60, 8:48], vi[36:60, 8:48] = scene_ir[36:60, 8 + t:48 + t], scene_vi[36:60, 8 + t:48 + t]
+        ir[10:30, 50:70] = 230  # a warm target
+        pairs.append((ir.astype(np.uint8), vi.astype(np.uint8)))
+    return pairs
 
 
 def test_source_blend_is_the_decoder_rule_with_unit_gains(monkeypatch):
@@ -127,3 +133,69 @@ def test_the_pipeline_gives_the_fuser_each_pairs_stamp(fuser):
     pipeline.fuse_pair(*frames[0], stamp_ns=2_000_000_000)
     again = pipeline.fuse_pair(*frames[1], stamp_ns=1_000_000_000).image  # earlier stamp: frame alone
     assert np.array_equal(again, cv2.cvtColor(fuser.fuse(*frames[1]), cv2.COLOR_GRAY2BGR))
+
+
+def panning(frames: int = 24, step: int = 3, shape=(96, 128), seed: int = 3):
+    """Gray u8 (ir, vi) crops of one scene under a camera panning ``step`` px per frame: textured
+    sources, a warm square in a visible image brighter than it (what the warm rule must keep)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    width = w + step * frames
+    texture = [cv2.GaussianBlur(rng.normal(0, 1, (h, width)), (0, 0), 2.0) for _ in range(2)]
+    scene_ir = np.clip(70 + 25 * texture[0], 0, 255)
+    scene_vi = np.clip(200 + 25 * texture[1], 0, 255)
+    scene_ir[40:60, 60:80] = 190  # a warm target, darker than the visible image around it
+    return [(scene_ir[:, step * t:step * t + w].astype(np.uint8), scene_vi[:, step * t:step * t + w].astype(np.uint8))
+            for t in range(frames)]
+
+
+def test_camera_shift_finds_a_pan_and_shifted_moves_an_image():
+    from diffmf_core.fuser import camera_shift, motion_image, shifted
+
+    (ir0, vi0), (ir1, vi1) = panning(frames=2, step=6)
+    small = [motion_image(i.astype(np.float32) / 255, v.astype(np.float32) / 255) for i, v in ((ir0, vi0), (ir1, vi1))]
+    dx, dy = camera_shift(small[0], small[1], ir0.shape)
+    assert abs(dx - -6) <= 1 and abs(dy) <= 1  # the camera moves right: the image moves left
+    assert camera_shift(None, small[1], ir0.shape) == (0, 0)
+    x = torch.arange(20.0).reshape(1, 1, 4, 5)
+    out = shifted(x, 1, -1, fill=torch.full_like(x, -1.0))
+    assert out[0, 0, 0, 1] == x[0, 0, 1, 0] and out[0, 0, 2, 4] == x[0, 0, 3, 3]
+    assert (out[0, 0, :, 0] == -1).all() and (out[0, 0, 3] == -1).all() and int((out >= 0).sum()) == 12
+    assert torch.equal(shifted(x, 0, 0, fill=x * 0), x)
+
+
+def test_a_panning_camera_keeps_the_warm_target_on_the_video_path(monkeypatch):
+    """The smoothed past moves with the image: on a pan the warm target stays nearly as visible as
+    frame by frame; a past that stays put (no camera shift) leaves it as a ghost behind."""
+    from diffmf_core import fuser as fuser_module
+    from diffmf_core.training.metrics import target_retention
+
+    warm = WarmRuleFuser(device="cpu")
+    frames = panning()
+
+    def retention(video) -> float:
+        kept = []
+        for t, (ir, vi) in enumerate(frames):
+            out = video.fuse(ir, vi, stamp_s=t / 30)
+            if t >= 8:
+                kept += target_retention(ir, out)
+        return float(np.mean(kept))
+    alone = retention(SteadyVideoFuser(warm, smoothing=0.0))
+    steady = retention(SteadyVideoFuser(warm))
+    monkeypatch.setattr(fuser_module, "camera_shift", lambda *args: (0, 0))
+    trailing = retention(SteadyVideoFuser(warm))
+    assert alone > 0.8 and steady > 0.8 * alone and trailing < 0.5 * alone, (alone, steady, trailing)
+
+
+def test_an_object_moving_in_a_still_scene_is_not_taken_for_the_camera():
+    from diffmf_core.fuser import camera_shift, motion_image
+
+    ir, vi = moving_texture(frames=1)[0]
+    steady = SteadyVideoFuser(WarmRuleFuser(device="cpu"))
+    steady.fuse(ir, vi)
+    moved = ir.copy()
+    moved[20:40, 30:50] = ir.mean()
+    moved[20:40, 36:56] = 255  # a bright object 6 px further right; the rest is still
+    small = motion_image(moved.astype(np.float32) / 255, vi.astype(np.float32) / 255)
+    tensors = [torch.from_numpy(x.astype(np.float32) / 255)[None, None] for x in (moved, vi)]
+    assert steady._camera_movement(*tensors, small) == (0, 0)
