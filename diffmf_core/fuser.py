@@ -226,6 +226,7 @@ class WarmRuleFuser(TensorFuser):
 MOTION_SIDE = 128       # camera_shift works on images reduced by a whole factor to about this short side
 MOTION_MIN_SIDE = 32    # below this (at full size) no shift is estimated
 MOTION_GAIN = 0.8       # a shift is the camera's only if it explains the frame change this much better
+MOTION_MIN_RESPONSE = 0.05  # a weaker phase-correlation peak (flat images) is no movement
 
 
 def motion_image(ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray | None:
@@ -245,11 +246,13 @@ def motion_image(ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray | None:
 def camera_shift(previous: np.ndarray | None, current: np.ndarray | None, size) -> tuple[int, int]:
     """(dx, dy), whole pixels at full ``size`` (H, W): how far the image moved from ``previous`` to
     ``current`` (``motion_image``s), by phase correlation with a Hann window; (0, 0) when either is
-    None."""
+    None or the correlation has no clear peak (flat images)."""
     if previous is None or current is None or previous.shape != current.shape:
         return 0, 0
     window = cv2.createHanningWindow((current.shape[1], current.shape[0]), cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(previous, current, window)
+    (dx, dy), response = cv2.phaseCorrelate(previous, current, window)
+    if not (np.isfinite(dx) and np.isfinite(dy) and response >= MOTION_MIN_RESPONSE):
+        return 0, 0
     scale_x, scale_y = size[1] / current.shape[1], size[0] / current.shape[0]
     return int(round(dx * scale_x)), int(round(dy * scale_y))
 

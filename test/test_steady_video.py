@@ -157,6 +157,8 @@ def test_camera_shift_finds_a_pan_and_shifted_moves_an_image():
     dx, dy = camera_shift(small[0], small[1], ir0.shape)
     assert abs(dx - -6) <= 1 and abs(dy) <= 1  # the camera moves right: the image moves left
     assert camera_shift(None, small[1], ir0.shape) == (0, 0)
+    flat = np.zeros_like(small[0])
+    assert camera_shift(flat, flat, ir0.shape) == (0, 0) and camera_shift(flat, flat + 0.5, ir0.shape) == (0, 0)
     x = torch.arange(20.0).reshape(1, 1, 4, 5)
     out = shifted(x, 1, -1, fill=torch.full_like(x, -1.0))
     assert out[0, 0, 0, 1] == x[0, 0, 1, 0] and out[0, 0, 2, 4] == x[0, 0, 3, 3]
