@@ -161,6 +161,11 @@ class TensorFuser:
     pyramid_levels: int
     source: str
 
+    def __init__(self, device: str):
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
+
     @torch.inference_mode()
     def fuse_tensor(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
         """(b, 1, H, W) float luminance in [0, 1] on any device -> fused (b, 1, H, W) float32."""
@@ -191,9 +196,7 @@ class Fuser(TensorFuser):
 
     def __init__(self, weights: str | Path | None = None, preset: str | None = None, device: str = "auto",
                  half: bool = True, scan_backend: str | None = None, cuda_graph: bool = False):
-        self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
+        super().__init__(device)
         path = Path(weights) if weights else default_weights_path(preset or DEFAULT_PRESET)
         overrides = {"scan_backend": scan_backend} if scan_backend else {}
         self.model = load_model(path, self.device, expect_preset=preset, **overrides)
@@ -215,9 +218,7 @@ class WarmRuleFuser(TensorFuser):
     name = source = "warm_rule"
 
     def __init__(self, device: str = "auto"):
-        self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
+        super().__init__(device)
         self.dtype = torch.float32
         self.pyramid_levels = DiffMFConfig.pyramid_levels
         self.forward = functools.partial(warm_rule_fusion, levels=self.pyramid_levels)
@@ -243,14 +244,19 @@ def motion_image(ir_y: np.ndarray, vi_y: np.ndarray) -> np.ndarray | None:
     return cv2.resize(total, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
 
 
+@functools.lru_cache(maxsize=4)
+def _hann_window(shape: tuple[int, int]) -> np.ndarray:
+    """The Hann window of ``camera_shift`` for motion images of ``shape`` (made once per size)."""
+    return cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
+
+
 def camera_shift(previous: np.ndarray | None, current: np.ndarray | None, size) -> tuple[int, int]:
     """(dx, dy), whole pixels at full ``size`` (H, W): how far the image moved from ``previous`` to
     ``current`` (``motion_image``s), by phase correlation with a Hann window; (0, 0) when either is
     None or the correlation has no clear peak (flat images)."""
     if previous is None or current is None or previous.shape != current.shape:
         return 0, 0
-    window = cv2.createHanningWindow((current.shape[1], current.shape[0]), cv2.CV_32F)
-    (dx, dy), response = cv2.phaseCorrelate(previous, current, window)
+    (dx, dy), response = cv2.phaseCorrelate(previous, current, _hann_window(current.shape))
     if not (np.isfinite(dx) and np.isfinite(dy) and response >= MOTION_MIN_RESPONSE):
         return 0, 0
     scale_x, scale_y = size[1] / current.shape[1], size[0] / current.shape[0]

@@ -636,7 +636,7 @@ def fake_fuse(monkeypatch):
         return rec["summary"]
 
     class Fuser:
-        def __init__(self, weights, preset=None, device="auto", half=True):
+        def __init__(self, weights, preset=None, device="auto", half=True, cuda_graph=False):
             rec["fuser"] = (weights, preset, device, half)
             if rec["error"]:
                 raise rec["error"]

@@ -122,6 +122,19 @@ class BuiltPipeline(NamedTuple):
     frame_ids: dict  # {"thermal": ..., "rgb": ...} from the calibration file
 
 
+def model_fuser(params: Mapping):
+    """The torch fuser that node parameters name (``fuser: warm_rule`` -> ``WarmRuleFuser``, else
+    the DIFF-MF ``Fuser`` with ``weights``, ``preset``, ``device``, ``half_precision``,
+    ``cuda_graph``), frame by frame; raises what its construction raises."""
+    from diffmf_core.fuser import Fuser, WarmRuleFuser
+
+    if params.get("fuser", NodeSettings.fuser) == "warm_rule":
+        return WarmRuleFuser(device=params.get("device", "auto"))
+    return Fuser(params.get("weights") or None, preset=params.get("preset") or None,
+                 device=params.get("device", "auto"), half=bool(params.get("half_precision", True)),
+                 cuda_graph=bool(params.get("cuda_graph", False)))
+
+
 def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
     """FusionPipeline from node parameters (see the module contract). With ``warmup`` (and the
     ``warmup`` parameter true) the model runs once at the expected output size."""
@@ -136,14 +149,9 @@ def build_pipeline(params: Mapping, warmup: bool = False) -> BuiltPipeline:
     if kind != "classical":
         preset = params.get("preset") or None
         try:
-            from diffmf_core.fuser import Fuser, SteadyVideoFuser, WarmRuleFuser
+            from diffmf_core.fuser import SteadyVideoFuser
 
-            if kind == "warm_rule":
-                model = WarmRuleFuser(device=params.get("device", "auto"))
-            else:
-                model = Fuser(params.get("weights") or None, preset=preset, device=params.get("device", "auto"),
-                              half=bool(params.get("half_precision", True)),
-                              cuda_graph=bool(params.get("cuda_graph", False)))
+            model = model_fuser(params)
             if warmup and params.get("warmup", True):
                 size = {"fixed": fixed, "thermal": cal.thermal_size}.get(geometry, cal.rgb_size)
                 width, height = size or (640, 512)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from diffmf_core.common.paths import repo_root
-from diffmf_core.live.pipeline import build_pipeline
+from diffmf_core.live.pipeline import build_pipeline, model_fuser
 from diffmf_core.live.settings import NodeSettings
 from diffmf_core.live.sync import stamp_to_ns
 from diffmf_core.tools.bag.common import (BagError, CAMERA_INFO_TYPE, COMPRESSED_TYPE, FUSED_TOPIC,
@@ -260,13 +260,7 @@ def _check_model(params: dict) -> None:
     classical fallback that the node (and the automatic defaults) use."""
     kind = params.get("fuser", NodeSettings.fuser)
     try:
-        from diffmf_core.fuser import Fuser, WarmRuleFuser
-
-        if kind == "warm_rule":
-            WarmRuleFuser(device=params.get("device", "auto"))
-        else:
-            Fuser(params.get("weights") or None, preset=params.get("preset") or None,
-                  device=params.get("device", "auto"), half=bool(params.get("half_precision", True)))
+        model_fuser(params)
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's explicit choice failing
         what = "warm_rule fuser" if kind == "warm_rule" else "DIFF-MF model"
         raise BagError(f"the requested {what} cannot be used ({type(exc).__name__}: {exc}); "
@@ -315,8 +309,9 @@ def _fuse_locked(args) -> int:
         raise BagError(f"nothing could be fused from {args.input} (see the counts above); no output written") from None
     print(f"wrote {args.output}\n{summary.text()}")
     if explicit and summary.modes.get("classical"):
-        print(f"diffmf bag: error: {'DIFF-MF' if kind == 'diffmf' else kind} failed during the run; {summary.modes['classical']} frame(s) were fused "
-              f"with the classical fallback (FusionInfo mode CLASSICAL). The output {args.output} is kept.",
+        what = "DIFF-MF" if kind == "diffmf" else kind
+        print(f"diffmf bag: error: {what} failed during the run; {summary.modes['classical']} frame(s) were "
+              f"fused with the classical fallback (FusionInfo mode CLASSICAL). The output {args.output} is kept.",
               file=sys.stderr)
         return 1
     return 0
